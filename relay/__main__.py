@@ -1,0 +1,5 @@
+"""``python -m relay`` is the ``userrelay`` command."""
+
+from relay.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""``create_app(config)``: the relay as an aiohttp application.
+
+Each resource is one cleanup context, set up before ``yield`` and torn down after, in reverse
+order: the database and key store, then the group commit, then delivery. So on shutdown the
+couriers finish first, then pending commits, then the database closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from relay import queue
+from relay.appkeys import CONFIG, COURIERS, DATABASE, GROUP_COMMIT, KEYS, ROUTER
+from relay.config import Config
+from relay.deliver import Courier
+from relay.keystore import KeyStore
+from relay.receive import errors_middleware, healthz, receive_events
+from relay.routing import Router
+from relay.store import Database, GroupCommit
+
+log = structlog.get_logger("relay.app")
+PRUNE_EVERY = 3600.0
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(client_max_size=config["ingest.max_body_bytes"],
+                          middlewares=[errors_middleware])
+    app[CONFIG] = config
+    app[ROUTER] = Router(config)
+    app.cleanup_ctx.extend([database_ctx, group_commit_ctx, delivery_ctx])
+    app.router.add_post("/v1/sites/{site}/events", receive_events)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    db = Database(config.database_path)
+    await db.open()
+    app[DATABASE] = db
+    app[KEYS] = KeyStore(config.database_path, config.master_key_path)
+    yield
+    app[KEYS].close()
+    await db.close()
+
+
+async def group_commit_ctx(app: web.Application) -> AsyncIterator[None]:
+    group = GroupCommit(app[DATABASE], app[CONFIG]["ingest.commit_batch"])
+    group.start()
+    app[GROUP_COMMIT] = group
+    yield
+    await group.stop()
+
+
+async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, db = app[CONFIG], app[DATABASE]
+    # One relay process owns the database, so every lease left behind is from a dead process.
+    reclaimed = await db.transaction(queue.reclaim_expired, float("inf"))
+    if reclaimed:
+        log.info("leases_reclaimed", deliveries=reclaimed, at="start-up")
+    paused = await db.call(queue.paused_links)
+    connector = aiohttp.TCPConnector(limit_per_host=config["delivery.in_flight"],
+                                     keepalive_timeout=60)
+    session = aiohttp.ClientSession(connector=connector,
+                                    headers={"User-Agent": "UserRelay/0.1"})
+    couriers = {site.id: Courier(site, config, db, app[KEYS], session, paused)
+                for site in config.sites.values()}
+    app[COURIERS] = couriers
+    tasks = [asyncio.create_task(c.run(), name=f"courier-{s}") for s, c in couriers.items()]
+    upkeep = asyncio.create_task(_upkeep(app, couriers), name="upkeep")
+    yield
+    upkeep.cancel()
+    await asyncio.gather(*(c.stop(config["delivery.shutdown_grace"]) for c in couriers.values()))
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, upkeep, return_exceptions=True)
+    await session.close()
+
+
+async def _upkeep(app: web.Application, couriers: dict[str, Courier]) -> None:
+    """Reclaim expired leases now and then; prune what is past its retention every hour."""
+    config, db = app[CONFIG], app[DATABASE]
+    every = min(config["delivery.lease"] / 2, 30.0)
+    last_prune = 0.0
+    while True:
+        await asyncio.sleep(every)
+        now = time.time()
+        try:
+            reclaimed = await db.transaction(queue.reclaim_expired, now)
+            if reclaimed:
+                log.warning("leases_reclaimed", deliveries=reclaimed, at="upkeep")
+                for courier in couriers.values():
+                    courier.wake()
+            if now - last_prune >= PRUNE_EVERY:
+                keep = config["ingest.receipt_retention"]
+                pruned = await db.transaction(queue.prune, now - keep, now - keep)
+                log.info("pruned", deliveries=pruned)
+                last_prune = now
+        except sqlite3.Error as exc:
+            log.error("upkeep_failed", error=str(exc))

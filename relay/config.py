@@ -1,0 +1,368 @@
+"""The configuration: every setting declared once (key, type, default, help), loaded from YAML.
+
+Loading collects every problem it finds and raises one ``ConfigError`` that names, for each,
+the key path, the bad value and what was expected. It never lets a traceback reach the user.
+This module knows nothing of the database or the network.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from relay.constants import (
+    ACTIONS,
+    DIRECTIONS,
+    MATCH_BY,
+    RECOMMENDED_ACTIONS,
+    SYNC_TYPES_PLANNED,
+    SYNC_TYPES_SUPPORTED,
+)
+from relay.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as ``"5s"``, ``"30m"``, ``"2h"``, ``"1d"``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 30, '30s', '5m', '2h' or '1d'")
+    if isinstance(value, int | float) and value >= 0:
+        return float(value)
+    match = _DURATION.match(str(value)) if isinstance(value, str) else None
+    if not match:
+        raise ValueError("a duration such as 30, '30s', '5m', '2h' or '1d'")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("a whole number of at least 1")
+    return value
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError("a port number from 0 to 65535")
+    return value
+
+
+def _fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError("a number from 0 up to (not including) 1")
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a non-empty string")
+    return value
+
+
+def _schedule(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("a non-empty list of durations, e.g. [5s, 5m, 30m, 2h]")
+    return tuple(parse_duration(v) for v in value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One scalar setting: its dotted key, how to read it, its default and what it means."""
+
+    key: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+
+
+#: Every scalar setting, declared once. docs/configuration.md documents each (a test checks).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("listen.host", _text, "127.0.0.1", "Address the public listener binds to."),
+    Setting("listen.port", _port, 8480, "Port of the public listener (0 picks a free one)."),
+    Setting("database", _text, "var/userrelay.sqlite3",
+            "SQLite file holding the queue, identities, receipts and keys; relative to this file."),
+    Setting("master_key_file", _text, "",
+            "File with the key that encrypts site keys at rest; created with mode 0600 on first "
+            "use. Empty: 'master.key' beside the database."),
+    Setting("ingest.max_body_bytes", _positive_int, 1_048_576,
+            "Largest request body accepted from a site; larger ones get 413."),
+    Setting("ingest.timestamp_tolerance", parse_duration, 300.0,
+            "How far a request's webhook-timestamp may be from our clock."),
+    Setting("ingest.receipt_retention", parse_duration, 7 * 86400.0,
+            "How long a webhook-id is remembered, so a repeat gets the first answer again."),
+    Setting("ingest.commit_batch", _positive_int, 256,
+            "Most requests committed together in one transaction (group commit)."),
+    Setting("delivery.batch_size", _positive_int, 100,
+            "Most events sent to a site in one request when a backlog exists."),
+    Setting("delivery.in_flight", _positive_int, 4,
+            "Requests in flight at once to one site."),
+    Setting("delivery.timeout", parse_duration, 30.0, "Time limit of one delivery request."),
+    Setting("delivery.lease", parse_duration, 120.0,
+            "How long a claimed delivery stays leased; longer than delivery.timeout, so a "
+            "delivery is never sent twice at once. Expired leases are reclaimed."),
+    Setting("delivery.retry_schedule", _schedule,
+            (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0),
+            "Waits before each retry (the Standard Webhooks schedule); the last repeats."),
+    Setting("delivery.jitter", _fraction, 0.2, "Random spread applied to each wait (0.2 = +/-20%)."),
+    Setting("delivery.max_attempts", _positive_int, 10,
+            "Attempts before a delivery is dead-lettered."),
+    Setting("delivery.max_age", parse_duration, 3 * 86400.0,
+            "Age after which a failing delivery is dead-lettered, whatever its attempts."),
+    Setting("delivery.max_retry_after", parse_duration, 86400.0,
+            "Longest Retry-After from a site that is honoured as given."),
+    Setting("delivery.shutdown_grace", parse_duration, 10.0,
+            "On SIGTERM, how long in-flight deliveries may take to finish."),
+)
+
+
+@dataclass(frozen=True)
+class Site:
+    id: str
+    label: str
+    url: str
+    allow_http: bool = False
+
+
+@dataclass(frozen=True)
+class Link:
+    """What a site admin sets up for one remote site, as seen from ``site``."""
+
+    id: str
+    site: str
+    remote: str
+    direction: str
+    sync: tuple[str, ...] = ("users",)
+    incoming: frozenset[str] = frozenset(RECOMMENDED_ACTIONS)
+    outgoing: frozenset[str] = frozenset(RECOMMENDED_ACTIONS)
+    match_by: str = "email"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    base_dir: Path
+    values: dict[str, Any]
+    sites: dict[str, Site] = field(default_factory=dict)
+    links: dict[str, Link] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def database_path(self) -> Path:
+        return self.base_dir / self.values["database"]
+
+    @property
+    def master_key_path(self) -> Path:
+        if self.values["master_key_file"]:
+            return self.base_dir / self.values["master_key_file"]
+        return self.database_path.parent / "master.key"
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a YAML configuration file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(str(path), [f"not valid YAML{where}: {problem}"]) from None
+    return from_mapping(document or {}, source=str(path), base_dir=path.resolve().parent)
+
+
+def from_mapping(document: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate an already parsed document; every problem is reported at once."""
+    problems: list[str] = []
+    if not isinstance(document, dict):
+        raise ConfigError(source, ["the top level must be a mapping of settings"])
+    values = _read_settings(document, problems)
+    sites = _read_sites(document.get("sites"), problems)
+    links = _read_links(document.get("links"), sites, problems)
+    known = {s.key.split(".")[0] for s in SETTINGS} | {"sites", "links"}
+    for key in document:
+        if key not in known:
+            problems.append(f"{key}: unknown setting; expected one of {', '.join(sorted(known))}")
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(source, base_dir or Path.cwd(), values, sites, links)
+
+
+def _lookup(document: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = document
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _read_settings(document: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    sections: dict[str, set[str]] = {}
+    for setting in SETTINGS:
+        head, _, tail = setting.key.partition(".")
+        if tail:
+            sections.setdefault(head, set()).add(tail)
+        present, raw = _lookup(document, setting.key)
+        if not present:
+            values[setting.key] = setting.default
+            continue
+        try:
+            values[setting.key] = setting.parse(raw)
+        except ValueError as exc:
+            problems.append(f"{setting.key}: got {raw!r}; expected {exc}")
+            values[setting.key] = setting.default
+    for head, tails in sections.items():
+        section = document.get(head)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            problems.append(f"{head}: got {section!r}; expected a mapping")
+            continue
+        for key in section:
+            if key not in tails:
+                problems.append(f"{head}.{key}: unknown setting; expected one of "
+                                f"{', '.join(sorted(tails))}")
+    if values["delivery.lease"] <= values["delivery.timeout"]:
+        problems.append(f"delivery.lease: got {values['delivery.lease']:g}s; expected more than "
+                        f"delivery.timeout ({values['delivery.timeout']:g}s)")
+    return values
+
+
+def _read_sites(raw: Any, problems: list[str]) -> dict[str, Site]:
+    sites: dict[str, Site] = {}
+    if raw is None:
+        return sites
+    if not isinstance(raw, list):
+        problems.append(f"sites: got {raw!r}; expected a list of sites")
+        return sites
+    for i, item in enumerate(raw):
+        where = f"sites[{i}]"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: got {item!r}; expected a mapping with id, label and url")
+            continue
+        _unknown_keys(item, {"id", "label", "url", "allow_http"}, where, problems)
+        site_id = item.get("id")
+        if not isinstance(site_id, str) or not _ID.match(site_id):
+            problems.append(f"{where}.id: got {site_id!r}; expected lower-case letters, digits, "
+                            "'-' or '_' (at most 63)")
+            continue
+        where = f"sites[{i}] ({site_id})"
+        if site_id in sites:
+            problems.append(f"{where}.id: the site id {site_id!r} is used twice")
+        allow_http = item.get("allow_http", False)
+        if not isinstance(allow_http, bool):
+            problems.append(f"{where}.allow_http: got {allow_http!r}; expected true or false")
+            allow_http = False
+        url = item.get("url")
+        _check_url(url, allow_http, f"{where}.url", problems)
+        label = item.get("label", site_id)
+        if not isinstance(label, str):
+            problems.append(f"{where}.label: got {label!r}; expected a string")
+            label = site_id
+        sites[site_id] = Site(site_id, label, str(url).rstrip("/"), allow_http)
+    return sites
+
+
+def _check_url(url: Any, allow_http: bool, where: str, problems: list[str]) -> None:
+    if not isinstance(url, str):
+        problems.append(f"{where}: got {url!r}; expected the site's https:// URL")
+        return
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not allow_http:
+        problems.append(f"{where}: got {url!r}; expected an https:// URL (plain http only with "
+                        "allow_http: true, for loopback and tests)")
+    elif parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"{where}: got {url!r}; expected an https:// URL such as "
+                        "https://shop.example.com")
+
+
+def _unknown_keys(item: dict[str, Any], allowed: set[str], where: str, problems: list[str]) -> None:
+    for key in item:
+        if key not in allowed:
+            problems.append(f"{where}.{key}: unknown key; expected one of "
+                            f"{', '.join(sorted(allowed))}")
+
+
+def _actions(raw: Any, where: str, problems: list[str]) -> frozenset[str]:
+    if raw is None:
+        return frozenset(RECOMMENDED_ACTIONS)
+    if not isinstance(raw, list) or any(a not in ACTIONS for a in raw):
+        problems.append(f"{where}: got {raw!r}; expected a list drawn from {', '.join(ACTIONS)}")
+        return frozenset()
+    return frozenset(raw)
+
+
+def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[str, Link]:
+    links: dict[str, Link] = {}
+    if raw is None:
+        return links
+    if not isinstance(raw, list):
+        problems.append(f"links: got {raw!r}; expected a list of links")
+        return links
+    fields = {"id", "site", "remote", "sync", "direction", "incoming", "outgoing", "match_by"}
+    for i, item in enumerate(raw):
+        where = f"links[{i}]"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: got {item!r}; expected a mapping")
+            continue
+        link_id = item.get("id")
+        if not isinstance(link_id, str) or not _ID.match(link_id):
+            problems.append(f"{where}.id: got {link_id!r}; expected lower-case letters, digits, "
+                            "'-' or '_'")
+            continue
+        where = f"links[{i}] ({link_id})"
+        if link_id in links:
+            problems.append(f"{where}.id: the link id {link_id!r} is used twice")
+        _unknown_keys(item, fields, where, problems)
+        ends = []
+        for end in ("site", "remote"):
+            value = item.get(end)
+            if value not in sites:
+                problems.append(f"{where}.{end}: got {value!r}; expected one of the sites: "
+                                f"{', '.join(sites) or '(none configured)'}")
+            ends.append(value)
+        if ends[0] == ends[1] and ends[0] is not None:
+            problems.append(f"{where}.remote: got {ends[1]!r}; a site cannot link to itself")
+        direction = item.get("direction")
+        if direction not in DIRECTIONS:
+            problems.append(f"{where}.direction: got {direction!r}; expected one of "
+                            f"{', '.join(DIRECTIONS)}")
+        sync = item.get("sync", ["users"])
+        if isinstance(sync, str):
+            sync = [sync]
+        if not isinstance(sync, list) or not sync:
+            problems.append(f"{where}.sync: got {sync!r}; expected a list such as [users]")
+            sync = []
+        for kind in sync:
+            if kind in SYNC_TYPES_PLANNED:
+                problems.append(f"{where}.sync: {kind!r} is not supported yet; only "
+                                f"{', '.join(SYNC_TYPES_SUPPORTED)} can be synced for now")
+            elif kind not in SYNC_TYPES_SUPPORTED:
+                problems.append(f"{where}.sync: got {kind!r}; expected "
+                                f"{', '.join(SYNC_TYPES_SUPPORTED)}")
+        match_by = item.get("match_by", "email")
+        if match_by not in MATCH_BY:
+            problems.append(f"{where}.match_by: got {match_by!r}; expected one of "
+                            f"{', '.join(MATCH_BY)}")
+        links[link_id] = Link(
+            id=link_id, site=str(ends[0]), remote=str(ends[1]), direction=str(direction),
+            sync=tuple(sync), incoming=_actions(item.get("incoming"), f"{where}.incoming", problems),
+            outgoing=_actions(item.get("outgoing"), f"{where}.outgoing", problems),
+            match_by=str(match_by),
+        )
+    return links

@@ -1,0 +1,229 @@
+"""Delivery: one courier per target site sends its due deliveries, signed, in batches.
+
+A courier claims due heads (with a lease), posts them to the site's plugin as one signed
+request, reads the answer per event and settles every outcome in one transaction, shielded
+from cancellation so a shutdown cannot lose it. A failure of the whole request (the site is
+down, throttling, timing out) holds the whole target until the retry is due, rather than
+burning every queued delivery's attempts against a site that is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+import structlog
+
+from relay import queue, signatures
+from relay.config import Config, Site
+from relay.constants import DEAD, DONE, PAUSE_STATUSES, PLUGIN_EVENTS_PATH, READY, RETRY_STATUSES
+from relay.keystore import KeyStore
+from relay.queue import Claimed, Outcome
+from relay.retry import RetryPolicy, parse_retry_after
+from relay.store import Database
+
+log = structlog.get_logger("relay.deliver")
+IDLE_POLL = 5.0  # seconds between looks at the queue when nothing woke the courier
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+
+
+class Courier:
+    """Delivers everything queued for one target site."""
+
+    def __init__(self, site: Site, config: Config, db: Database, keys: KeyStore,
+                 session: aiohttp.ClientSession, paused: dict[str, str]) -> None:
+        self.site = site
+        self._db, self._keys, self._session, self._paused = db, keys, session, paused
+        self._url = site.url + PLUGIN_EVENTS_PATH
+        self._batch_size = config["delivery.batch_size"]
+        self._timeout = aiohttp.ClientTimeout(total=config["delivery.timeout"])
+        self._lease = config["delivery.lease"]
+        self._policy = RetryPolicy(config["delivery.retry_schedule"], config["delivery.jitter"],
+                                   config["delivery.max_attempts"], config["delivery.max_age"],
+                                   config["delivery.max_retry_after"])
+        self._slots = asyncio.Semaphore(config["delivery.in_flight"])
+        self._wakeup = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._held_until = 0.0
+        self._stopping = False
+        self.counters = {"done": 0, "retried": 0, "dead": 0, "requests": 0}
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            now = time.time()
+            if self._held_until > now:
+                await self._sleep(self._held_until - now)
+                continue
+            await self._slots.acquire()
+            if self._stopping:
+                self._slots.release()
+                break
+            self._wakeup.clear()
+            batch = await self._db.transaction(queue.claim, self.site.id, self._batch_size,
+                                               now, self._lease, list(self._paused))
+            if not batch:
+                self._slots.release()
+                due = await self._db.call(queue.next_due, self.site.id)
+                await self._sleep(IDLE_POLL if due is None else min(max(due - now, 0.01),
+                                                                   IDLE_POLL))
+                continue
+            task = asyncio.create_task(self._send(batch), name=f"deliver-{self.site.id}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("courier_failed", target=self.site.id, error=repr(task.exception()))
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; give in-flight requests ``grace`` seconds, then cut them off."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._in_flight:
+            _, late = await asyncio.wait(set(self._in_flight), timeout=grace)
+            for task in late:
+                task.cancel()  # its lease expires and the delivery goes out again later
+            await asyncio.gather(*late, return_exceptions=True)
+
+    async def _send(self, batch: list[Claimed]) -> None:
+        now = time.time()
+        key = self._keys.get(self.site.id)
+        if key is None:
+            reason = f"site {self.site.id!r} has no key; run 'userrelay keys generate {self.site.id}'"
+            await self._pause(batch, reason)
+            return
+        body = json.dumps({"events": [{"id": str(d.id), **d.payload} for d in batch]},
+                          separators=(",", ":")).encode()
+        self.counters["requests"] += 1
+        try:
+            async with self._session.post(self._url, data=body, headers=signatures.headers(key, body),
+                                          timeout=self._timeout, allow_redirects=False) as resp:
+                status = resp.status
+                answer = await resp.content.read(MAX_ANSWER_BYTES)
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"), now)
+                location = resp.headers.get("Location", "")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            await self._retry_all(batch, None, f"cannot reach {self._url}: {error}", None)
+            return
+        if 200 <= status < 300:
+            await self._settle(self._per_event(batch, answer))
+        elif status in RETRY_STATUSES or status >= 500:
+            await self._retry_all(batch, status, f"site answered {status}{_excerpt(answer)}",
+                                  retry_after)
+        elif status in PAUSE_STATUSES or 300 <= status < 400:
+            await self._pause(batch, _pause_reason(self.site, self._url, status, location))
+        else:
+            error = f"site answered {status}{_excerpt(answer)}"
+            await self._settle([Outcome(d, DEAD, status, error) for d in batch])
+
+    def _per_event(self, batch: list[Claimed], answer: bytes) -> list[Outcome]:
+        try:
+            document = json.loads(answer) if answer.strip() else {}
+            results = {str(r["id"]): r for r in document.get("results", [])}
+        except (ValueError, TypeError, KeyError, AttributeError):
+            results = {}
+            document = {}
+        if "results" not in document:
+            # A plain 2xx with no per-event results: the whole batch was taken.
+            return [Outcome(d, DONE, 200) for d in batch]
+        outcomes = []
+        for d in batch:
+            result = results.get(str(d.id))
+            if result is None:
+                outcomes.append(self._retry(d, None, "the site's answer had no result for it", None))
+                continue
+            status = int(result.get("status", 200))
+            error = str(result.get("error", "")) or None
+            if 200 <= status < 300:
+                user_id = result.get("user_id")
+                outcomes.append(Outcome(d, DONE, status, None, None,
+                                        None if user_id is None else str(user_id)))
+            elif status in RETRY_STATUSES or status >= 500:
+                outcomes.append(self._retry(d, status, error or f"site answered {status}",
+                                            _number(result.get("retry_after"))))
+            else:
+                outcomes.append(Outcome(d, DEAD, status, error or f"site answered {status}"))
+        return outcomes
+
+    def _retry(self, d: Claimed, status: int | None, error: str,
+               retry_after: float | None) -> Outcome:
+        now = time.time()
+        given_up = self._policy.gives_up(d.attempts, now - d.created_at)
+        if given_up:
+            return Outcome(d, DEAD, status, f"{given_up}; last: {error}")
+        return Outcome(d, READY, status, error,
+                       now + self._policy.delay(d.attempts, retry_after))
+
+    async def _retry_all(self, batch: list[Claimed], status: int | None, error: str,
+                         retry_after: float | None) -> None:
+        outcomes = [self._retry(d, status, error, retry_after) for d in batch]
+        retries = [o.run_at for o in outcomes if o.run_at is not None]
+        if retries:
+            self._held_until = max(self._held_until, min(retries))
+        await self._settle(outcomes)
+
+    async def _pause(self, batch: list[Claimed], reason: str) -> None:
+        links = sorted({d.link for d in batch})
+        for link in links:
+            self._paused[link] = reason
+        log.error("link_paused", target=self.site.id, links=links, reason=reason)
+
+        def pause(conn: Any) -> None:
+            for link in links:
+                queue.pause_link(conn, link, reason, time.time())
+            queue.release(conn, batch, time.time())
+
+        await asyncio.shield(self._db.transaction(pause))
+
+    async def _settle(self, outcomes: list[Outcome]) -> None:
+        await asyncio.shield(self._db.transaction(queue.settle, outcomes, time.time()))
+        for o in outcomes:
+            d = o.delivery
+            fields = {"site": d.source, "target": d.target, "event_id": d.payload["origin"]
+                      ["event_id"], "delivery": d.id, "attempt": d.attempts, "status": o.status}
+            if o.state == DONE:
+                self.counters["done"] += 1
+                log.debug("delivered", **fields)
+            elif o.state == READY:
+                self.counters["retried"] += 1
+                log.warning("delivery_retry", **fields, error=o.error,
+                            retry_in=round((o.run_at or 0) - time.time(), 3))
+            else:
+                self.counters["dead"] += 1
+                log.error("dead_lettered", **fields, error=o.error)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _excerpt(answer: bytes) -> str:
+    text = answer[:200].decode("utf-8", "replace").strip()
+    return f": {text}" if text else ""
+
+
+def _pause_reason(site: Site, url: str, status: int, location: str) -> str:
+    if status == 410:
+        return f"site {site.id!r} answered 410 Gone at {url}: it asked us to stop sending"
+    if status in (401, 403):
+        return (f"site {site.id!r} refused our signature ({status}) at {url}: the key pasted "
+                f"into the site differs from the relay's; paste the current key or generate one")
+    if status == 404:
+        return (f"site {site.id!r} answered 404 at {url}: is the UserRelay plugin active and "
+                "the site URL right?")
+    return f"site {site.id!r} redirected {url} to {location or '?'} ({status}): fix the site URL"

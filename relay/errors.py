@@ -1,0 +1,62 @@
+"""Every error the relay raises on purpose, each carrying the facts a user needs to act.
+
+    UserRelayError
+     +-- ConfigError           the configuration file is wrong (key path, value, expectation)
+     +-- KeyStoreError         a site has no key, or the master key cannot open it
+     +-- RequestRejected       an incoming request is refused; carries its HTTP status
+     |    +-- UnknownSite        404
+     |    +-- BadSignature       401
+     |    +-- BodyTooLarge       413
+     |    +-- InvalidEvent       400, names the offending field
+     +-- StoreUnavailable      the database cannot be written: answer 503, acknowledge nothing
+"""
+
+from __future__ import annotations
+
+
+class UserRelayError(Exception):
+    """Base of every error raised on purpose by the relay."""
+
+
+class ConfigError(UserRelayError):
+    """One or more problems in a configuration file; ``problems`` lists them all."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s) in the configuration:\n{lines}")
+
+
+class KeyStoreError(UserRelayError):
+    """A site's key is missing or cannot be decrypted."""
+
+
+class RequestRejected(UserRelayError):
+    """An incoming request is refused with ``status`` and a message safe to show the sender."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class UnknownSite(RequestRejected):
+    status = 404
+
+
+class BadSignature(RequestRejected):
+    status = 401
+
+
+class BodyTooLarge(RequestRejected):
+    status = 413
+
+
+class InvalidEvent(RequestRejected):
+    status = 400
+
+
+class StoreUnavailable(UserRelayError):
+    """The database refused a write; nothing of the request was acknowledged."""

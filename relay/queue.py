@@ -1,0 +1,230 @@
+"""The durable delivery queue: each person's line to each target, kept in order.
+
+A delivery is one event for one target. Per (target, person) the pending deliveries form a
+line: only its head is ``ready`` (due at ``run_at``) or ``leased`` (being sent); the rest are
+``waiting``. So a later change waits while an earlier one is retried, and other people's
+changes are not held up. Claiming takes due heads with a lease (never deletes); settling an
+outcome moves the line on. Every function here runs on the writer's thread inside a
+transaction (see ``store``), and takes the connection first.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from relay import identity
+from relay.constants import DEAD, DONE, LEASED, READY, SUPERSEDED, WAITING
+from relay.events import Event, for_target, merge_updates
+from relay.routing import Route
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    source: str
+    event_id: str
+    target: str
+    link: str
+    person: int
+    attempts: int
+    created_at: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed delivery; ``state`` is done, ready (retry) or dead."""
+
+    delivery: Claimed
+    state: str
+    status: int | None = None
+    error: str | None = None
+    run_at: float | None = None
+    user_id: str | None = None
+
+
+# --- ingest -------------------------------------------------------------------------------------
+
+def accept(conn: sqlite3.Connection, site: str, webhook_id: str, events: list[Event],
+           routes: list[Route], now: float) -> tuple[int, dict[str, Any]]:
+    """Store one request's events and their deliveries; the answer is kept for repeats."""
+    receipt = conn.execute("SELECT status, answer FROM receipts WHERE site = ? AND webhook_id = ?",
+                           (site, webhook_id)).fetchone()
+    if receipt is not None:
+        return int(receipt[0]), json.loads(receipt[1])
+    counts = {"accepted": 0, "duplicates": 0, "echoes": 0, "deliveries": 0}
+    match_by = [(r.target, r.match_by) for r in routes]
+    for event in events:
+        outcome = "routed"
+        if event.origin is not None:
+            outcome = "echo"  # a change a plugin applied from us, reported again: drop it
+        inserted = conn.execute(
+            "INSERT INTO seen_events (site, event_id, received_at, outcome) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING", (site, event.id, now, outcome)).rowcount
+        if not inserted:
+            counts["duplicates"] += 1
+            continue
+        if outcome == "echo":
+            counts["echoes"] += 1
+            continue
+        counts["accepted"] += 1
+        person = identity.resolve(conn, site, event.user_id, event.user["email"],
+                                  event.user["login"], match_by)
+        for route in routes:
+            actions, user = for_target(event, route.actions)
+            if not actions:
+                continue
+            payload = {
+                "origin": {"site": site, "event_id": event.id},
+                "occurred_at": event.occurred_at,
+                "actions": [a for a in ("create", "edit", "delete", "password", "roles",
+                                        "metadata") if a in actions],
+                "match": {"by": route.match_by,
+                          "user_id": identity.account_on(conn, person, route.target)},
+                "create_missing": "create" in route.actions,
+                "user": user,
+            }
+            _enqueue(conn, site, event, route, person, payload, now)
+            counts["deliveries"] += 1
+        if event.kind == "delete":
+            identity.forget(conn, site, person)
+    answer = {"status": "accepted", **counts}
+    conn.execute("INSERT INTO receipts (site, webhook_id, status, answer, received_at) "
+                 "VALUES (?, ?, ?, ?, ?)", (site, webhook_id, 202, json.dumps(answer), now))
+    return 202, answer
+
+
+def _enqueue(conn: sqlite3.Connection, source: str, event: Event, route: Route, person: int,
+             payload: dict[str, Any], now: float) -> None:
+    kind = event.kind
+    line = (route.target, person)
+    if kind == "delete":
+        # A delete makes the person's pending updates to this target pointless.
+        conn.execute(f"UPDATE deliveries SET state = '{SUPERSEDED}', updated_at = ? "
+                     f"WHERE target = ? AND person = ? AND state IN ('{WAITING}', '{READY}') "
+                     "AND kind = 'update'", (now, *line))
+        _promote(conn, *line, now)
+    tail = conn.execute(
+        f"SELECT id, state, attempts, kind, payload FROM deliveries WHERE target = ? AND person = ? "
+        f"AND state IN ('{WAITING}', '{READY}', '{LEASED}') ORDER BY id DESC LIMIT 1",
+        line).fetchone()
+    if (tail is not None and kind == "update" and tail[3] == "update" and tail[2] == 0
+            and tail[1] in (WAITING, READY)):
+        # Never sent: fold this update into it rather than queue a second delivery.
+        merged = merge_updates(json.loads(tail[4]), payload)
+        conn.execute("UPDATE deliveries SET payload = ?, actions = ?, event_id = ?, updated_at = ? "
+                     "WHERE id = ?", (json.dumps(merged), ",".join(merged["actions"]),
+                                      event.id, now, tail[0]))
+        return
+    state = READY if tail is None else WAITING
+    conn.execute(
+        "INSERT INTO deliveries (source, event_id, target, link, person, kind, actions, payload, "
+        "state, run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (source, event.id, route.target, route.link, person, kind, ",".join(payload["actions"]),
+         json.dumps(payload), state, now, now, now))
+
+
+def _promote(conn: sqlite3.Connection, target: str, person: int, now: float) -> None:
+    """Make the oldest waiting delivery the head of its line, if the line has no head."""
+    head = conn.execute(f"SELECT 1 FROM deliveries WHERE target = ? AND person = ? "
+                        f"AND state IN ('{READY}', '{LEASED}') LIMIT 1", (target, person)).fetchone()
+    if head is None:
+        conn.execute(
+            f"UPDATE deliveries SET state = '{READY}', run_at = ?, updated_at = ? WHERE id = "
+            f"(SELECT id FROM deliveries WHERE target = ? AND person = ? AND state = '{WAITING}' "
+            "ORDER BY id LIMIT 1)", (now, now, target, person))
+
+
+# --- delivery -----------------------------------------------------------------------------------
+
+def claim(conn: sqlite3.Connection, target: str, limit: int, now: float, lease: float,
+          paused_links: Iterable[str] = ()) -> list[Claimed]:
+    """Lease up to ``limit`` due heads for ``target``, oldest first."""
+    paused = list(paused_links)
+    skip = f"AND link NOT IN ({','.join('?' * len(paused))})" if paused else ""
+    rows = conn.execute(
+        f"UPDATE deliveries SET state = '{LEASED}', lease_until = ?, attempts = attempts + 1, "
+        f"updated_at = ? WHERE id IN (SELECT id FROM deliveries WHERE target = ? "
+        f"AND state = '{READY}' AND run_at <= ? {skip} ORDER BY run_at, id LIMIT ?) "
+        "RETURNING id, source, event_id, target, link, person, attempts, created_at, payload",
+        (now + lease, now, target, now, *paused, limit)).fetchall()
+    rows.sort(key=lambda r: r[0])
+    return [Claimed(*r[:8], json.loads(r[8])) for r in rows]
+
+
+def settle(conn: sqlite3.Connection, outcomes: list[Outcome], now: float) -> None:
+    """Record what became of claimed deliveries and move their lines on."""
+    for o in outcomes:
+        d = o.delivery
+        if o.state == READY:  # try again later; the line waits behind it
+            conn.execute(f"UPDATE deliveries SET state = '{READY}', run_at = ?, lease_until = NULL, "
+                         "last_status = ?, last_error = ?, updated_at = ? WHERE id = ? "
+                         f"AND state = '{LEASED}'", (o.run_at, o.status, o.error, now, d.id))
+            continue
+        conn.execute("UPDATE deliveries SET state = ?, lease_until = NULL, last_status = ?, "
+                     "last_error = ?, updated_at = ? WHERE id = ?",
+                     (o.state, o.status, o.error, now, d.id))
+        if o.state == DONE:
+            user = d.payload["user"]
+            if "delete" in d.payload["actions"]:
+                identity.forget(conn, d.target, d.person)
+            elif o.user_id is not None:
+                identity.learn(conn, d.target, o.user_id, d.person, user["email"], user["login"])
+        _promote(conn, d.target, d.person, now)
+
+
+def release(conn: sqlite3.Connection, deliveries: list[Claimed], run_at: float) -> None:
+    """Give leased deliveries back untried (e.g. their link was paused), keeping their attempts."""
+    conn.executemany(f"UPDATE deliveries SET state = '{READY}', lease_until = NULL, run_at = ?, "
+                     f"attempts = attempts - 1 WHERE id = ? AND state = '{LEASED}'",
+                     [(run_at, d.id) for d in deliveries])
+
+
+def reclaim_expired(conn: sqlite3.Connection, now: float) -> int:
+    """Leases that outlived their holder (a crash, a hung request) go back to ready."""
+    return conn.execute(f"UPDATE deliveries SET state = '{READY}', lease_until = NULL, "
+                        f"run_at = ?, updated_at = ? WHERE state = '{LEASED}' AND lease_until < ?",
+                        (now, now, now)).rowcount
+
+
+def next_due(conn: sqlite3.Connection, target: str) -> float | None:
+    row = conn.execute(f"SELECT min(run_at) FROM deliveries WHERE target = ? AND state = '{READY}'",
+                       (target,)).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
+def prune(conn: sqlite3.Connection, finished_before: float, seen_before: float) -> int:
+    """Forget finished deliveries, receipts and seen event ids past their retention."""
+    removed = conn.execute("DELETE FROM deliveries WHERE state IN ('done', 'superseded') "
+                           "AND updated_at < ?", (finished_before,)).rowcount
+    conn.execute("DELETE FROM receipts WHERE received_at < ?", (seen_before,))
+    conn.execute("DELETE FROM seen_events WHERE received_at < ?", (seen_before,))
+    return int(removed)
+
+
+def pause_link(conn: sqlite3.Connection, link: str, reason: str, now: float) -> None:
+    conn.execute("INSERT INTO link_states (link, paused, reason, changed_at) VALUES (?, 1, ?, ?) "
+                 "ON CONFLICT (link) DO UPDATE SET paused = 1, reason = excluded.reason, "
+                 "changed_at = excluded.changed_at", (link, reason, now))
+
+
+def paused_links(conn: sqlite3.Connection) -> dict[str, str]:
+    return {str(r[0]): str(r[1]) for r in
+            conn.execute("SELECT link, reason FROM link_states WHERE paused = 1")}
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Deliveries by target and state, for the status endpoint."""
+    result: dict[str, dict[str, int]] = {}
+    for target, state, n in conn.execute(
+            "SELECT target, state, count(*) FROM deliveries GROUP BY target, state"):
+        result.setdefault(target, {})[state] = n
+    return result
+
+
+__all__ = ["DEAD", "Claimed", "Outcome", "accept", "claim", "settle", "release",
+           "reclaim_expired", "next_due", "prune", "pause_link", "paused_links", "counts"]

@@ -1,0 +1,252 @@
+"""The SQLite database: its schema, its pragmas, and the one connection that writes.
+
+All reads and writes of the queue go through one aiosqlite connection, whose thread runs each
+transaction as a single call (``Database.call``): one hop per transaction, not per statement.
+Ingest requests are group-committed: many requests share one ``synchronous=FULL`` commit, and
+each request is answered only after that commit (``GroupCommit``). This module knows tables,
+not routing or delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import structlog
+
+from relay.errors import StoreUnavailable
+
+log = structlog.get_logger("relay.store")
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS site_keys (
+    site        TEXT PRIMARY KEY,
+    sealed      BLOB NOT NULL,          -- SecretBox(whsec_ key) under the master key
+    created_at  REAL NOT NULL
+);
+-- One row per accepted request: a repeated webhook-id gets this answer again.
+CREATE TABLE IF NOT EXISTS receipts (
+    site        TEXT NOT NULL,
+    webhook_id  TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    answer      TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (site, webhook_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS receipts_age ON receipts (received_at);
+-- Every event id seen from a site, so an event re-sent in another request counts once.
+CREATE TABLE IF NOT EXISTS seen_events (
+    site        TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    outcome     TEXT NOT NULL,          -- routed | unrouted | echo
+    PRIMARY KEY (site, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_events_age ON seen_events (received_at);
+-- One relay-wide identity per person; accounts map (site, that site's user id) to it.
+CREATE TABLE IF NOT EXISTS persons (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    site        TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    person      INTEGER NOT NULL REFERENCES persons (id),
+    email       TEXT,
+    login       TEXT,
+    PRIMARY KEY (site, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS accounts_email ON accounts (email, site);
+CREATE INDEX IF NOT EXISTS accounts_login ON accounts (login, site);
+CREATE INDEX IF NOT EXISTS accounts_person ON accounts (person, site);
+-- One row per (event, target site). Never deleted when claimed: a lease marks it in flight.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    source      TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    link        TEXT NOT NULL,
+    person      INTEGER NOT NULL,
+    kind        TEXT NOT NULL,          -- create | update | delete
+    actions     TEXT NOT NULL,          -- comma-separated, as sent
+    payload     TEXT NOT NULL,          -- the event as the target receives it (JSON)
+    state       TEXT NOT NULL,          -- waiting | ready | leased | done | dead | superseded
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    run_at      REAL NOT NULL,
+    lease_until REAL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    last_status INTEGER,
+    last_error  TEXT
+);
+-- The claim path: heads of lines that are due, per target.
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (target, run_at, id)
+    WHERE state = 'ready';
+-- A person's line to a target: what is still pending, in order.
+CREATE INDEX IF NOT EXISTS deliveries_line ON deliveries (target, person, id)
+    WHERE state IN ('waiting', 'ready', 'leased');
+CREATE INDEX IF NOT EXISTS deliveries_leased ON deliveries (lease_until)
+    WHERE state = 'leased';
+CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (updated_at)
+    WHERE state IN ('done', 'superseded');
+CREATE TABLE IF NOT EXISTS link_states (
+    link        TEXT PRIMARY KEY,
+    paused      INTEGER NOT NULL,
+    reason      TEXT,
+    changed_at  REAL NOT NULL
+);
+"""
+
+
+def connect_sync(path: Path) -> sqlite3.Connection:
+    """A plain connection with the relay's pragmas and schema, for the CLI and for key reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    prepare(conn)
+    return conn
+
+
+def prepare(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit that precedes a 202 survives power loss, not just a process crash.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version < SCHEMA_VERSION:
+        conn.executescript(SCHEMA)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+class Database:
+    """The single writing connection; ``call`` runs a function with it on its own thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._aio: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._aio = await aiosqlite.connect(self.path, isolation_level=None, timeout=30)
+        await self.call(prepare)
+
+    async def close(self) -> None:
+        if self._aio is not None:
+            await self._aio.close()
+            self._aio = None
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(connection, *args)`` on the database thread, as one hop."""
+        assert self._aio is not None, "the database is not open"
+        # aiosqlite's worker runs callables in order on its thread; we give it whole
+        # transactions rather than single statements (docs/adr/0002-one-writer.md).
+        result: T = await self._aio._execute(fn, self._aio._conn, *args)
+        return result
+
+    async def transaction(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``; roll back if it raises."""
+        return await self.call(_in_transaction, fn, *args)
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+class GroupCommit:
+    """Many callers' writes, one transaction and one fsync; each caller awaits its own result.
+
+    A caller's function runs inside a savepoint: if it raises, only its own work is undone and
+    it gets the exception; the others still commit. If the commit itself fails, every caller
+    of that batch gets ``StoreUnavailable`` and nothing of theirs was acknowledged.
+    """
+
+    def __init__(self, db: Database, max_batch: int) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.commits = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-commit")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for _, _, future in self._pending:
+            if not future.done():
+                future.set_exception(StoreUnavailable("the relay is shutting down"))
+
+    async def submit(self, fn: Callable[..., T], *args: Any) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, args, future))
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                try:
+                    results = await self._db.call(_commit_batch, [(f, a) for f, a, _ in batch])
+                except sqlite3.Error as exc:
+                    log.error("commit_failed", error=str(exc), requests=len(batch))
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(StoreUnavailable(f"database write failed: {exc}"))
+                    continue
+                self.commits += 1
+                for (_, _, future), (ok, value) in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+
+
+def _commit_batch(conn: sqlite3.Connection,
+                  work: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
+    results: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for fn, args in work:
+            conn.execute("SAVEPOINT request")
+            try:
+                value = fn(conn, *args)
+            except sqlite3.Error:
+                raise  # the database itself is failing: fail the whole batch
+            except Exception as exc:  # one caller's bad input must not undo the others
+                conn.execute("ROLLBACK TO request")
+                conn.execute("RELEASE request")
+                results.append((False, exc))
+                continue
+            conn.execute("RELEASE request")
+            results.append((True, value))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
