@@ -37,12 +37,13 @@ async def relay_factory(aiohttp_client: Any) -> Callable[[Config], Awaitable[Rel
 @pytest.fixture
 async def two_sites(partner_factory: Any, relay_factory: Any, tmp_path: Path) -> Any:
     """Site ``a`` pushes everything to site ``b`` (a partner server); returns (relay, b)."""
-    async def make(responder: Responder | None = None, **delivery: Any) -> tuple[Relay, Partner]:
+    async def make(responder: Responder | None = None, ingest: dict[str, Any] | None = None,
+                   **delivery: Any) -> tuple[Relay, Partner]:
         b = await partner_factory(responder)
         config = settings(tmp_path, [site("a", "http://127.0.0.1:9"), site("b", b.url)],
                           [{"id": "a-b", "site": "a", "remote": "b", "direction": "push",
                             "outgoing": ["create", "edit", "delete", "password", "roles",
-                                         "metadata"]}], **delivery)
+                                         "metadata"]}], ingest, **delivery)
         relay = await relay_factory(config)
         b.key = relay.keys["b"]
         return relay, b

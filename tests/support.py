@@ -23,13 +23,14 @@ Responder = Callable[[dict[str, Any]], Awaitable[web.Response] | web.Response]
 
 
 def settings(tmp_path: Path, sites: list[dict[str, Any]], links: list[dict[str, Any]],
-             **delivery: Any) -> Config:
+             ingest: dict[str, Any] | None = None, **delivery: Any) -> Config:
     """A relay configuration on a fresh database in ``tmp_path``, with quick retries."""
     document = {
         "listen": {"host": "127.0.0.1", "port": 0},
         "database": str(tmp_path / "relay.sqlite3"),
         "delivery": {"retry_schedule": [0.05], "jitter": 0, "timeout": 5, "lease": 10,
                      "shutdown_grace": 2, **delivery},
+        "ingest": ingest or {},
         "sites": sites,
         "links": links,
     }
