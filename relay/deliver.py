@@ -192,6 +192,7 @@ class Courier:
 
     async def _settle(self, outcomes: list[Outcome]) -> None:
         await asyncio.shield(self._db.transaction(queue.settle, outcomes, time.time()))
+        self.wake()  # settling moved lines on or set a retry time: look at the queue again
         for o in outcomes:
             d = o.delivery
             fields = {"site": d.source, "target": d.target, "event_id": d.payload["origin"]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
+
+from aiohttp import web
 
 from tests.support import event
 
@@ -19,3 +23,194 @@ async def test_an_accepted_event_reaches_the_partner_signed_with_its_key(two_sit
     assert delivered["actions"] == ["create", "roles"]
     assert delivered["user"]["email"] == "user7@example.test"
     assert delivered["user"]["roles"] == ["subscriber"]
+
+
+def gated(b_ready: asyncio.Event, status: int = 503) -> Any:
+    """A partner that answers ``status`` to whole requests until ``b_ready`` is set."""
+    async def respond(document: dict[str, Any]) -> web.Response:
+        if not b_ready.is_set():
+            return web.json_response({"error": "down"}, status=status)
+        return web.json_response({"results": [{"id": e["id"], "status": 200, "user_id": 500}
+                                              for e in document["events"]]})
+    return respond
+
+
+async def test_events_queued_together_go_out_in_one_request(two_sites: Any) -> None:
+    relay, b = await two_sites(batch_size=100)
+
+    await relay.post("a", [event(f"e{i}", i, ["create"]) for i in range(1, 51)])
+
+    await b.wait_for(lambda: len(b.events) == 50)
+    assert [50] == [len(r["events"]) for r in b.requests]
+
+
+async def test_a_backlog_is_split_into_batches_of_the_configured_size(two_sites: Any) -> None:
+    relay, b = await two_sites(batch_size=10)
+
+    await relay.post("a", [event(f"e{i}", i, ["create"]) for i in range(1, 51)])
+
+    await b.wait_for(lambda: len(b.events) == 50)
+    assert all(len(r["events"]) <= 10 for r in b.requests)
+    assert sorted(f"e{i}" for i in range(1, 51)) == sorted(e["origin"]["event_id"]
+                                                        for e in b.events)
+
+
+async def test_a_batch_with_one_bad_event_settles_each_event_on_its_own(two_sites: Any) -> None:
+    def respond(document: dict[str, Any]) -> web.Response:
+        return web.json_response({"results": [
+            {"id": e["id"], "status": 422, "error": "role 'wizard' does not exist here"}
+            if e["origin"]["event_id"] == "e2" else {"id": e["id"], "status": 200, "user_id": 9}
+            for e in document["events"]]})
+    relay, b = await two_sites(respond)
+
+    await relay.post("a", [event(f"e{i}", i, ["create"]) for i in (1, 2, 3)])
+
+    await b.wait_for(lambda: len(b.events) == 3)
+    await until(lambda: relay.db("SELECT count(*) FROM deliveries WHERE state IN "
+                                 "('ready','leased','waiting')") == [(0,)])
+    assert [("e1", "done", None), ("e2", "dead", "role 'wizard' does not exist here"),
+            ("e3", "done", None)] == relay.db(
+        "SELECT event_id, state, last_error FROM deliveries ORDER BY id")
+    assert 1 == len(b.requests)
+
+
+async def test_retries_follow_the_schedule(two_sites: Any) -> None:
+    attempts: list[float] = []
+
+    def respond(document: dict[str, Any]) -> web.Response:
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            return web.json_response({"error": "busy"}, status=503)
+        return web.json_response({"results": [b.applied(e) for e in document["events"]]})
+    relay, b = await two_sites(respond, retry_schedule=[0.2, 0.4], max_attempts=5)
+
+    await relay.post("a", [event("e1", 1, ["create"])])
+
+    await b.wait_for(lambda: len(b.requests) == 3)
+    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4, gaps
+    await until(lambda: relay.db("SELECT state, attempts FROM deliveries") == [("done", 3)])
+
+
+async def test_retry_after_from_the_site_is_honoured(two_sites: Any) -> None:
+    seen: list[float] = []
+
+    def respond(document: dict[str, Any]) -> web.Response:
+        seen.append(time.monotonic())
+        if len(seen) == 1:
+            return web.json_response({}, status=429, headers={"Retry-After": "1"})
+        return web.json_response({"results": [b.applied(e) for e in document["events"]]})
+    relay, b = await two_sites(respond, retry_schedule=[0.01])
+
+    await relay.post("a", [event("e1", 1, ["create"])])
+
+    await b.wait_for(lambda: len(b.requests) == 2)
+    assert seen[1] - seen[0] >= 1.0
+
+
+async def test_an_event_the_site_refuses_is_dead_lettered_with_its_reason(two_sites: Any) -> None:
+    def respond(document: dict[str, Any]) -> web.Response:
+        return web.json_response({"error": "unsupported"}, status=422)
+    relay, b = await two_sites(respond)
+
+    await relay.post("a", [event("e1", 1, ["create"])])
+
+    await until(lambda: relay.db("SELECT state FROM deliveries") == [("dead",)])
+    (error,) = relay.db("SELECT last_error FROM deliveries")[0]
+    assert error.startswith("site answered 422")
+
+
+async def test_a_delivery_is_dead_lettered_after_the_maximum_attempts(two_sites: Any) -> None:
+    relay, b = await two_sites(gated(asyncio.Event()), max_attempts=3, retry_schedule=[0.01])
+
+    await relay.post("a", [event("e1", 1, ["create"])])
+
+    await until(lambda: relay.db("SELECT state FROM deliveries") == [("dead",)])
+    assert [(3, "gave up after 3 attempts; last: site answered 503: {\"error\": \"down\"}")] == \
+        relay.db("SELECT attempts, last_error FROM deliveries")
+    assert 3 == len(b.requests)
+
+
+async def test_410_pauses_the_link_and_says_why(two_sites: Any) -> None:
+    relay, b = await two_sites(gated(asyncio.Event(), status=410), retry_schedule=[0.01])
+
+    await relay.post("a", [event("e1", 1, ["create"])])
+
+    await until(lambda: relay.db("SELECT paused FROM link_states") == [(1,)])
+    (reason,) = relay.db("SELECT reason FROM link_states WHERE link = 'a-b'")[0]
+    assert reason.startswith("site 'b' answered 410 Gone")
+    await relay.post("a", [event("e2", 2, ["create"])])
+    await asyncio.sleep(0.2)  # a paused link sends nothing more: give it a chance to
+    assert 1 == len(b.requests)
+    assert [("ready", 0), ("ready", 0)] == relay.db("SELECT state, attempts FROM deliveries")
+
+
+async def test_a_persons_later_change_waits_while_an_earlier_one_is_retried(
+        two_sites: Any) -> None:
+    failures = {"e1": 2, "e2": 1}
+
+    def respond(document: dict[str, Any]) -> web.Response:
+        results = []
+        for e in document["events"]:
+            name = e["origin"]["event_id"]
+            if failures.get(name, 0) > 0:
+                failures[name] -= 1
+                results.append({"id": e["id"], "status": 503, "error": "locked"})
+            else:
+                results.append(b.applied(e))
+        return web.json_response({"results": results})
+    relay, b = await two_sites(respond, retry_schedule=[0.1])
+    names = lambda: [e["origin"]["event_id"] for e in b.events]  # noqa: E731
+
+    await relay.post("a", [event("e1", 1, ["create"]), event("o1", 2, ["create"])])
+    await relay.post("a", [event("e2", 1, ["password"]),
+                           event("o2", 2, ["edit"], first_name="Bo")])
+    await b.wait_for(lambda: "e2" in names())
+    await relay.post("a", [event("e3", 1, ["roles"])])
+
+    await b.wait_for(lambda: "e3" in names())
+    assert ["e1", "e1", "e1", "e2", "e2", "e3"] == [n for n in names() if n.startswith("e")]
+    assert names().index("o2") < names().index("e2")  # the other person was not held up
+
+
+async def test_a_delete_cancels_the_persons_pending_updates(two_sites: Any) -> None:
+    ready = asyncio.Event()
+    relay, b = await two_sites(gated(ready), retry_schedule=[0.05], max_attempts=1000)
+    await relay.post("a", [event("e1", 5, ["create"])])
+    await b.wait_for(lambda: len(b.requests) >= 1)
+
+    await relay.post("a", [event("e2", 5, ["edit"], first_name="Al")])
+    await relay.post("a", [event("e3", 5, ["roles"])])
+    await relay.post("a", [event("e4", 5, ["delete"])])
+    ready.set()
+
+    await b.wait_for(lambda: "e4" in {e["origin"]["event_id"] for e in b.events})
+    assert ["e1", "e4"] == list(dict.fromkeys(e["origin"]["event_id"] for e in b.events))
+    assert [("e3", "superseded")] == relay.db(
+        "SELECT event_id, state FROM deliveries WHERE kind = 'update'")
+
+
+async def test_consecutive_unsent_edits_of_a_person_merge_into_one_delivery(
+        two_sites: Any) -> None:
+    ready = asyncio.Event()
+    relay, b = await two_sites(gated(ready), retry_schedule=[0.05], max_attempts=1000)
+    await relay.post("a", [event("e1", 5, ["create"])])
+    await b.wait_for(lambda: len(b.requests) >= 1)
+
+    await relay.post("a", [event("e2", 5, ["edit"], first_name="Al")])
+    await relay.post("a", [event("e3", 5, ["metadata"], meta={"city": "Oslo"})])
+    ready.set()
+
+    await until(lambda: relay.db("SELECT count(*) FROM deliveries WHERE state='done'") == [(2,)])
+    last = b.events[-1]
+    assert (["edit", "metadata"], "Al", {"city": "Oslo"}, ["e2", "e3"]) == (
+        last["actions"], last["user"]["first_name"], last["user"]["meta"], last["merged"])
+
+
+async def until(predicate: Any, timeout: float = 10) -> None:
+    """Wait for a condition on the relay's database (polled: it changes in another thread)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
