@@ -62,7 +62,7 @@ async def group_commit_ctx(app: web.Application) -> AsyncIterator[None]:
 async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
     config, db = app[CONFIG], app[DATABASE]
     # One relay process owns the database, so every lease left behind is from a dead process.
-    reclaimed = await db.transaction(queue.reclaim_expired, float("inf"))
+    reclaimed = await db.transaction(queue.reclaim_expired, time.time(), True)
     if reclaimed:
         log.info("leases_reclaimed", deliveries=reclaimed, at="start-up")
     paused = await db.call(queue.paused_links)

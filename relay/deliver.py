@@ -152,7 +152,7 @@ class Courier:
             if 200 <= status < 300:
                 user_id = result.get("user_id")
                 outcomes.append(Outcome(d, DONE, status, None, None,
-                                        None if user_id is None else str(user_id)))
+                                        user_id if isinstance(user_id, int) else None))
             elif status in RETRY_STATUSES or status >= 500:
                 outcomes.append(self._retry(d, status, error or f"site answered {status}",
                                             _number(result.get("retry_after"))))

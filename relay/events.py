@@ -32,8 +32,8 @@ class Event:
     origin: dict[str, str] | None
 
     @property
-    def user_id(self) -> str:
-        return str(self.user["id"])
+    def user_id(self) -> int:
+        return int(self.user["id"])
 
     @property
     def kind(self) -> str:

@@ -16,7 +16,7 @@ import structlog
 log = structlog.get_logger("relay.identity")
 
 
-def resolve(conn: sqlite3.Connection, site: str, user_id: str, email: str, login: str,
+def resolve(conn: sqlite3.Connection, site: str, user_id: int, email: str, login: str,
             match_by: list[tuple[str, str]]) -> int:
     """The person behind ``site``'s user, creating one on first contact.
 
@@ -45,14 +45,14 @@ def resolve(conn: sqlite3.Connection, site: str, user_id: str, email: str, login
     return person
 
 
-def account_on(conn: sqlite3.Connection, person: int, site: str) -> str | None:
+def account_on(conn: sqlite3.Connection, person: int, site: str) -> int | None:
     """The person's user id on ``site``, when known."""
     row = conn.execute("SELECT user_id FROM accounts WHERE person = ? AND site = ?",
                        (person, site)).fetchone()
-    return None if row is None else str(row[0])
+    return None if row is None else int(row[0])
 
 
-def learn(conn: sqlite3.Connection, site: str, user_id: str, person: int, email: str,
+def learn(conn: sqlite3.Connection, site: str, user_id: int, person: int, email: str,
           login: str) -> None:
     """A partner told us which of its users it applied the person's event to."""
     row = conn.execute("SELECT person FROM accounts WHERE site = ? AND user_id = ?",

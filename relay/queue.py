@@ -44,7 +44,7 @@ class Outcome:
     status: int | None = None
     error: str | None = None
     run_at: float | None = None
-    user_id: str | None = None
+    user_id: int | None = None
 
 
 # --- ingest -------------------------------------------------------------------------------------
@@ -184,11 +184,15 @@ def release(conn: sqlite3.Connection, deliveries: list[Claimed], run_at: float) 
                      [(run_at, d.id) for d in deliveries])
 
 
-def reclaim_expired(conn: sqlite3.Connection, now: float) -> int:
-    """Leases that outlived their holder (a crash, a hung request) go back to ready."""
+def reclaim_expired(conn: sqlite3.Connection, now: float, every_lease: bool = False) -> int:
+    """Leases that outlived their holder (a hung request) go back to ready, due now.
+
+    ``every_lease``: at start-up every lease is stale, its holder having died with the process.
+    """
+    expiry = float("inf") if every_lease else now
     return conn.execute(f"UPDATE deliveries SET state = '{READY}', lease_until = NULL, "
                         f"run_at = ?, updated_at = ? WHERE state = '{LEASED}' AND lease_until < ?",
-                        (now, now, now)).rowcount
+                        (now, now, expiry)).rowcount
 
 
 def next_due(conn: sqlite3.Connection, target: str) -> float | None:

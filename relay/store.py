@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS persons (
 );
 CREATE TABLE IF NOT EXISTS accounts (
     site        TEXT NOT NULL,
-    user_id     TEXT NOT NULL,
+    user_id     INTEGER NOT NULL,
     person      INTEGER NOT NULL REFERENCES persons (id),
     email       TEXT,
     login       TEXT,

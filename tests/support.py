@@ -136,3 +136,87 @@ def generate_keys(config: Config) -> dict[str, SiteKey]:
         store.close()
 
 
+
+
+class RelayProcess:
+    """``userrelay serve`` as a real child process, its JSON log lines collected."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        self.process: asyncio.subprocess.Process | None = None
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self.port = 0
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 20) -> None:
+        import sys
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "relay", "serve", "--config", str(self.config_path),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        started = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read(started))
+        self.port = await asyncio.wait_for(started, timeout)
+
+    async def _read(self, started: asyncio.Future[int]) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        async for raw in self.process.stderr:
+            text = raw.decode(errors="replace")
+            self.raw.append(text)
+            try:
+                line = json.loads(text)
+            except ValueError:
+                continue
+            self.lines.append(line)
+            if line.get("event") == "relay_started" and not started.done():
+                started.set_result(int(line["port"]))
+        if not started.done():
+            started.set_exception(AssertionError("the relay exited before it started:\n"
+                                                 + "".join(self.raw)))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def logged(self, event: str, timeout: float = 10) -> dict[str, Any]:
+        """The first log line about ``event``, waiting for it to be written."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if line.get("event") == event:
+                    return line
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"the relay logged no {event!r} within {timeout}s")
+
+    async def kill(self) -> None:
+        """Stop it uncleanly, as a crash or power cut would."""
+        assert self.process is not None
+        self.process.kill()
+        await self.process.wait()
+        if self._reader:
+            await self._reader
+
+    async def terminate(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        self.process.terminate()
+        code = await asyncio.wait_for(self.process.wait(), timeout)
+        if self._reader:
+            await self._reader
+        return code
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    import yaml
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def post_signed(url: str, site_id: str, key: SiteKey, events: list[dict[str, Any]],
+                      webhook_id: str | None = None) -> tuple[int, Any]:
+    import aiohttp
+    body = json.dumps({"events": events}).encode()
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{url}/v1/sites/{site_id}/events", data=body,
+            headers=signatures.headers(key, body, webhook_id)) as resp:
+        return resp.status, await resp.json()
