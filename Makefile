@@ -1,0 +1,31 @@
+# The few verbs people expect. `make run` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,fast,dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## the relay on the example config and its SQLite file under var/
+	$(BIN)/userrelay serve --config config.example.yaml
+
+test: $(STAMP)  ## every test, the real-WordPress suite included
+	$(BIN)/python -m pytest -ra
+
+lint: $(STAMP)
+	$(BIN)/ruff check relay tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.delivery
+	$(BIN)/python -m bench.backlog
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
