@@ -21,7 +21,7 @@ from relay.appkeys import CONFIG, COURIERS, DATABASE, GROUP_COMMIT, KEYS, ROUTER
 from relay.config import Config
 from relay.deliver import Courier
 from relay.keystore import KeyStore
-from relay.receive import errors_middleware, healthz, receive_events
+from relay.receive import healthz, receive_events
 from relay.routing import Router
 from relay.store import Database, GroupCommit
 
@@ -30,8 +30,7 @@ PRUNE_EVERY = 3600.0
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(client_max_size=config["ingest.max_body_bytes"],
-                          middlewares=[errors_middleware])
+    app = web.Application(client_max_size=config["ingest.max_body_bytes"])
     app[CONFIG] = config
     app[ROUTER] = Router(config)
     app.cleanup_ctx.extend([database_ctx, group_commit_ctx, delivery_ctx])
@@ -70,7 +69,8 @@ async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
                                      keepalive_timeout=60)
     session = aiohttp.ClientSession(connector=connector,
                                     headers={"User-Agent": "UserRelay/0.1"})
-    couriers = {site.id: Courier(site, config, db, app[KEYS], session, paused)
+    couriers = {site.id: Courier(site, app[ROUTER].links_into(site.id), config, db, app[KEYS],
+                                 session, paused)
                 for site in config.sites.values()}
     app[COURIERS] = couriers
     tasks = [asyncio.create_task(c.run(), name=f"courier-{s}") for s, c in couriers.items()]

@@ -111,7 +111,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("delivery.retry_schedule", _schedule,
             (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0),
             "Waits before each retry (the Standard Webhooks schedule); the last repeats."),
-    Setting("delivery.jitter", _fraction, 0.2, "Random spread applied to each wait (0.2 = +/-20%)."),
+    Setting("delivery.jitter", _fraction, 0.2,
+            "Random spread applied to each wait (0.2 = +/-20%)."),
     Setting("delivery.max_attempts", _positive_int, 10,
             "Attempts before a delivery is dead-lettered."),
     Setting("delivery.max_age", parse_duration, 3 * 86400.0,
@@ -361,7 +362,8 @@ def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[s
                             f"{', '.join(MATCH_BY)}")
         links[link_id] = Link(
             id=link_id, site=str(ends[0]), remote=str(ends[1]), direction=str(direction),
-            sync=tuple(sync), incoming=_actions(item.get("incoming"), f"{where}.incoming", problems),
+            sync=tuple(sync),
+            incoming=_actions(item.get("incoming"), f"{where}.incoming", problems),
             outgoing=_actions(item.get("outgoing"), f"{where}.outgoing", problems),
             match_by=str(match_by),
         )

@@ -22,12 +22,14 @@ from relay.errors import KeyStoreError
 class SiteKey:
     """A site's secret; prints as ``whsec_**********`` so it cannot leak through a log line."""
 
-    __slots__ = ("_secret",)
+    __slots__ = ("_secret", "hmac_key")
 
     def __init__(self, secret: str) -> None:
         if not secret.startswith(KEY_PREFIX):
             raise ValueError(f"a site key starts with {KEY_PREFIX!r}")
         self._secret = secret
+        #: The HMAC key: the decoded bytes after the prefix.
+        self.hmac_key = base64.b64decode(secret[len(KEY_PREFIX):])
 
     @classmethod
     def generate(cls) -> SiteKey:
@@ -38,10 +40,6 @@ class SiteKey:
     def secret(self) -> str:
         """The whole ``whsec_`` string, to show once to the person who generated it."""
         return self._secret
-
-    @property
-    def hmac_key(self) -> bytes:
-        return base64.b64decode(self._secret[len(KEY_PREFIX):])
 
     def __repr__(self) -> str:
         return f"{KEY_PREFIX}**********"

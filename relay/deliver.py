@@ -33,9 +33,10 @@ MAX_ANSWER_BYTES = 4 * 1024 * 1024
 class Courier:
     """Delivers everything queued for one target site."""
 
-    def __init__(self, site: Site, config: Config, db: Database, keys: KeyStore,
-                 session: aiohttp.ClientSession, paused: dict[str, str]) -> None:
+    def __init__(self, site: Site, links: list[str], config: Config, db: Database,
+                 keys: KeyStore, session: aiohttp.ClientSession, paused: dict[str, str]) -> None:
         self.site = site
+        self._links = links
         self._db, self._keys, self._session, self._paused = db, keys, session, paused
         self._url = site.url + PLUGIN_EVENTS_PATH
         self._batch_size = config["delivery.batch_size"]
@@ -65,11 +66,12 @@ class Courier:
                 self._slots.release()
                 break
             self._wakeup.clear()
-            batch = await self._db.transaction(queue.claim, self.site.id, self._batch_size,
-                                               now, self._lease, list(self._paused))
+            links = [link for link in self._links if link not in self._paused]
+            batch = await self._db.transaction(queue.claim, self.site.id, links,
+                                               self._batch_size, now, self._lease)
             if not batch:
                 self._slots.release()
-                due = await self._db.call(queue.next_due, self.site.id)
+                due = await self._db.call(queue.next_due, self.site.id, links)
                 await self._sleep(IDLE_POLL if due is None else min(max(due - now, 0.01),
                                                                    IDLE_POLL))
                 continue
@@ -103,14 +105,16 @@ class Courier:
         now = time.time()
         key = self._keys.get(self.site.id)
         if key is None:
-            reason = f"site {self.site.id!r} has no key; run 'userrelay keys generate {self.site.id}'"
+            reason = (f"site {self.site.id!r} has no key; run "
+                      f"'userrelay keys generate {self.site.id}'")
             await self._pause(batch, reason)
             return
         body = json.dumps({"events": [{"id": str(d.id), **d.payload} for d in batch]},
                           separators=(",", ":")).encode()
         self.counters["requests"] += 1
         try:
-            async with self._session.post(self._url, data=body, headers=signatures.headers(key, body),
+            async with self._session.post(self._url, data=body,
+                                          headers=signatures.headers(key, body),
                                           timeout=self._timeout, allow_redirects=False) as resp:
                 status = resp.status
                 answer = await resp.content.read(MAX_ANSWER_BYTES)
@@ -145,7 +149,8 @@ class Courier:
         for d in batch:
             result = results.get(str(d.id))
             if result is None:
-                outcomes.append(self._retry(d, None, "the site's answer had no result for it", None))
+                outcomes.append(self._retry(d, None, "the site's answer had no result for it",
+                                            None))
                 continue
             status = int(result.get("status", 200))
             error = str(result.get("error", "")) or None

@@ -17,8 +17,8 @@ log = structlog.get_logger("relay.identity")
 
 
 def resolve(conn: sqlite3.Connection, site: str, user_id: int, email: str, login: str,
-            match_by: list[tuple[str, str]]) -> int:
-    """The person behind ``site``'s user, creating one on first contact.
+            match_by: list[tuple[str, str]]) -> tuple[int, bool]:
+    """The person behind ``site``'s user, and whether they are new to the relay.
 
     ``match_by`` lists (partner site, email|login) to try, in order, on first contact.
     """
@@ -28,8 +28,8 @@ def resolve(conn: sqlite3.Connection, site: str, user_id: int, email: str, login
         if (row[1], row[2]) != (email, login):
             conn.execute("UPDATE accounts SET email = ?, login = ? WHERE site = ? AND user_id = ?",
                          (email, login, site, user_id))
-        return int(row[0])
-    person = None
+        return int(row[0]), False
+    person, new = None, False
     for partner, field in match_by:
         value = email if field == "email" else login
         hit = conn.execute(f"SELECT person FROM accounts WHERE {field} = ? AND site = ?",  # noqa: S608
@@ -38,11 +38,11 @@ def resolve(conn: sqlite3.Connection, site: str, user_id: int, email: str, login
             person = int(hit[0])
             break
     if person is None:
-        person = int(conn.execute("INSERT INTO persons (created_at) VALUES (?) RETURNING id",
-                                  (time.time(),)).fetchone()[0])
-    conn.execute("INSERT INTO accounts (site, user_id, person, email, login) VALUES (?, ?, ?, ?, ?)",
-                 (site, user_id, person, email, login))
-    return person
+        person, new = int(conn.execute("INSERT INTO persons (created_at) VALUES (?) RETURNING id",
+                                       (time.time(),)).fetchone()[0]), True
+    conn.execute("INSERT INTO accounts (site, user_id, person, email, login) "
+                 "VALUES (?, ?, ?, ?, ?)", (site, user_id, person, email, login))
+    return person, new
 
 
 def account_on(conn: sqlite3.Connection, person: int, site: str) -> int | None:

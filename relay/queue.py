@@ -72,8 +72,9 @@ def accept(conn: sqlite3.Connection, site: str, webhook_id: str, events: list[Ev
             counts["echoes"] += 1
             continue
         counts["accepted"] += 1
-        person = identity.resolve(conn, site, event.user_id, event.user["email"],
-                                  event.user["login"], match_by)
+        # A person new to the relay has no account elsewhere and no line yet: skip the lookups.
+        person, new = identity.resolve(conn, site, event.user_id, event.user["email"],
+                                       event.user["login"], match_by)
         for route in routes:
             actions, user = for_target(event, route.actions)
             if not actions:
@@ -83,12 +84,12 @@ def accept(conn: sqlite3.Connection, site: str, webhook_id: str, events: list[Ev
                 "occurred_at": event.occurred_at,
                 "actions": [a for a in ("create", "edit", "delete", "password", "roles",
                                         "metadata") if a in actions],
-                "match": {"by": route.match_by,
-                          "user_id": identity.account_on(conn, person, route.target)},
+                "match": {"by": route.match_by, "user_id": None if new else
+                          identity.account_on(conn, person, route.target)},
                 "create_missing": "create" in route.actions,
                 "user": user,
             }
-            _enqueue(conn, site, event, route, person, payload, now)
+            _enqueue(conn, site, event, route, person, payload, now, new)
             counts["deliveries"] += 1
         if event.kind == "delete":
             identity.forget(conn, site, person)
@@ -99,9 +100,12 @@ def accept(conn: sqlite3.Connection, site: str, webhook_id: str, events: list[Ev
 
 
 def _enqueue(conn: sqlite3.Connection, source: str, event: Event, route: Route, person: int,
-             payload: dict[str, Any], now: float) -> None:
+             payload: dict[str, Any], now: float, new_person: bool) -> None:
     kind = event.kind
     line = (route.target, person)
+    if new_person:
+        _insert(conn, source, event.id, route, person, kind, payload, READY, now)
+        return
     if kind == "delete":
         # A delete makes the person's pending updates to this target pointless.
         conn.execute(f"UPDATE deliveries SET state = '{SUPERSEDED}', updated_at = ? "
@@ -109,7 +113,8 @@ def _enqueue(conn: sqlite3.Connection, source: str, event: Event, route: Route, 
                      "AND kind = 'update'", (now, *line))
         _promote(conn, *line, now)
     tail = conn.execute(
-        f"SELECT id, state, attempts, kind, payload FROM deliveries WHERE target = ? AND person = ? "
+        "SELECT id, state, attempts, kind, payload FROM deliveries "
+        "WHERE target = ? AND person = ? "
         f"AND state IN ('{WAITING}', '{READY}', '{LEASED}') ORDER BY id DESC LIMIT 1",
         line).fetchone()
     if (tail is not None and kind == "update" and tail[3] == "update" and tail[2] == 0
@@ -120,18 +125,24 @@ def _enqueue(conn: sqlite3.Connection, source: str, event: Event, route: Route, 
                      "WHERE id = ?", (json.dumps(merged), ",".join(merged["actions"]),
                                       event.id, now, tail[0]))
         return
-    state = READY if tail is None else WAITING
+    _insert(conn, source, event.id, route, person, kind, payload,
+            READY if tail is None else WAITING, now)
+
+
+def _insert(conn: sqlite3.Connection, source: str, event_id: str, route: Route, person: int,
+            kind: str, payload: dict[str, Any], state: str, now: float) -> None:
     conn.execute(
         "INSERT INTO deliveries (source, event_id, target, link, person, kind, actions, payload, "
         "state, run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (source, event.id, route.target, route.link, person, kind, ",".join(payload["actions"]),
-         json.dumps(payload), state, now, now, now))
+        (source, event_id, route.target, route.link, person, kind, ",".join(payload["actions"]),
+         json.dumps(payload, separators=(",", ":")), state, now, now, now))
 
 
 def _promote(conn: sqlite3.Connection, target: str, person: int, now: float) -> None:
     """Make the oldest waiting delivery the head of its line, if the line has no head."""
     head = conn.execute(f"SELECT 1 FROM deliveries WHERE target = ? AND person = ? "
-                        f"AND state IN ('{READY}', '{LEASED}') LIMIT 1", (target, person)).fetchone()
+                        f"AND state IN ('{READY}', '{LEASED}') LIMIT 1",
+                        (target, person)).fetchone()
     if head is None:
         conn.execute(
             f"UPDATE deliveries SET state = '{READY}', run_at = ?, updated_at = ? WHERE id = "
@@ -141,17 +152,19 @@ def _promote(conn: sqlite3.Connection, target: str, person: int, now: float) -> 
 
 # --- delivery -----------------------------------------------------------------------------------
 
-def claim(conn: sqlite3.Connection, target: str, limit: int, now: float, lease: float,
-          paused_links: Iterable[str] = ()) -> list[Claimed]:
-    """Lease up to ``limit`` due heads for ``target``, oldest first."""
-    paused = list(paused_links)
-    skip = f"AND link NOT IN ({','.join('?' * len(paused))})" if paused else ""
-    rows = conn.execute(
-        f"UPDATE deliveries SET state = '{LEASED}', lease_until = ?, attempts = attempts + 1, "
-        f"updated_at = ? WHERE id IN (SELECT id FROM deliveries WHERE target = ? "
-        f"AND state = '{READY}' AND run_at <= ? {skip} ORDER BY run_at, id LIMIT ?) "
-        "RETURNING id, source, event_id, target, link, person, attempts, created_at, payload",
-        (now + lease, now, target, now, *paused, limit)).fetchall()
+def claim(conn: sqlite3.Connection, target: str, links: Iterable[str], limit: int, now: float,
+          lease: float) -> list[Claimed]:
+    """Lease up to ``limit`` due heads for ``target`` on the given unpaused links, oldest first."""
+    rows: list[Any] = []
+    for link in links:
+        if len(rows) >= limit:
+            break
+        rows += conn.execute(
+            f"UPDATE deliveries SET state = '{LEASED}', lease_until = ?, attempts = attempts + 1, "
+            f"updated_at = ? WHERE id IN (SELECT id FROM deliveries WHERE target = ? AND link = ? "
+            f"AND state = '{READY}' AND run_at <= ? ORDER BY run_at, id LIMIT ?) "
+            "RETURNING id, source, event_id, target, link, person, attempts, created_at, payload",
+            (now + lease, now, target, link, now, limit - len(rows))).fetchall()
     rows.sort(key=lambda r: r[0])
     return [Claimed(*r[:8], json.loads(r[8])) for r in rows]
 
@@ -161,7 +174,8 @@ def settle(conn: sqlite3.Connection, outcomes: list[Outcome], now: float) -> Non
     for o in outcomes:
         d = o.delivery
         if o.state == READY:  # try again later; the line waits behind it
-            conn.execute(f"UPDATE deliveries SET state = '{READY}', run_at = ?, lease_until = NULL, "
+            conn.execute(f"UPDATE deliveries SET state = '{READY}', run_at = ?, "
+                         "lease_until = NULL, "
                          "last_status = ?, last_error = ?, updated_at = ? WHERE id = ? "
                          f"AND state = '{LEASED}'", (o.run_at, o.status, o.error, now, d.id))
             continue
@@ -195,10 +209,11 @@ def reclaim_expired(conn: sqlite3.Connection, now: float, every_lease: bool = Fa
                         (now, now, expiry)).rowcount
 
 
-def next_due(conn: sqlite3.Connection, target: str) -> float | None:
-    row = conn.execute(f"SELECT min(run_at) FROM deliveries WHERE target = ? AND state = '{READY}'",
-                       (target,)).fetchone()
-    return None if row[0] is None else float(row[0])
+def next_due(conn: sqlite3.Connection, target: str, links: Iterable[str]) -> float | None:
+    """When the earliest head for ``target`` on the given links falls due, if any is queued."""
+    due = [conn.execute(f"SELECT min(run_at) FROM deliveries WHERE target = ? AND link = ? "
+                        f"AND state = '{READY}'", (target, link)).fetchone()[0] for link in links]
+    return min((float(d) for d in due if d is not None), default=None)
 
 
 def prune(conn: sqlite3.Connection, finished_before: float, seen_before: float) -> int:

@@ -56,3 +56,8 @@ class Router:
 
     def routes_from(self, source: str) -> list[Route]:
         return self._routes.get(source, [])
+
+    def links_into(self, target: str) -> list[str]:
+        """The links deliveries to ``target`` are accounted to."""
+        return sorted({r.link for routes in self._routes.values() for r in routes
+                       if r.target == target})

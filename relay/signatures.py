@@ -18,7 +18,7 @@ from relay.errors import BadSignature
 def sign(key: SiteKey, webhook_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` header value for one message."""
     signed = f"{webhook_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key.hmac_key, signed, hashlib.sha256).digest()
+    digest = hmac.digest(key.hmac_key, signed, hashlib.sha256)
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 

@@ -85,8 +85,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_status INTEGER,
     last_error  TEXT
 );
--- The claim path: heads of lines that are due, per target.
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (target, run_at, id)
+-- The claim path: heads of lines that are due, per target and link (paused links skipped).
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (target, link, run_at, id)
     WHERE state = 'ready';
 -- A person's line to a target: what is still pending, in order.
 CREATE INDEX IF NOT EXISTS deliveries_line ON deliveries (target, person, id)
@@ -228,6 +228,30 @@ class GroupCommit:
 
 def _commit_batch(conn: sqlite3.Connection,
                   work: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
+    """Run every caller's function in one transaction.
+
+    The fast path runs them back to back. Should one raise, the transaction is rolled back and
+    the batch is run again with a savepoint around each caller, so only that caller fails.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        results: list[tuple[bool, Any]] = [(True, fn(conn, *args)) for fn, args in work]
+    except sqlite3.Error:
+        conn.execute("ROLLBACK")
+        raise  # the database itself is failing: fail the whole batch
+    except Exception:
+        conn.execute("ROLLBACK")
+        return _commit_one_by_one(conn, work)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return results
+
+
+def _commit_one_by_one(conn: sqlite3.Connection,
+                       work: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+                       ) -> list[tuple[bool, Any]]:
     results: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -236,7 +260,7 @@ def _commit_batch(conn: sqlite3.Connection,
             try:
                 value = fn(conn, *args)
             except sqlite3.Error:
-                raise  # the database itself is failing: fail the whole batch
+                raise
             except Exception as exc:  # one caller's bad input must not undo the others
                 conn.execute("ROLLBACK TO request")
                 conn.execute("RELEASE request")

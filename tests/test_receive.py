@@ -153,7 +153,9 @@ async def test_keys_are_stored_sealed_not_in_clear(two_sites: Any) -> None:
 
 async def test_a_site_without_a_key_is_refused_with_a_hint(two_sites: Any) -> None:
     relay, _ = await two_sites()
-    relay.db("DELETE FROM site_keys WHERE site = 'a'")
+    store = KeyStore(relay.config.database_path, relay.config.master_key_path)
+    store.revoke("a")
+    store.close()
 
     status, answer = await relay.post("a", [event("e1", 1, ["create"])])
 
