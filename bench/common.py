@@ -177,3 +177,50 @@ def rss_peak_mib(pid: int) -> float:
 
 def env_has(tool: str) -> bool:
     return shutil.which(tool) is not None and os.access(shutil.which(tool) or "", os.X_OK)
+
+
+def partner(workdir: Path, port: int, key: SiteKey) -> contextlib.AbstractContextManager[Any]:
+    """The fast partner site, on the load core."""
+    keyfile = workdir / "partner.key"
+    keyfile.write_text(key.secret)
+    keyfile.chmod(0o600)
+    return process([*python(), "-m", "bench.partner_server", str(port), str(keyfile)],
+                   core=LOAD_CORE, port=port)
+
+
+def partner_count(port: int) -> int:
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=10) as resp:
+        return int(json.loads(resp.read())["events"])
+
+
+def fill(database: Path, config_path: Path, first: int, last: int, chunk: int = 1000) -> None:
+    """Queue events ``first``..``last`` from site a through the relay's own ingest code."""
+    from relay import queue
+    from relay.events import parse_batch
+    from relay.routing import Router
+    from relay.store import connect_sync
+    routes = Router(config_module.load(config_path)).routes_from("a")
+    conn = connect_sync(database)
+    conn.execute("PRAGMA synchronous=NORMAL")  # filling is set-up, not what is measured
+    try:
+        for start in range(first, last + 1, chunk):
+            numbers = range(start, min(last, start + chunk - 1) + 1)
+            events = parse_batch(json.dumps({"events": [one_event(n) for n in numbers]}).encode())
+            conn.execute("BEGIN IMMEDIATE")
+            for e in events:
+                queue.accept(conn, "a", f"fill-{e.id}", [e], routes, time.time())
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def unpause_link(database: Path, link: str) -> None:
+    with sqlite3.connect(database) as conn:
+        conn.execute("DELETE FROM link_states WHERE link = ?", (link,))
+
+
+def pending(database: Path) -> int:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+        return int(conn.execute("SELECT count(*) FROM deliveries WHERE state IN "
+                                "('waiting', 'ready', 'leased')").fetchone()[0])

@@ -21,6 +21,10 @@ from relay.constants import DEAD, DONE, LEASED, READY, SUPERSEDED, WAITING
 from relay.events import Event, for_target, merge_updates
 from relay.routing import Route
 
+#: A person's pending deliveries to a target. Spelt exactly as the partial index
+#: ``deliveries_line`` is, or SQLite will not use it (and scans the whole table).
+IN_LINE = f"state IN ('{WAITING}', '{READY}', '{LEASED}')"
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -109,13 +113,12 @@ def _enqueue(conn: sqlite3.Connection, source: str, event: Event, route: Route, 
     if kind == "delete":
         # A delete makes the person's pending updates to this target pointless.
         conn.execute(f"UPDATE deliveries SET state = '{SUPERSEDED}', updated_at = ? "
-                     f"WHERE target = ? AND person = ? AND state IN ('{WAITING}', '{READY}') "
+                     f"WHERE target = ? AND person = ? AND {IN_LINE} AND state != '{LEASED}' "
                      "AND kind = 'update'", (now, *line))
         _promote(conn, *line, now)
     tail = conn.execute(
         "SELECT id, state, attempts, kind, payload FROM deliveries "
-        "WHERE target = ? AND person = ? "
-        f"AND state IN ('{WAITING}', '{READY}', '{LEASED}') ORDER BY id DESC LIMIT 1",
+        f"WHERE target = ? AND person = ? AND {IN_LINE} ORDER BY id DESC LIMIT 1",
         line).fetchone()
     if (tail is not None and kind == "update" and tail[3] == "update" and tail[2] == 0
             and tail[1] in (WAITING, READY)):
@@ -139,15 +142,15 @@ def _insert(conn: sqlite3.Connection, source: str, event_id: str, route: Route, 
 
 
 def _promote(conn: sqlite3.Connection, target: str, person: int, now: float) -> None:
-    """Make the oldest waiting delivery the head of its line, if the line has no head."""
-    head = conn.execute(f"SELECT 1 FROM deliveries WHERE target = ? AND person = ? "
-                        f"AND state IN ('{READY}', '{LEASED}') LIMIT 1",
-                        (target, person)).fetchone()
-    if head is None:
-        conn.execute(
-            f"UPDATE deliveries SET state = '{READY}', run_at = ?, updated_at = ? WHERE id = "
-            f"(SELECT id FROM deliveries WHERE target = ? AND person = ? AND state = '{WAITING}' "
-            "ORDER BY id LIMIT 1)", (now, now, target, person))
+    """Make the oldest pending delivery of a line its head, if it is not already.
+
+    The head is always the oldest pending delivery: deliveries join a line at its end.
+    """
+    oldest = conn.execute(f"SELECT id, state FROM deliveries WHERE target = ? AND person = ? "
+                          f"AND {IN_LINE} ORDER BY id LIMIT 1", (target, person)).fetchone()
+    if oldest is not None and oldest[1] == WAITING:
+        conn.execute(f"UPDATE deliveries SET state = '{READY}', run_at = ?, updated_at = ? "
+                     "WHERE id = ?", (now, now, oldest[0]))
 
 
 # --- delivery -----------------------------------------------------------------------------------

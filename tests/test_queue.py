@@ -1,0 +1,56 @@
+"""The queue's statements: every one on the delivery path uses an index, never a table scan.
+
+A scan costs nothing on a small test database and everything with a million deliveries
+pending, so this is checked on the statements themselves (their query plans).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from relay import queue
+from relay.constants import DONE, READY
+from relay.events import parse_batch
+from relay.queue import Outcome
+from relay.routing import Router
+from relay.store import connect_sync
+from tests.support import event, settings, site
+
+
+def test_no_statement_of_ingest_claim_or_settle_scans_the_deliveries(tmp_path: Path) -> None:
+    config = settings(tmp_path, [site("a", "http://127.0.0.1:1"), site("b", "http://127.0.0.1:2")],
+                      [{"id": "a-b", "site": "a", "remote": "b", "direction": "push",
+                        "outgoing": ["create", "edit", "delete", "roles"]}])
+    routes = Router(config).routes_from("a")
+    conn = connect_sync(config.database_path)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    now = time.time()
+
+    def accept(*events: dict[str, object]) -> None:
+        body = json.dumps({"events": list(events)}).encode()
+        queue.accept(conn, "a", f"msg-{len(statements)}", parse_batch(body), routes, now)
+
+    accept(event("e1", 1, ["create"]), event("e2", 2, ["create"]))
+    accept(event("e3", 1, ["edit"], first_name="A"))
+    accept(event("e4", 1, ["edit"], first_name="B"))
+    claimed = queue.claim(conn, "b", ["a-b"], 10, now, 60)
+    queue.settle(conn, [Outcome(claimed[0], READY, 503, "busy", now + 5),
+                        Outcome(claimed[1], DONE, 200, user_id=7)], now)
+    accept(event("e5", 1, ["delete"]))
+    queue.next_due(conn, "b", ["a-b"])
+    queue.reclaim_expired(conn, now)
+    queue.prune(conn, now, now)
+    conn.set_trace_callback(None)
+
+    scans = {}
+    for sql in statements:
+        if not sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "INSERT")):
+            continue
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+        if any(step.startswith("SCAN deliveries") for step in plan):
+            scans[sql] = plan
+    assert {} == scans
+    assert len(statements) > 20
