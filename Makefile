@@ -27,5 +27,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.backlog
 
+demo: $(STAMP)  ## two WordPress sites and the relay on loopback (needs root for the packages)
+	$(BIN)/python -m tests.e2e.demo
+
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -113,18 +113,20 @@ def one_event(n: int) -> dict[str, Any]:
                                                      "bio": "x" * 500}}}
 
 
-def wrk_script(workdir: Path, key: SiteKey, count: int, site: str = "a") -> Path:
+def wrk_script(workdir: Path, key: SiteKey, count: int, site: str = "a",
+               per_request: int = 1) -> Path:
     """A wrk Lua script cycling through ``count`` pre-signed, distinct requests."""
     lines = []
     for n in range(1, count + 1):
-        body = json.dumps({"events": [one_event(n)]}, separators=(",", ":"))
+        events = [one_event(n * per_request + i) for i in range(per_request)]
+        body = json.dumps({"events": events}, separators=(",", ":"))
         h = signatures.headers(key, body.encode(), f"msg_bench_{n}")
         # JSON bodies hold no tab or newline, so a tab-separated line carries one request.
         lines.append("\t".join([h["webhook-id"], h["webhook-timestamp"],
                                 h["webhook-signature"], body]))
-    data = workdir / "requests.tsv"
+    data = workdir / f"requests-{per_request}.tsv"
     data.write_text("\n".join(lines) + "\n")
-    script = workdir / "ingest.lua"
+    script = workdir / f"ingest-{per_request}.lua"
     script.write_text(f"""
 local requests = {{}}
 local i = 0

@@ -14,11 +14,22 @@ import json
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
-from bench.common import (LOAD_CORE, fill, free_port, make_keys, partner, partner_count,
-                          pause_link, pending, process, python, relay_config, unpause_link,
-                          workdir)
+from bench.common import (
+    LOAD_CORE,
+    fill,
+    free_port,
+    make_keys,
+    partner,
+    partner_count,
+    pause_link,
+    pending,
+    process,
+    python,
+    relay_config,
+    unpause_link,
+    workdir,
+)
 
 
 def drain(events: int, batch_size: int) -> float:

@@ -55,6 +55,13 @@ def main() -> None:
           f"   non-2xx {relay['non_2xx']:.0f}")
     print(f"ratio relay/bare     : {relay['rps'] / bare['rps']:.2f}  (target >= 0.80)")
     print(f"deliveries stored    : {stored}")
+    # Plugins send many events per request; the same relay, 20 events a request:
+    script20 = wrk_script(work, keys["a"], 20_000, per_request=20)
+    with process([*python(), "-m", "relay", "serve", "--config", str(config)], port=port,
+                 log=work / "relay.log"):
+        batched = run_wrk(port, script20, args.seconds)
+    print(f"relay, 20 events/request: {batched['rps'] * 20:9.0f} events/s   "
+          f"p99 {batched['p99_ms']:6.1f} ms   non-2xx {batched['non_2xx']:.0f}")
     shutil.rmtree(work)
 
 

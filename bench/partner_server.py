@@ -24,9 +24,11 @@ async def take(request: web.Request) -> web.Response:
     signatures.verify([request.app[KEY]], h.get("webhook-id"), h.get("webhook-timestamp"),
                       h.get("webhook-signature"), body, 300)
     events = json.loads(body)["events"]
+    first = request.app[COUNT][0]
     request.app[COUNT][0] += len(events)
-    return web.json_response({"results": [{"id": e["id"], "status": 200, "user_id": 1}
-                                          for e in events]})
+    # Each person gets a user id of their own here, as on a real site.
+    return web.json_response({"results": [{"id": e["id"], "status": 200, "user_id": first + n + 1}
+                                          for n, e in enumerate(events)]})
 
 
 async def count(request: web.Request) -> web.Response:

@@ -159,12 +159,12 @@ class Config:
 
     @property
     def database_path(self) -> Path:
-        return self.base_dir / self.values["database"]
+        return self.base_dir / str(self.values["database"])
 
     @property
     def master_key_path(self) -> Path:
         if self.values["master_key_file"]:
-            return self.base_dir / self.values["master_key_file"]
+            return self.base_dir / str(self.values["master_key_file"])
         return self.database_path.parent / "master.key"
 
 

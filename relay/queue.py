@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay import identity
-from relay.constants import DEAD, DONE, LEASED, READY, SUPERSEDED, WAITING
+from relay.constants import DONE, LEASED, READY, SUPERSEDED, WAITING
 from relay.events import Event, for_target, merge_updates
 from relay.routing import Route
 
@@ -169,7 +169,8 @@ def claim(conn: sqlite3.Connection, target: str, links: Iterable[str], limit: in
             "RETURNING id, source, event_id, target, link, person, attempts, created_at, payload",
             (now + lease, now, target, link, now, limit - len(rows))).fetchall()
     rows.sort(key=lambda r: r[0])
-    return [Claimed(*r[:8], json.loads(r[8])) for r in rows]
+    return [Claimed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]))
+            for r in rows]
 
 
 def settle(conn: sqlite3.Connection, outcomes: list[Outcome], now: float) -> None:
@@ -237,16 +238,3 @@ def pause_link(conn: sqlite3.Connection, link: str, reason: str, now: float) -> 
 def paused_links(conn: sqlite3.Connection) -> dict[str, str]:
     return {str(r[0]): str(r[1]) for r in
             conn.execute("SELECT link, reason FROM link_states WHERE paused = 1")}
-
-
-def counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-    """Deliveries by target and state, for the status endpoint."""
-    result: dict[str, dict[str, int]] = {}
-    for target, state, n in conn.execute(
-            "SELECT target, state, count(*) FROM deliveries GROUP BY target, state"):
-        result.setdefault(target, {})[state] = n
-    return result
-
-
-__all__ = ["DEAD", "Claimed", "Outcome", "accept", "claim", "settle", "release",
-           "reclaim_expired", "next_due", "prune", "pause_link", "paused_links", "counts"]

@@ -146,7 +146,7 @@ class Database:
         assert self._aio is not None, "the database is not open"
         # aiosqlite's worker runs callables in order on its thread; we give it whole
         # transactions rather than single statements (docs/adr/0002-one-writer.md).
-        result: T = await self._aio._execute(fn, self._aio._conn, *args)
+        result: T = await self._aio._execute(fn, self._aio._conn, *args)  # type: ignore[no-untyped-call]
         return result
 
     async def transaction(self, fn: Callable[..., T], *args: Any) -> T:

@@ -1,0 +1,185 @@
+"""The end-to-end world: two real WordPress sites (Debian's packages, a private MariaDB), the
+companion plugin active on both, and a real relay process between them. Used by the suite and
+by ``make demo``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from relay import config as config_module
+from relay.keystore import KeyStore
+from tests.e2e.wplab import Lab, Site
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = ROOT / "plugin-stub" / "userrelay"
+ALL = ["create", "edit", "delete", "password", "roles", "metadata"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(what: str, condition: Callable[[], Any], timeout: float = 30,
+               every: float = 0.2) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s (last seen: {last!r})")
+
+
+class RelayDaemon:
+    """``userrelay serve`` as a child process, restartable with other links."""
+
+    def __init__(self, workdir: Path, sites: dict[str, Site]) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.sites = sites
+        self.config_path = workdir / "relay.yaml"
+        self.log_path = workdir / "relay.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.configure([])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def configure(self, links: list[dict[str, Any]], **delivery: Any) -> None:
+        document = {
+            "listen": {"host": "127.0.0.1", "port": self.port},
+            "database": str(self.workdir / "relay.sqlite3"),
+            "delivery": {"retry_schedule": ["1s", "2s"], "jitter": 0.1, "max_attempts": 100,
+                         "timeout": 20, "lease": 60, **delivery},
+            "sites": [{"id": s.name, "label": s.name, "url": s.url, "allow_http": True}
+                      for s in self.sites.values()],
+            "links": links,
+        }
+        self.config_path.write_text(yaml.safe_dump(document))
+
+    def generate_keys(self) -> dict[str, str]:
+        config = config_module.load(self.config_path)
+        store = KeyStore(config.database_path, config.master_key_path)
+        try:
+            return {name: store.generate(name).secret for name in self.sites}
+        finally:
+            store.close()
+
+    def start(self) -> None:
+        assert self.process is None, "the relay is already running"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "relay", "serve", "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT)
+        log.close()
+
+        def listening() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError("the relay exited:\n" + self.log_path.read_text()[-3000:])
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            except OSError:
+                return False
+            return True
+        wait_until("the relay listens", listening, timeout=20, every=0.05)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart_with(self, links: list[dict[str, Any]], **delivery: Any) -> None:
+        self.stop()
+        self.configure(links, **delivery)
+        self.start()
+
+    def db(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        import sqlite3
+        with sqlite3.connect(self.workdir / "relay.sqlite3") as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def settled(self) -> bool:
+        """Nothing is pending at the relay."""
+        return self.db("SELECT count(*) FROM deliveries WHERE state IN "
+                       "('waiting', 'ready', 'leased')") == [(0,)]
+
+
+class World:
+    def __init__(self, lab: Lab, a: Site, b: Site, relay: RelayDaemon) -> None:
+        self.lab, self.a, self.b, self.relay = lab, a, b, relay
+
+    def link(self, direction: str, outgoing: list[str] | None = None,
+             incoming: list[str] | None = None, match_by: str = "email") -> None:
+        """Set up site a's link to b, and restart the relay with it."""
+        self.relay.restart_with([{"id": "a-b", "site": "a", "remote": "b",
+                                  "direction": direction, "outgoing": outgoing or ALL,
+                                  "incoming": incoming or ALL, "match_by": match_by}])
+
+    def quiet(self) -> None:
+        """Wait until both outboxes are empty and the relay has nothing pending."""
+        for site in (self.a, self.b):
+            wait_until(f"site {site.name}'s outbox empties", lambda s=site: outbox(s) == 0)
+        wait_until("the relay delivers everything", self.relay.settled)
+
+
+def outbox(site: Site) -> int:
+    return int(site.php_json("global $wpdb; echo json_encode((int) $wpdb->get_var("
+                             "\"SELECT COUNT(*) FROM {$wpdb->prefix}userrelay_outbox\"));"))
+
+
+def user(site: Site, email: str) -> dict[str, Any] | None:
+    """A user of ``site`` as the database has it (None when absent)."""
+    found = site.php_json(f"""
+        $u = get_user_by('email', {json.dumps(email)});
+        if (!$u) {{ echo 'null'; return; }}
+        echo json_encode(['id' => $u->ID, 'login' => $u->user_login, 'email' => $u->user_email,
+            'first_name' => $u->first_name, 'last_name' => $u->last_name,
+            'display_name' => $u->display_name, 'roles' => array_values($u->roles),
+            'pass' => $u->user_pass, 'meta' => get_user_meta($u->ID, 'favourite_colour', true)]);
+    """)
+    return found  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def build_world(base: Path, ports: tuple[int, int] | None = None) -> Iterator[World]:
+    """Sites a and b with the plugin, keys generated and pasted, the relay running (no links)."""
+    with Lab(base / "lab", keep=False) as lab:
+        relay = RelayDaemon(base, {})
+        port_a, port_b = ports or (free_port(), free_port())
+        sites = {name: lab.add_site(name, port, plugin_dirs={"userrelay": PLUGIN})
+                 for name, port in (("a", port_a), ("b", port_b))}
+        relay.sites = sites
+        relay.configure([])
+        keys = relay.generate_keys()
+        for name, site in sites.items():
+            site.set_constants({"USERRELAY_URL": relay.url, "USERRELAY_SITE": name,
+                                "USERRELAY_KEY": keys[name]})
+        relay.start()
+        try:
+            yield World(lab, sites["a"], sites["b"], relay)
+        finally:
+            relay.stop()
