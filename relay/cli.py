@@ -1,4 +1,4 @@
-"""The ``userrelay`` command: serve, check-config, keys generate.
+"""The ``userrelay`` command: serve, check-config, status, keys generate.
 
 Every failure a user can cause ends in one clear message on stderr and a non-zero exit,
 never a traceback.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
+import json
 import os
 import signal
 import sys
@@ -19,10 +20,12 @@ from aiohttp import web
 
 from relay import __version__, logs
 from relay import config as config_module
+from relay import status as status_module
 from relay.app import create_app
 from relay.config import Config
 from relay.errors import ConfigError, UserRelayError
 from relay.keystore import KeyStore
+from relay.store import connect_sync
 
 log = structlog.get_logger("relay.cli")
 DEFAULT_CONFIG = os.environ.get("USERRELAY_CONFIG", "config.yaml")
@@ -59,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(run=_check_config)
 
+    status = commands.add_parser("status", help="what is queued, dead-lettered or paused")
+    status.add_argument("--config", default=DEFAULT_CONFIG, help="YAML configuration file")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(run=_status)
+
     keys = commands.add_parser("keys", help="site API keys")
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     generate = key_commands.add_parser(
@@ -72,6 +80,17 @@ def _parser() -> argparse.ArgumentParser:
 def _check_config(args: argparse.Namespace, out: IO[str] = sys.stdout) -> int:
     config = config_module.load(args.file)
     print(f"{args.file}: OK ({len(config.sites)} sites, {len(config.links)} links)", file=out)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = config_module.load(args.config)
+    conn = connect_sync(config.database_path)
+    try:
+        current = status_module.snapshot(conn, config)
+    finally:
+        conn.close()
+    print(json.dumps(current, indent=2) if args.json else status_module.render(current))
     return 0
 
 

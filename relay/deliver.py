@@ -28,6 +28,7 @@ from relay.store import Database
 log = structlog.get_logger("relay.deliver")
 IDLE_POLL = 5.0  # seconds between looks at the queue when nothing woke the courier
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
+NO_KEY_WAIT = 30.0  # seconds a target without a key is left alone before the next look
 
 
 class Courier:
@@ -104,10 +105,11 @@ class Courier:
     async def _send(self, batch: list[Claimed]) -> None:
         now = time.time()
         key = self._keys.get(self.site.id)
-        if key is None:
-            reason = (f"site {self.site.id!r} has no key; run "
-                      f"'userrelay keys generate {self.site.id}'")
-            await self._pause(batch, reason)
+        if key is None:  # not a fault of the events: keep them, look again in a while
+            log.error("no_key", target=self.site.id,
+                      hint=f"run 'userrelay keys generate {self.site.id}'")
+            self._held_until = now + NO_KEY_WAIT
+            await asyncio.shield(self._db.transaction(queue.release, batch, now + NO_KEY_WAIT))
             return
         body = json.dumps({"events": [{"id": str(d.id), **d.payload} for d in batch]},
                           separators=(",", ":")).encode()

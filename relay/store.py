@@ -95,6 +95,8 @@ CREATE INDEX IF NOT EXISTS deliveries_leased ON deliveries (lease_until)
     WHERE state = 'leased';
 CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (updated_at)
     WHERE state IN ('done', 'superseded');
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (target, updated_at)
+    WHERE state = 'dead';
 CREATE TABLE IF NOT EXISTS link_states (
     link        TEXT PRIMARY KEY,
     paused      INTEGER NOT NULL,

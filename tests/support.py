@@ -220,3 +220,12 @@ async def post_signed(url: str, site_id: str, key: SiteKey, events: list[dict[st
             f"{url}/v1/sites/{site_id}/events", data=body,
             headers=signatures.headers(key, body, webhook_id)) as resp:
         return resp.status, await resp.json()
+
+
+async def until(predicate: Any, timeout: float = 10) -> None:
+    """Wait for a condition on the relay's database (polled: it changes in another thread)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)

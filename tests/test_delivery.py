@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support import event
+from tests.support import event, until
 
 
 async def test_an_accepted_event_reaches_the_partner_signed_with_its_key(two_sites: Any) -> None:
@@ -205,12 +205,3 @@ async def test_consecutive_unsent_edits_of_a_person_merge_into_one_delivery(
     last = b.events[-1]
     assert (["edit", "metadata"], "Al", {"city": "Oslo"}, ["e2", "e3"]) == (
         last["actions"], last["user"]["first_name"], last["user"]["meta"], last["merged"])
-
-
-async def until(predicate: Any, timeout: float = 10) -> None:
-    """Wait for a condition on the relay's database (polled: it changes in another thread)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
