@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import web
 
 from relay import config as config_module
