@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.backlog
+	$(BIN)/python -m bench.wordpress
 
 demo: $(STAMP)  ## two WordPress sites and the relay on loopback (needs root for the packages)
 	$(BIN)/python -m tests.e2e.demo

@@ -141,9 +141,14 @@ class World:
 
     def quiet(self) -> None:
         """Wait until both outboxes are empty and the relay has nothing pending."""
-        for site in (self.a, self.b):
-            wait_until(f"site {site.name}'s outbox empties", lambda s=site: outbox(s) == 0)
+        self.quiet_outboxes()
         wait_until("the relay delivers everything", self.relay.settled)
+
+    def quiet_outboxes(self, timeout: float = 120) -> None:
+        for site in (self.a, self.b):
+            if site.running:
+                wait_until(f"site {site.name}'s outbox empties", lambda s=site: outbox(s) == 0,
+                           timeout=timeout)
 
 
 def outbox(site: Site) -> int:

@@ -1,0 +1,364 @@
+<?php
+/**
+ * Settings → UserRelay: the relay URL, site id and key (where no constant sets them), Test
+ * Connection, and the state of the outbox with a Send now button.
+ *
+ * Every form posts to admin-post.php and is checked for manage_options and its own nonce; input
+ * is unslashed and sanitized, output escaped. The key is never printed: only a mask of it.
+ *
+ * @package UserRelay
+ */
+
+if ( ! defined( 'ABSPATH' ) ) {
+	exit;
+}
+
+/**
+ * The settings page.
+ */
+final class UserRelay_Admin {
+
+	const PAGE       = 'userrelay';
+	const CAPABILITY = 'manage_options';
+
+	/**
+	 * Settings.
+	 *
+	 * @var UserRelay_Settings
+	 */
+	private $settings;
+
+	/**
+	 * Outbox.
+	 *
+	 * @var UserRelay_Outbox
+	 */
+	private $outbox;
+
+	/**
+	 * Constructor.
+	 *
+	 * @param UserRelay_Settings $settings Settings.
+	 * @param UserRelay_Outbox   $outbox   Outbox.
+	 */
+	public function __construct( UserRelay_Settings $settings, UserRelay_Outbox $outbox ) {
+		$this->settings = $settings;
+		$this->outbox   = $outbox;
+	}
+
+	/**
+	 * Adds the page and the form handlers.
+	 */
+	public function register(): void {
+		add_action( 'admin_menu', array( $this, 'add_page' ) );
+		add_action( 'admin_post_userrelay_save', array( $this, 'handle_save' ) );
+		add_action( 'admin_post_userrelay_test', array( $this, 'handle_test' ) );
+		add_action( 'admin_post_userrelay_send', array( $this, 'handle_send' ) );
+	}
+
+	/**
+	 * Adds Settings → UserRelay.
+	 */
+	public function add_page(): void {
+		add_options_page( __( 'UserRelay', 'userrelay' ), __( 'UserRelay', 'userrelay' ), self::CAPABILITY, self::PAGE, array( $this, 'render' ) );
+	}
+
+	/**
+	 * Saves the settings that no constant sets.
+	 */
+	public function handle_save(): void {
+		$this->authorize( 'userrelay_save' );
+		$notes = array();
+		if ( ! $this->settings->is_constant( 'USERRELAY_URL' ) && isset( $_POST['userrelay_url'] ) ) {
+			$url    = trim( sanitize_text_field( wp_unslash( $_POST['userrelay_url'] ) ) );
+			$scheme = wp_parse_url( $url, PHP_URL_SCHEME );
+			if ( '' === $url || in_array( $scheme, array( 'http', 'https' ), true ) ) {
+				update_option( 'userrelay_url', esc_url_raw( $url, array( 'http', 'https' ) ), 'no' );
+			} else {
+				$notes[] = array( 'error', __( 'The relay URL must start with http:// or https://; it was not saved.', 'userrelay' ) );
+			}
+		}
+		if ( ! $this->settings->is_constant( 'USERRELAY_SITE' ) && isset( $_POST['userrelay_site'] ) ) {
+			update_option( 'userrelay_site', sanitize_key( wp_unslash( $_POST['userrelay_site'] ) ), 'no' );
+		}
+		if ( ! $this->settings->is_constant( 'USERRELAY_KEY' ) && isset( $_POST['userrelay_key'] ) ) {
+			$key = trim( sanitize_text_field( wp_unslash( $_POST['userrelay_key'] ) ) );
+			if ( '' !== $key ) { // Blank keeps the saved key.
+				$problem = UserRelay_Settings::key_problem( $key );
+				if ( null === $problem ) {
+					update_option( 'userrelay_key', $key, 'no' );
+				} else {
+					$notes[] = array( 'error', $problem . ' ' . __( 'The key was not saved.', 'userrelay' ) );
+				}
+			}
+		}
+		$this->outbox->retry_now(); // Settings may have fixed what held the outbox; this request's end sends it.
+		$notes[] = $notes ? array( 'warning', __( 'The other settings were saved.', 'userrelay' ) ) : array( 'success', __( 'Settings saved.', 'userrelay' ) );
+		$this->finish( array( 'notes' => $notes ) );
+	}
+
+	/**
+	 * Test Connection: each check with its result.
+	 */
+	public function handle_test(): void {
+		$this->authorize( 'userrelay_test' );
+		$this->finish( array( 'checks' => $this->run_checks() ) );
+	}
+
+	/**
+	 * Send now: makes the outbox due and sends it while the admin waits (at most ~10 s).
+	 */
+	public function handle_send(): void {
+		$this->authorize( 'userrelay_send' );
+		$this->outbox->retry_now();
+		$result = $this->outbox->flush( 10 );
+		$head   = $this->outbox->head();
+		/* translators: 1: events sent, 2: events waiting. */
+		$text  = sprintf( __( 'Sent %1$d event(s); %2$d waiting.', 'userrelay' ), $result['sent'], $result['remaining'] );
+		$level = 'success';
+		if ( $result['busy'] ) {
+			$text .= ' ' . __( 'Another flush was running; it carries on.', 'userrelay' );
+		} elseif ( $head && $head->last_error ) {
+			$text .= ' ' . __( 'Last error:', 'userrelay' ) . ' ' . $head->last_error;
+			$level = 'error';
+		}
+		$this->finish( array( 'notes' => array( array( $level, $text ) ) ) );
+	}
+
+	/**
+	 * The connection checks: settings, relay reachable, signed request accepted, clock, loopback.
+	 *
+	 * @return array[] Each [ok|warn|fail, name, detail].
+	 */
+	private function run_checks(): array {
+		$problems = $this->settings->problems();
+		if ( $problems ) {
+			return array( array( 'fail', __( 'Settings', 'userrelay' ), implode( ' ', $problems ) ) );
+		}
+		$client = new UserRelay_Relay_Client( $this->settings );
+		$checks = array();
+
+		$started = microtime( true );
+		$health  = $client->health();
+		$elapsed = (int) round( ( microtime( true ) - $started ) * 1000 );
+		if ( 200 === $health['status'] ) {
+			/* translators: 1: URL, 2: milliseconds. */
+			$checks[] = array( 'ok', __( 'Relay reachable', 'userrelay' ), sprintf( __( '%1$s/healthz answered 200 in %2$d ms.', 'userrelay' ), $this->settings->url(), $elapsed ) );
+		} else {
+			/* translators: 1: URL, 2: the error. */
+			$checks[] = array( 'fail', __( 'Relay reachable', 'userrelay' ), sprintf( __( 'No healthy answer from %1$s/healthz: %2$s', 'userrelay' ), $this->settings->url(), $this->describe( $health ) ) );
+			return $checks; // Nothing further can work; do not blame the key for a network problem.
+		}
+
+		$probe = $client->probe();
+		$error = UserRelay_Relay_Client::error_text( $probe );
+		if ( 400 === $probe['status'] && false !== strpos( $error, 'at least one event' ) ) {
+			/* translators: %s: site id. */
+			$checks[] = array( 'ok', __( 'Signed request accepted', 'userrelay' ), sprintf( __( "The relay knows site '%s' and accepted this site's signature (the test carries no events; nothing was stored).", 'userrelay' ), $this->settings->site() ) );
+		} else {
+			$checks[] = array( 'fail', __( 'Signed request accepted', 'userrelay' ), $this->describe( $probe ) );
+		}
+
+		$date = null !== $probe['date'] ? $probe['date'] : $health['date'];
+		if ( null === $date ) {
+			$checks[] = array( 'warn', __( 'Clock', 'userrelay' ), __( 'The relay sent no Date header to compare clocks with.', 'userrelay' ) );
+		} else {
+			$skew = time() - $date;
+			/* translators: %d: seconds. */
+			$detail   = sprintf( __( "This site's clock is %+d s from the relay's (signatures allow 300 s).", 'userrelay' ), $skew );
+			$checks[] = array( abs( $skew ) <= 30 ? 'ok' : ( abs( $skew ) <= UserRelay_Signature::TOLERANCE ? 'warn' : 'fail' ), __( 'Clock', 'userrelay' ), $detail );
+		}
+
+		$loopback = wp_remote_post(
+			rest_url( 'userrelay/v1/flush' ),
+			array(
+				'timeout'   => 15,
+				'sslverify' => apply_filters( 'https_local_ssl_verify', false ),
+				'body'      => array( 'token' => UserRelay_Outbox::flush_token() ),
+			)
+		);
+		$status   = is_wp_error( $loopback ) ? 0 : (int) wp_remote_retrieve_response_code( $loopback );
+		if ( 200 === $status ) {
+			$checks[] = array( 'ok', __( 'Background sending', 'userrelay' ), __( 'This site reached its own flush route (changes are sent without making visitors wait).', 'userrelay' ) );
+		} else {
+			$why = is_wp_error( $loopback ) ? $loopback->get_error_message() : 'HTTP ' . $status;
+			/* translators: 1: URL, 2: the error. */
+			$checks[] = array( 'warn', __( 'Background sending', 'userrelay' ), sprintf( __( 'This site cannot reach %1$s (%2$s); changes will go out through WP-Cron only.', 'userrelay' ), rest_url( 'userrelay/v1/flush' ), $why ) );
+		}
+		return $checks;
+	}
+
+	/**
+	 * What an answer of the relay client says, for a person.
+	 *
+	 * @param array $answer An answer.
+	 */
+	private function describe( array $answer ): string {
+		if ( null === $answer['status'] ) {
+			return (string) $answer['error'];
+		}
+		return 'HTTP ' . $answer['status'] . ': ' . UserRelay_Relay_Client::error_text( $answer );
+	}
+
+	/**
+	 * Renders the page.
+	 */
+	public function render(): void {
+		if ( ! current_user_can( self::CAPABILITY ) ) {
+			return;
+		}
+		$flash = get_transient( $this->flash_key() );
+		delete_transient( $this->flash_key() );
+		$flash = is_array( $flash ) ? $flash : array();
+		echo '<div class="wrap"><h1>' . esc_html__( 'UserRelay', 'userrelay' ) . '</h1>';
+		foreach ( isset( $flash['notes'] ) ? $flash['notes'] : array() as $note ) {
+			printf( '<div class="notice notice-%s"><p>%s</p></div>', esc_attr( $note[0] ), esc_html( $note[1] ) );
+		}
+
+		echo '<form method="post" action="' . esc_url( admin_url( 'admin-post.php' ) ) . '"><input type="hidden" name="action" value="userrelay_save">';
+		wp_nonce_field( 'userrelay_save' );
+		echo '<table class="form-table" role="presentation">';
+		$this->field_row( 'USERRELAY_URL', 'userrelay_url', __( 'Relay URL', 'userrelay' ), $this->settings->url(), 'url', 'http://127.0.0.1:8480' );
+		$this->field_row( 'USERRELAY_SITE', 'userrelay_site', __( 'Site id at the relay', 'userrelay' ), $this->settings->site(), 'text', 'shop' );
+		$this->field_row( 'USERRELAY_KEY', 'userrelay_key', __( 'Key', 'userrelay' ), $this->settings->key(), 'password', 'whsec_…' );
+		$reassign = $this->settings->delete_reassign();
+		$policies = array(
+			'USERRELAY_SYNC_ADMINS'     => $this->settings->sync_admins() ? __( 'yes: administrators are sent and may be overwritten', 'userrelay' ) : __( 'no (default): administrators are neither sent nor overwritten', 'userrelay' ),
+			/* translators: %d: user id. */
+			'USERRELAY_DELETE_REASSIGN' => null === $reassign ? __( "not set (default): a user who owns posts is not deleted; the relay is told why", 'userrelay' ) : ( 'delete' === $reassign ? __( "'delete': posts are deleted with the user", 'userrelay' ) : sprintf( __( 'posts go to user %d', 'userrelay' ), $reassign ) ),
+			'USERRELAY_META_DENY'       => implode( ', ', $this->settings->meta_deny_patterns() ),
+		);
+		foreach ( $policies as $constant => $text ) {
+			printf( '<tr><th scope="row"><code>%s</code></th><td>%s</td></tr>', esc_html( $constant ), esc_html( $text ) );
+		}
+		echo '</table>';
+		submit_button( __( 'Save settings', 'userrelay' ) );
+		echo '</form>';
+
+		echo '<h2>' . esc_html__( 'Test Connection', 'userrelay' ) . '</h2>';
+		if ( isset( $flash['checks'] ) ) {
+			echo '<table class="widefat striped" style="max-width:60em"><tbody>';
+			$labels = array(
+				'ok'   => __( 'OK', 'userrelay' ),
+				'warn' => __( 'Warning', 'userrelay' ),
+				'fail' => __( 'Failed', 'userrelay' ),
+			);
+			foreach ( $flash['checks'] as $check ) {
+				printf( '<tr><td><strong>%s</strong></td><td>%s</td><td>%s</td></tr>', esc_html( $labels[ $check[0] ] ), esc_html( $check[1] ), esc_html( $check[2] ) );
+			}
+			echo '</tbody></table>';
+		}
+		$this->button_form( 'userrelay_test', __( 'Test Connection', 'userrelay' ) );
+
+		echo '<h2>' . esc_html__( 'Outbox', 'userrelay' ) . '</h2>';
+		$this->render_outbox();
+		$this->button_form( 'userrelay_send', __( 'Send now', 'userrelay' ) );
+		echo '</div>';
+	}
+
+	/**
+	 * The outbox's state: what waits, what holds it, what went out last.
+	 */
+	private function render_outbox(): void {
+		$count  = $this->outbox->count();
+		$head   = $this->outbox->head();
+		$status = UserRelay_Outbox::status();
+		$lines  = array();
+		/* translators: %d: number of events. */
+		$lines[] = sprintf( _n( '%d event waiting to be sent.', '%d events waiting to be sent.', $count, 'userrelay' ), $count );
+		if ( $head ) {
+			/* translators: 1: event id, 2: age. */
+			$lines[] = sprintf( __( 'Oldest: %1$s, made %2$s ago.', 'userrelay' ), $head->event_id, human_time_diff( (int) $head->created_at ) );
+			if ( (int) $head->attempts > 0 ) {
+				$wait = (int) $head->next_attempt_at - time();
+				/* translators: 1: attempts, 2: seconds. */
+				$lines[] = sprintf( __( 'Failed %1$d time(s); next attempt in %2$d s.', 'userrelay' ), (int) $head->attempts, max( 0, $wait ) );
+				$lines[] = __( 'Last error:', 'userrelay' ) . ' ' . $head->last_error;
+			}
+		}
+		if ( ! empty( $status['last_sent_at'] ) ) {
+			/* translators: 1: number of events, 2: time ago. */
+			$lines[] = sprintf( __( 'Last batch accepted by the relay: %1$d event(s), %2$s ago.', 'userrelay' ), (int) $status['last_sent_count'], human_time_diff( (int) $status['last_sent_at'] ) );
+		}
+		foreach ( $lines as $line ) {
+			echo '<p>' . esc_html( $line ) . '</p>';
+		}
+	}
+
+	/**
+	 * One setting's row: an input, or the constant's value (the key masked) when one is set.
+	 *
+	 * @param string $constant    The overriding constant.
+	 * @param string $name        The option and input name.
+	 * @param string $label       Label.
+	 * @param string $value       Current value.
+	 * @param string $type        Input type.
+	 * @param string $placeholder Placeholder.
+	 */
+	private function field_row( string $constant, string $name, string $label, string $value, string $type, string $placeholder ): void {
+		$is_key = 'userrelay_key' === $name;
+		$shown  = $is_key && '' !== $value ? UserRelay_Settings::mask_key( $value ) : $value;
+		printf( '<tr><th scope="row"><label for="%s">%s</label></th><td>', esc_attr( $name ), esc_html( $label ) );
+		if ( $this->settings->is_constant( $constant ) ) {
+			/* translators: %s: constant name. */
+			printf( '<code>%s</code><p class="description">%s</p>', esc_html( $shown ), esc_html( sprintf( __( 'Set in wp-config.php (%s).', 'userrelay' ), $constant ) ) );
+		} else {
+			printf(
+				'<input type="%s" id="%s" name="%s" value="%s" placeholder="%s" class="regular-text" autocomplete="off">',
+				esc_attr( $type ),
+				esc_attr( $name ),
+				esc_attr( $name ),
+				esc_attr( $is_key ? '' : $value ),
+				esc_attr( $placeholder )
+			);
+			if ( $is_key && '' !== $value ) {
+				/* translators: %s: masked key. */
+				printf( '<p class="description">%s</p>', esc_html( sprintf( __( 'Saved: %s. Leave blank to keep it.', 'userrelay' ), $shown ) ) );
+			}
+		}
+		echo '</td></tr>';
+	}
+
+	/**
+	 * A form with one nonce-protected button.
+	 *
+	 * @param string $action admin-post action (and nonce action).
+	 * @param string $label  Button label.
+	 */
+	private function button_form( string $action, string $label ): void {
+		echo '<form method="post" action="' . esc_url( admin_url( 'admin-post.php' ) ) . '"><input type="hidden" name="action" value="' . esc_attr( $action ) . '">';
+		wp_nonce_field( $action );
+		submit_button( $label, 'secondary', 'submit', false );
+		echo '</form>';
+	}
+
+	/**
+	 * Stops unless the user may manage options and the nonce of this form is valid.
+	 *
+	 * @param string $action Nonce action.
+	 */
+	private function authorize( string $action ): void {
+		if ( ! current_user_can( self::CAPABILITY ) ) {
+			wp_die( esc_html__( 'You are not allowed to change UserRelay settings.', 'userrelay' ), '', array( 'response' => 403 ) );
+		}
+		check_admin_referer( $action );
+	}
+
+	/**
+	 * Keeps what to show for the page's next load (this user only), then goes back to it.
+	 *
+	 * @param array $flash Notes and check results.
+	 */
+	private function finish( array $flash ): void {
+		set_transient( $this->flash_key(), $flash, 5 * MINUTE_IN_SECONDS );
+		wp_safe_redirect( admin_url( 'options-general.php?page=' . self::PAGE ) );
+		exit;
+	}
+
+	/**
+	 * The transient holding this user's flash.
+	 */
+	private function flash_key(): string {
+		return 'userrelay_flash_' . get_current_user_id();
+	}
+}

@@ -1,0 +1,392 @@
+<?php
+/**
+ * Applying: the events the relay delivers, made real on this site, each once and on its own.
+ *
+ * Each event runs in its own database transaction and try/catch, so one bad event never fails
+ * the others: it claims its origin in {prefix}userrelay_applied first (a repeat answers 208 and
+ * changes nothing), has UserRelay_Delivery_Checks refuse what cannot be applied before anything
+ * is written, then writes through core's APIs.
+ * Reporting is suppressed meanwhile, so nothing applied here is sent back (no echo), and core's
+ * "your email/password changed" mails are not sent: the change was made, and mailed, elsewhere.
+ *
+ * @package UserRelay
+ */
+
+if ( ! defined( 'ABSPATH' ) ) {
+	exit;
+}
+
+/**
+ * Applies delivered events.
+ */
+final class UserRelay_Applier {
+
+	/** Seconds of applying per request; events left over get no result and the relay resends them. */
+	const BUDGET = 20;
+
+	/** Profile fields of the protocol, as wp_insert_user() field names. */
+	const PROFILE_FIELDS = array(
+		'first_name'   => 'first_name',
+		'last_name'    => 'last_name',
+		'nickname'     => 'nickname',
+		'display_name' => 'display_name',
+		'url'          => 'user_url',
+		'description'  => 'description',
+		'locale'       => 'locale',
+	);
+
+	/**
+	 * Settings.
+	 *
+	 * @var UserRelay_Settings
+	 */
+	private $settings;
+
+	/**
+	 * Checks run before writing.
+	 *
+	 * @var UserRelay_Delivery_Checks
+	 */
+	private $checks;
+
+	/**
+	 * Hooks, told which users a delivery changed.
+	 *
+	 * @var UserRelay_Hooks
+	 */
+	private $hooks;
+
+	/**
+	 * The local user the event in progress touches, so a rollback can clean its caches.
+	 *
+	 * @var int
+	 */
+	private $touched = 0;
+
+	/**
+	 * Constructor.
+	 *
+	 * @param UserRelay_Settings $settings Settings.
+	 * @param UserRelay_Hooks    $hooks    Hooks.
+	 */
+	public function __construct( UserRelay_Settings $settings, UserRelay_Hooks $hooks ) {
+		$this->settings = $settings;
+		$this->hooks    = $hooks;
+		$this->checks   = new UserRelay_Delivery_Checks( $settings );
+	}
+
+	/**
+	 * The table of applied origins.
+	 */
+	public static function table(): string {
+		global $wpdb;
+		return $wpdb->prefix . 'userrelay_applied';
+	}
+
+	/**
+	 * Applies a batch; one result per event, in order, until the time budget is spent.
+	 *
+	 * @param array $events The "events" of the body.
+	 * @return array[] Results.
+	 */
+	public function apply_batch( array $events ): array {
+		$deadline = microtime( true ) + self::BUDGET;
+		$results  = array();
+		foreach ( $events as $event ) {
+			if ( microtime( true ) > $deadline ) {
+				break; // Missing results mean "not applied": the relay sends those again.
+			}
+			$results[] = $this->apply_one( $event );
+		}
+		return $results;
+	}
+
+	/**
+	 * Applies one event; never throws.
+	 *
+	 * @param mixed $event One event of the batch.
+	 * @return array Its result.
+	 */
+	private function apply_one( $event ): array {
+		global $wpdb;
+		$id      = is_array( $event ) && isset( $event['id'] ) && is_scalar( $event['id'] ) ? (string) $event['id'] : '';
+		$user_id       = 0;
+		$this->touched = 0;
+		try {
+			$origin = $this->checks->origin( $event );
+			$wpdb->query( 'START TRANSACTION' );
+			$table   = self::table();
+			$claimed = $wpdb->query( $wpdb->prepare( "INSERT IGNORE INTO {$table} (origin_site, origin_event_id, user_id, applied_at) VALUES (%s, %s, 0, %d)", $origin['site'], $origin['event_id'], time() ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+			if ( false === $claimed ) {
+				throw new UserRelay_Apply_Exception( 'cannot record the applied event: ' . $wpdb->last_error, 503 );
+			}
+			if ( 0 === $claimed ) {
+				$wpdb->query( 'ROLLBACK' );
+				$prior = (int) $wpdb->get_var( $wpdb->prepare( "SELECT user_id FROM {$table} WHERE origin_site = %s AND origin_event_id = %s", $origin['site'], $origin['event_id'] ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+				return self::result( $id, 208, $prior );
+			}
+			self::quiet( true );
+			try {
+				list( $status, $user_id ) = $this->apply_actions( $event );
+			} finally {
+				self::quiet( false );
+			}
+			$wpdb->update( $table, array( 'user_id' => $user_id ), array( 'origin_site' => $origin['site'], 'origin_event_id' => $origin['event_id'] ), array( '%d' ), array( '%s', '%s' ) );
+			foreach ( isset( $event['merged'] ) && is_array( $event['merged'] ) ? $event['merged'] : array() as $merged ) {
+				if ( is_string( $merged ) && $merged !== $origin['event_id'] ) {
+					$wpdb->query( $wpdb->prepare( "INSERT IGNORE INTO {$table} (origin_site, origin_event_id, user_id, applied_at) VALUES (%s, %s, %d, %d)", $origin['site'], $merged, $user_id, time() ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+				}
+			}
+			$wpdb->query( 'COMMIT' );
+			if ( $user_id ) {
+				$this->hooks->note_applied( $user_id, $origin );
+			}
+			return self::result( $id, $status, $user_id );
+		} catch ( UserRelay_Apply_Exception $refusal ) {
+			$this->roll_back( $this->touched );
+			return self::result( $id, $refusal->getCode() ? $refusal->getCode() : 422, 0, $refusal->getMessage() );
+		} catch ( Throwable $error ) {
+			$this->roll_back( $this->touched );
+			error_log( "UserRelay: applying event {$id} failed: " . $error->getMessage() . ' at ' . $error->getFile() . ':' . $error->getLine() ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			return self::result( $id, 500, 0, 'internal error while applying: ' . $error->getMessage() );
+		}
+	}
+
+	/**
+	 * Applies the event's actions to the matched (or a new) user.
+	 *
+	 * @param array $event A checked event.
+	 * @return array{0: int, 1: int} Status and local user id.
+	 * @throws UserRelay_Apply_Exception When the event cannot be applied.
+	 */
+	private function apply_actions( array $event ): array {
+		$actions = $event['actions'];
+		$data    = $event['user'];
+		$user    = $this->find_user( $data, isset( $event['match'] ) && is_array( $event['match'] ) ? $event['match'] : array() );
+		$this->touched = $user ? $user->ID : 0;
+		if ( in_array( 'delete', $actions, true ) ) {
+			return array( 200, $user ? $this->delete( $user ) : 0 );
+		}
+		$roles = in_array( 'roles', $actions, true ) ? $this->checks->roles( $data ) : null;
+		$hash  = in_array( 'password', $actions, true ) ? $this->checks->hash( $data ) : null;
+		$this->checks->not_admin( $user, $roles, $data['login'] );
+		$status = 200;
+		if ( ! $user ) {
+			if ( ! in_array( 'create', $actions, true ) && empty( $event['create_missing'] ) ) {
+				throw new UserRelay_Apply_Exception( sprintf( 'no user with email %1$s or login %2$s here, and create_missing is false', $data['email'], $data['login'] ), 404 );
+			}
+			$user          = $this->create( $data, $actions, null !== $roles );
+			$this->touched = $user->ID;
+			$status        = 201;
+		} elseif ( array_intersect( array( 'create', 'edit' ), $actions ) ) {
+			$this->update_profile( $user, $data );
+		}
+		if ( null !== $hash && ! hash_equals( (string) get_userdata( $user->ID )->user_pass, $hash ) ) {
+			global $wpdb;
+			// wp_insert_user() would hash it again; the relay carries the stored hash, never a password.
+			$wpdb->update( $wpdb->users, array( 'user_pass' => $hash, 'user_activation_key' => '' ), array( 'ID' => $user->ID ) );
+			clean_user_cache( $user->ID );
+		}
+		if ( null !== $roles ) {
+			$user = get_userdata( $user->ID );
+			foreach ( array_diff( $user->roles, $roles ) as $role ) {
+				$user->remove_role( $role );
+			}
+			foreach ( array_diff( $roles, $user->roles ) as $role ) {
+				$user->add_role( $role );
+			}
+		}
+		if ( in_array( 'metadata', $actions, true ) ) {
+			$this->apply_meta( $user->ID, $data );
+		}
+		return array( $status, $user->ID );
+	}
+
+	/**
+	 * The local user: by match.user_id first, else by email or login as match.by says.
+	 *
+	 * @param array $data  The event's user.
+	 * @param array $match The event's match.
+	 */
+	private function find_user( array $data, array $match ): ?WP_User {
+		if ( isset( $match['user_id'] ) && is_numeric( $match['user_id'] ) ) {
+			$user = get_userdata( (int) $match['user_id'] );
+			if ( $user ) {
+				return $user;
+			}
+		}
+		$user = isset( $match['by'] ) && 'login' === $match['by'] ? get_user_by( 'login', $data['login'] ) : get_user_by( 'email', $data['email'] );
+		return $user ? $user : null;
+	}
+
+	/**
+	 * Creates the user with a random password (the real hash, if any, is written after).
+	 *
+	 * @param array    $data      The event's user.
+	 * @param string[] $actions   The event's actions.
+	 * @param bool     $set_roles Whether roles follow (then no default role is given).
+	 * @throws UserRelay_Apply_Exception When WordPress refuses.
+	 */
+	private function create( array $data, array $actions, bool $set_roles ): WP_User {
+		$userdata = array(
+			'user_login' => $data['login'],
+			'user_email' => $data['email'],
+			'user_pass'  => wp_generate_password( 32, true, true ),
+		);
+		if ( array_intersect( array( 'create', 'edit' ), $actions ) ) {
+			$userdata += $this->profile_fields( $data );
+			if ( isset( $data['registered'] ) && is_string( $data['registered'] ) && preg_match( '/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/', $data['registered'] ) ) {
+				$userdata['user_registered'] = $data['registered'];
+			}
+		}
+		if ( $set_roles ) {
+			$userdata['role'] = '';
+		}
+		// Core's REST API slashes too: wp_insert_user() expects slashed input.
+		$user_id = wp_insert_user( wp_slash( $userdata ) );
+		if ( is_wp_error( $user_id ) ) {
+			$taken = 'existing_user_login' === $user_id->get_error_code() ? get_user_by( 'login', $data['login'] ) : false;
+			if ( $taken ) {
+				throw new UserRelay_Apply_Exception( sprintf( "cannot create user '%s': that login belongs to user %d here, whose email is not %s", $data['login'], $taken->ID, $data['email'] ), 422 );
+			}
+			throw new UserRelay_Apply_Exception( sprintf( "cannot create user '%s': %s", $data['login'], $user_id->get_error_message() ), 422 );
+		}
+		return get_userdata( $user_id );
+	}
+
+	/**
+	 * Updates email and profile fields through wp_update_user().
+	 *
+	 * @param WP_User $user The local user.
+	 * @param array   $data The event's user.
+	 * @throws UserRelay_Apply_Exception When WordPress refuses.
+	 */
+	private function update_profile( WP_User $user, array $data ): void {
+		$userdata = array( 'user_email' => $data['email'] ) + $this->profile_fields( $data );
+		foreach ( $userdata as $field => $value ) {
+			if ( (string) $user->get( $field ) === $value ) {
+				unset( $userdata[ $field ] );
+			}
+		}
+		if ( ! $userdata ) {
+			return;
+		}
+		$userdata['ID'] = $user->ID;
+		$result         = wp_update_user( wp_slash( $userdata ) );
+		if ( is_wp_error( $result ) ) {
+			throw new UserRelay_Apply_Exception( sprintf( "cannot update user '%s' (%d): %s", $user->user_login, $user->ID, $result->get_error_message() ), 422 );
+		}
+	}
+
+	/**
+	 * Writes meta and deletes meta_deleted keys. Keys and values are slashed: the meta API
+	 * unslashes both, and backslashes would be lost.
+	 *
+	 * @param int   $user_id Local user id.
+	 * @param array $data    The event's user.
+	 */
+	private function apply_meta( int $user_id, array $data ): void {
+		$meta = isset( $data['meta'] ) && is_array( $data['meta'] ) ? $data['meta'] : array();
+		foreach ( $meta as $key => $value ) {
+			if ( '' !== (string) $key && ! $this->settings->is_meta_denied( (string) $key ) ) {
+				update_user_meta( $user_id, wp_slash( (string) $key ), wp_slash( $value ) );
+			}
+		}
+		$deleted = isset( $data['meta_deleted'] ) && is_array( $data['meta_deleted'] ) ? $data['meta_deleted'] : array();
+		foreach ( $deleted as $key ) {
+			if ( is_string( $key ) && '' !== $key && ! $this->settings->is_meta_denied( $key ) ) {
+				delete_user_meta( $user_id, wp_slash( $key ) );
+			}
+		}
+	}
+
+	/**
+	 * Deletes the user, never losing content unless told to (USERRELAY_DELETE_REASSIGN).
+	 *
+	 * @param WP_User $user The local user.
+	 * @return int Its id.
+	 * @throws UserRelay_Apply_Exception When the delete is refused.
+	 */
+	private function delete( WP_User $user ): int {
+		$this->checks->not_admin( $user, null, $user->user_login );
+		$reassign = $this->checks->reassign_target( $user );
+		require_once ABSPATH . 'wp-admin/includes/user.php';
+		if ( ! wp_delete_user( $user->ID, $reassign ) ) {
+			throw new UserRelay_Apply_Exception( sprintf( "WordPress did not delete user '%s' (%d)", $user->user_login, $user->ID ), 500 );
+		}
+		return $user->ID;
+	}
+
+	/**
+	 * Profile fields present in the event, as wp_insert_user() fields.
+	 *
+	 * @param array $data The event's user.
+	 * @return array<string, string>
+	 */
+	private function profile_fields( array $data ): array {
+		$fields = array();
+		foreach ( self::PROFILE_FIELDS as $name => $field ) {
+			if ( isset( $data[ $name ] ) && is_string( $data[ $name ] ) ) {
+				$fields[ $field ] = $data[ $name ];
+			}
+		}
+		return $fields;
+	}
+
+	/**
+	 * Undoes a failed event's writes and forgets what the caches saw of them.
+	 *
+	 * @param int $user_id The user it touched, if known.
+	 */
+	private function roll_back( int $user_id ): void {
+		global $wpdb;
+		$wpdb->query( 'ROLLBACK' );
+		if ( $user_id ) {
+			self::quiet( true );
+			clean_user_cache( $user_id );
+			wp_cache_delete( $user_id, 'user_meta' );
+			self::quiet( false );
+		}
+	}
+
+	/**
+	 * Suppresses reporting and core's change notifications while applying.
+	 *
+	 * @param bool $on Whether applying starts (true) or ends.
+	 */
+	private static function quiet( bool $on ): void {
+		$hook = $on ? 'add_filter' : 'remove_filter';
+		$hook( 'send_email_change_email', '__return_false' );
+		$hook( 'send_password_change_email', '__return_false' );
+		if ( $on ) {
+			UserRelay_Hooks::suppress();
+		} else {
+			UserRelay_Hooks::resume();
+		}
+	}
+
+	/**
+	 * One result of the answer.
+	 *
+	 * @param string $id      The delivery id.
+	 * @param int    $status  Per-event status.
+	 * @param int    $user_id Local user id, if any.
+	 * @param string $error   Why it was not applied.
+	 */
+	private static function result( string $id, int $status, int $user_id, string $error = '' ): array {
+		$result = array(
+			'id'     => $id,
+			'status' => $status,
+		);
+		if ( $user_id > 0 ) {
+			$result['user_id'] = $user_id;
+		}
+		if ( '' !== $error ) {
+			$result['error'] = $error;
+		}
+		if ( 503 === $status ) {
+			$result['retry_after'] = 30;
+		}
+		return $result;
+	}
+}

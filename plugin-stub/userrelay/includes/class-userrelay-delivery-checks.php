@@ -1,0 +1,200 @@
+<?php
+/**
+ * What a delivery must satisfy before the applier writes anything: its shape, roles that exist
+ * here, a password hash this WordPress verifies, no administrator touched (unless
+ * USERRELAY_SYNC_ADMINS), and no content lost by a delete (unless USERRELAY_DELETE_REASSIGN).
+ *
+ * Each refusal is a UserRelay_Apply_Exception carrying the per-event status and a message that
+ * names the field, role or setting involved. Nothing here writes.
+ *
+ * @package UserRelay
+ */
+
+if ( ! defined( 'ABSPATH' ) ) {
+	exit;
+}
+
+/**
+ * A per-event refusal: its code is the status of the event's result, its message says why.
+ */
+final class UserRelay_Apply_Exception extends Exception {
+}
+
+/**
+ * Checks deliveries against this site.
+ */
+final class UserRelay_Delivery_Checks {
+
+	/** The six actions of the protocol. */
+	const ACTIONS = array( 'create', 'edit', 'delete', 'password', 'roles', 'metadata' );
+
+	/**
+	 * Settings.
+	 *
+	 * @var UserRelay_Settings
+	 */
+	private $settings;
+
+	/**
+	 * Constructor.
+	 *
+	 * @param UserRelay_Settings $settings Settings.
+	 */
+	public function __construct( UserRelay_Settings $settings ) {
+		$this->settings = $settings;
+	}
+
+	/**
+	 * Password hash formats this WordPress verifies. 6.1's phpass falls back to crypt(), which
+	 * verifies bcrypt ($2y$); "$wp$" (bcrypt over HMAC-SHA384) is verified from 6.8 on.
+	 *
+	 * @return string[]
+	 */
+	public static function hash_formats(): array {
+		$formats = array( 'phpass', 'bcrypt' );
+		if ( version_compare( get_bloginfo( 'version' ), '6.8', '>=' ) ) {
+			$formats[] = 'wp-bcrypt';
+		}
+		return $formats;
+	}
+
+	/**
+	 * The event's origin, once the fields every action needs are there.
+	 *
+	 * @param mixed $event One event.
+	 * @return array{site: string, event_id: string}
+	 * @throws UserRelay_Apply_Exception (400) Naming the first bad field.
+	 */
+	public function origin( $event ): array {
+		if ( ! is_array( $event ) || ! isset( $event['id'] ) || ! is_scalar( $event['id'] ) || '' === (string) $event['id'] ) {
+			throw new UserRelay_Apply_Exception( 'id: expected the delivery id', 400 );
+		}
+		$origin = isset( $event['origin'] ) && is_array( $event['origin'] ) ? $event['origin'] : array();
+		if ( ! isset( $origin['site'], $origin['event_id'] ) || ! is_string( $origin['site'] ) || ! is_string( $origin['event_id'] ) || '' === $origin['site'] || '' === $origin['event_id'] ) {
+			throw new UserRelay_Apply_Exception( 'origin: expected {"site": ..., "event_id": ...}', 400 );
+		}
+		$actions = isset( $event['actions'] ) && is_array( $event['actions'] ) ? $event['actions'] : array();
+		if ( ! $actions || array_diff( $actions, self::ACTIONS ) ) {
+			throw new UserRelay_Apply_Exception( 'actions: expected a non-empty list drawn from ' . implode( ', ', self::ACTIONS ), 400 );
+		}
+		$user = isset( $event['user'] ) && is_array( $event['user'] ) ? $event['user'] : array();
+		foreach ( array( 'login', 'email' ) as $field ) {
+			if ( ! isset( $user[ $field ] ) || ! is_string( $user[ $field ] ) || '' === $user[ $field ] ) {
+				throw new UserRelay_Apply_Exception( "user.{$field}: expected a non-empty string", 400 );
+			}
+		}
+		return array(
+			'site'     => $origin['site'],
+			'event_id' => $origin['event_id'],
+		);
+	}
+
+	/**
+	 * The event's roles, each existing here (never invented).
+	 *
+	 * @param array $data The event's user.
+	 * @return string[]
+	 * @throws UserRelay_Apply_Exception Naming a role this site does not have.
+	 */
+	public function roles( array $data ): array {
+		if ( ! isset( $data['roles'] ) || ! is_array( $data['roles'] ) ) {
+			throw new UserRelay_Apply_Exception( 'user.roles: expected a list of role names (actions include roles)', 400 );
+		}
+		$roles = array_values( array_unique( array_map( 'strval', $data['roles'] ) ) );
+		foreach ( $roles as $role ) {
+			if ( ! wp_roles()->is_role( $role ) ) {
+				throw new UserRelay_Apply_Exception( sprintf( "role '%s' does not exist on this site", $role ), 422 );
+			}
+		}
+		return $roles;
+	}
+
+	/**
+	 * The event's password hash, in a format this WordPress verifies.
+	 *
+	 * @param array $data The event's user.
+	 * @throws UserRelay_Apply_Exception When it is absent or unverifiable here.
+	 */
+	public function hash( array $data ): string {
+		$hash = isset( $data['password_hash'] ) && is_string( $data['password_hash'] ) ? $data['password_hash'] : '';
+		if ( 0 === strpos( $hash, '$wp$' ) ) {
+			if ( in_array( 'wp-bcrypt', self::hash_formats(), true ) ) {
+				return $hash;
+			}
+			throw new UserRelay_Apply_Exception( sprintf( 'the password hash is a WordPress 6.8+ "$wp$" hash, which WordPress %s here cannot verify: the user could not log in. Update this site to 6.8+, or leave password out of the link', get_bloginfo( 'version' ) ), 422 );
+		}
+		if ( preg_match( '/^\$P\$[.\/0-9A-Za-z]{31}$/', $hash ) || preg_match( '/^\$2[aby]\$\d\d\$[.\/0-9A-Za-z]{53}$/', $hash ) ) {
+			return $hash;
+		}
+		$shown = '' === $hash ? 'none' : '"' . substr( $hash, 0, 4 ) . '…"';
+		throw new UserRelay_Apply_Exception( sprintf( 'the password hash (%s) is not a format WordPress %s verifies (%s)', $shown, get_bloginfo( 'version' ), implode( ', ', self::hash_formats() ) ), 422 );
+	}
+
+	/**
+	 * Refuses when the local user is an administrator or the event would make one, unless
+	 * USERRELAY_SYNC_ADMINS.
+	 *
+	 * @param WP_User|null  $user  The matched local user.
+	 * @param string[]|null $roles The event's checked roles, when it sets roles.
+	 * @param string        $login The login, for the message.
+	 * @throws UserRelay_Apply_Exception (422) When an administrator is involved.
+	 */
+	public function not_admin( ?WP_User $user, ?array $roles, string $login ): void {
+		if ( $this->settings->sync_admins() ) {
+			return;
+		}
+		$is_admin = $user && ( in_array( 'administrator', (array) $user->roles, true ) || is_super_admin( $user->ID ) );
+		if ( $is_admin || ( null !== $roles && in_array( 'administrator', $roles, true ) ) ) {
+			throw new UserRelay_Apply_Exception( sprintf( "user '%s' is or would become an administrator here; administrators are not synced unless USERRELAY_SYNC_ADMINS is true on this site", $login ), 422 );
+		}
+	}
+
+	/**
+	 * Who gets a deleted user's posts and links: a user id, or null to delete them with the user.
+	 * By default (USERRELAY_DELETE_REASSIGN not defined) a user who owns any is not deleted.
+	 *
+	 * @param WP_User $user The user to delete.
+	 * @throws UserRelay_Apply_Exception (422) When the delete would lose content or the setting is wrong.
+	 */
+	public function reassign_target( WP_User $user ): ?int {
+		$reassign = $this->settings->delete_reassign();
+		if ( 'delete' === $reassign ) {
+			return null;
+		}
+		if ( is_int( $reassign ) ) {
+			if ( $reassign === $user->ID || ! get_userdata( $reassign ) ) {
+				throw new UserRelay_Apply_Exception( sprintf( 'USERRELAY_DELETE_REASSIGN is %d, which is not another existing user here', $reassign ), 422 );
+			}
+			return $reassign;
+		}
+		$owned = $this->owned_content( $user->ID );
+		if ( $owned ) {
+			throw new UserRelay_Apply_Exception( sprintf( "user '%s' (%d) owns %d post(s) or link(s) here, so it was not deleted: define USERRELAY_DELETE_REASSIGN as a user id to give them to, or as 'delete' to delete them with the user", $user->user_login, $user->ID, $owned ), 422 );
+		}
+		return null;
+	}
+
+	/**
+	 * How many posts and links wp_delete_user() without reassignment would delete with the user
+	 * (the same post types it picks).
+	 *
+	 * @param int $user_id Local user id.
+	 */
+	private function owned_content( int $user_id ): int {
+		global $wpdb;
+		$types = array();
+		foreach ( get_post_types( array(), 'objects' ) as $type ) {
+			if ( $type->delete_with_user || ( null === $type->delete_with_user && post_type_supports( $type->name, 'author' ) ) ) {
+				$types[] = $type->name;
+			}
+		}
+		/** This filter is documented in wp-admin/includes/user.php */
+		$types = (array) apply_filters( 'post_types_to_delete_with_user', $types, $user_id );
+		$posts = 0;
+		if ( $types ) {
+			$in    = implode( ',', array_fill( 0, count( $types ), '%s' ) );
+			$posts = (int) $wpdb->get_var( $wpdb->prepare( "SELECT COUNT(*) FROM {$wpdb->posts} WHERE post_author = %d AND post_type IN ($in)", array_merge( array( $user_id ), $types ) ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		}
+		return $posts + (int) $wpdb->get_var( $wpdb->prepare( "SELECT COUNT(*) FROM {$wpdb->links} WHERE link_owner = %d", $user_id ) );
+	}
+}

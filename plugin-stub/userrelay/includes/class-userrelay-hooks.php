@@ -1,0 +1,416 @@
+<?php
+/**
+ * Reporting: which users changed during this request, and how, ending in one event per user.
+ *
+ * The hooks only take notes per user (never one HTTP call per hook, never a snapshot inside a
+ * hook: other plugins write their meta after core's hooks). At 'shutdown' every touched user
+ * becomes ONE snapshot with the actions that happened, and all of them go to the outbox in one
+ * INSERT. A delete is captured on 'delete_user' while the row still exists and emitted only once
+ * 'deleted_user' confirmed it. Changes made while the applier applies a delivery are not
+ * reported (echo suppression); it must not send anything itself.
+ *
+ * @package UserRelay
+ */
+
+if ( ! defined( 'ABSPATH' ) ) {
+	exit;
+}
+
+/**
+ * Watches user changes and reports them at the end of the request.
+ */
+final class UserRelay_Hooks {
+
+	/** Profile fields stored in the users row, as snapshot field => column. */
+	const ROW_FIELDS = array(
+		'email'        => 'user_email',
+		'url'          => 'user_url',
+		'display_name' => 'display_name',
+		'login'        => 'user_login',
+	);
+
+	/** Profile fields stored as user meta. */
+	const PROFILE_META = array( 'first_name', 'last_name', 'nickname', 'description', 'locale' );
+
+	/**
+	 * Depth of applier calls in progress; reporting is off while above 0.
+	 *
+	 * @var int
+	 */
+	private static $suppressed = 0;
+
+	/**
+	 * Notes per user id, in the order users were first touched.
+	 *
+	 * @var array<int, array>
+	 */
+	private $users = array();
+
+	/**
+	 * Identity of users being deleted, captured on delete_user; 'done' set on deleted_user.
+	 *
+	 * @var array<int, array>
+	 */
+	private $deleted = array();
+
+	/**
+	 * The origin of the last delivery applied to a user in this request.
+	 *
+	 * @var array<int, array>
+	 */
+	private $origins = array();
+
+	/**
+	 * Settings.
+	 *
+	 * @var UserRelay_Settings
+	 */
+	private $settings;
+
+	/**
+	 * Outbox.
+	 *
+	 * @var UserRelay_Outbox
+	 */
+	private $outbox;
+
+	/**
+	 * Constructor.
+	 *
+	 * @param UserRelay_Settings $settings Settings.
+	 * @param UserRelay_Outbox   $outbox   Outbox.
+	 */
+	public function __construct( UserRelay_Settings $settings, UserRelay_Outbox $outbox ) {
+		$this->settings = $settings;
+		$this->outbox   = $outbox;
+	}
+
+	/**
+	 * Turns reporting off while a delivery is applied (calls nest).
+	 */
+	public static function suppress(): void {
+		++self::$suppressed;
+	}
+
+	/**
+	 * Turns reporting back on.
+	 */
+	public static function resume(): void {
+		self::$suppressed = max( 0, self::$suppressed - 1 );
+	}
+
+	/**
+	 * Remembers that a delivery changed this user, so a snapshot built anyway carries its origin.
+	 *
+	 * @param int   $user_id Local user id.
+	 * @param array $origin  {site, event_id}.
+	 */
+	public function note_applied( int $user_id, array $origin ): void {
+		$this->origins[ $user_id ] = $origin;
+	}
+
+	/**
+	 * Adds the hooks.
+	 */
+	public function register(): void {
+		add_action( 'user_register', array( $this, 'on_user_register' ), 10, 1 );
+		add_filter( 'wp_pre_insert_user_data', array( $this, 'before_user_write' ), 10, 3 );
+		add_action( 'profile_update', array( $this, 'on_profile_update' ), 10, 2 );
+		add_action( 'set_user_role', array( $this, 'on_roles' ), 10, 1 );
+		add_action( 'add_user_role', array( $this, 'on_roles' ), 10, 1 );
+		add_action( 'remove_user_role', array( $this, 'on_roles' ), 10, 1 );
+		add_action( 'added_user_meta', array( $this, 'on_meta_written' ), 10, 3 );
+		add_action( 'updated_user_meta', array( $this, 'on_meta_written' ), 10, 3 );
+		add_action( 'deleted_user_meta', array( $this, 'on_meta_deleted' ), 10, 3 );
+		add_action( 'password_reset', array( $this, 'on_password_reset' ), 10, 1 );
+		add_action( 'after_password_reset', array( $this, 'on_password_set' ), 10, 1 );
+		add_action( 'wp_set_password', array( $this, 'on_password_set' ), 10, 2 ); // WordPress 6.2+.
+		add_action( 'clean_user_cache', array( $this, 'on_clean_user_cache' ), 10, 2 );
+		// WordPress 6.1 has no hook in wp_set_password(): its UPDATE is the only sign.
+		add_filter( 'query', array( $this, 'on_query' ) );
+		add_action( 'delete_user', array( $this, 'on_delete_user' ), 10, 3 );
+		add_action( 'deleted_user', array( $this, 'on_deleted_user' ), 10, 1 );
+		add_action( 'shutdown', array( $this, 'on_shutdown' ), 1000 );
+	}
+
+	/**
+	 * A user was created (core meta and the role are saved; other plugins' meta may follow).
+	 *
+	 * @param int $user_id User id.
+	 */
+	public function on_user_register( $user_id ): void {
+		if ( $this->ignored() ) {
+			return;
+		}
+		$notes           = &$this->touch( (int) $user_id, false );
+		$notes['create'] = true;
+	}
+
+	/**
+	 * Before wp_insert_user() writes an existing user's row: remember the password hash before.
+	 *
+	 * @param array    $data    Row data (returned unchanged).
+	 * @param bool     $update  Whether the user exists.
+	 * @param int|null $user_id User id when updating.
+	 * @return array
+	 */
+	public function before_user_write( $data, $update, $user_id ) {
+		if ( $update && $user_id && ! $this->ignored() ) {
+			$this->touch( (int) $user_id );
+		}
+		return $data;
+	}
+
+	/**
+	 * An existing user was updated: diff the row against what it was.
+	 *
+	 * @param int     $user_id       User id.
+	 * @param WP_User $old_user_data The user before the update.
+	 */
+	public function on_profile_update( $user_id, $old_user_data ): void {
+		if ( $this->ignored() || ! $old_user_data instanceof WP_User ) {
+			return;
+		}
+		$notes = &$this->touch( (int) $user_id );
+		if ( null === $notes['hash_before'] ) {
+			$notes['hash_before'] = (string) $old_user_data->user_pass;
+		}
+		$now = get_userdata( (int) $user_id );
+		if ( ! $now ) {
+			return;
+		}
+		foreach ( self::ROW_FIELDS as $column ) {
+			if ( (string) $old_user_data->$column !== (string) $now->$column ) {
+				$notes['edit'] = true;
+			}
+		}
+	}
+
+	/**
+	 * A role was set, added or removed (bulk changes call this once per user).
+	 *
+	 * @param int $user_id User id.
+	 */
+	public function on_roles( $user_id ): void {
+		if ( $this->ignored() ) {
+			return;
+		}
+		$notes          = &$this->touch( (int) $user_id );
+		$notes['roles'] = true;
+	}
+
+	/**
+	 * A meta value was added or changed (these fire only for real changes).
+	 *
+	 * @param int    $meta_id  Meta row id.
+	 * @param int    $user_id  User id.
+	 * @param string $meta_key Meta key.
+	 */
+	public function on_meta_written( $meta_id, $user_id, $meta_key ): void {
+		$this->note_meta( (int) $user_id, (string) $meta_key, false );
+	}
+
+	/**
+	 * A meta key was deleted.
+	 *
+	 * @param int[]  $meta_ids Meta row ids.
+	 * @param int    $user_id  User id.
+	 * @param string $meta_key Meta key.
+	 */
+	public function on_meta_deleted( $meta_ids, $user_id, $meta_key ): void {
+		$this->note_meta( (int) $user_id, (string) $meta_key, true );
+	}
+
+	/**
+	 * The reset flow is about to set a new password: the user object still has the old hash.
+	 *
+	 * @param WP_User $user The user.
+	 */
+	public function on_password_reset( $user ): void {
+		if ( $this->ignored() || ! $user instanceof WP_User ) {
+			return;
+		}
+		$notes = &$this->touch( $user->ID );
+		if ( null === $notes['hash_before'] ) {
+			$notes['hash_before'] = (string) $user->user_pass;
+		}
+	}
+
+	/**
+	 * A password was set: by the reset flow (after_password_reset passes the user), or by
+	 * wp_set_password() on WordPress 6.2+ (its action passes the password, then the user id).
+	 *
+	 * @param WP_User|string $user_or_password The user, or the plain password (never kept).
+	 * @param int            $user_id          User id, with the wp_set_password action.
+	 */
+	public function on_password_set( $user_or_password, $user_id = 0 ): void {
+		if ( $this->ignored() ) {
+			return;
+		}
+		$notes             = &$this->touch( $user_or_password instanceof WP_User ? $user_or_password->ID : (int) $user_id );
+		$notes['password'] = true;
+	}
+
+	/**
+	 * Any write to a user ends here; the user object passed may still hold the old hash.
+	 *
+	 * @param int     $user_id User id.
+	 * @param WP_User $user    The user as cached before the clean.
+	 */
+	public function on_clean_user_cache( $user_id, $user ): void {
+		if ( $this->ignored() || isset( $this->users[ (int) $user_id ] ) || isset( $this->deleted[ (int) $user_id ] ) ) {
+			return;
+		}
+		$notes = &$this->touch( (int) $user_id, false );
+		if ( $user instanceof WP_User ) {
+			$notes['hash_before'] = (string) $user->user_pass;
+		}
+	}
+
+	/**
+	 * Sees wp_set_password()'s UPDATE before it runs (WordPress 6.1 gives no hook): records the
+	 * hash before it, so the shutdown comparison catches the change. Costs one strpos per query.
+	 *
+	 * @param string $query SQL (returned unchanged).
+	 * @return string
+	 */
+	public function on_query( $query ) {
+		global $wpdb;
+		if ( false === strpos( $query, 'user_pass' ) || self::$suppressed > 0 ) {
+			return $query;
+		}
+		$pattern = '/^\s*UPDATE\s+`?' . preg_quote( $wpdb->users, '/' ) . '`?\s+SET\s.*`?user_pass`?\s*=.*\sWHERE\s+`?ID`?\s*=\s*\'?(\d+)\'?\s*$/is';
+		if ( preg_match( $pattern, $query, $match ) ) {
+			$user_id = (int) $match[1];
+			$notes   = &$this->touch( $user_id );
+			if ( null === $notes['hash_before'] ) {
+				// Runs before the UPDATE: this is the stored hash before it.
+				$notes['hash_before'] = (string) $wpdb->get_var( $wpdb->prepare( "SELECT user_pass FROM {$wpdb->users} WHERE ID = %d", $user_id ) );
+			}
+		}
+		return $query;
+	}
+
+	/**
+	 * A user is about to be deleted: capture who they are while the row exists.
+	 *
+	 * @param int          $user_id  User id.
+	 * @param int|null     $reassign Reassign target.
+	 * @param WP_User|null $user     The user (WordPress 5.5+).
+	 */
+	public function on_delete_user( $user_id, $reassign = null, $user = null ): void {
+		if ( $this->ignored() ) {
+			return;
+		}
+		$user = $user instanceof WP_User ? $user : get_userdata( (int) $user_id );
+		if ( ! $user ) {
+			return;
+		}
+		$this->deleted[ (int) $user_id ] = array(
+			'done'  => false,
+			'at'    => microtime( true ),
+			'login' => (string) $user->user_login,
+			'email' => (string) $user->user_email,
+			'roles' => array_values( (array) $user->roles ),
+		);
+	}
+
+	/**
+	 * The user row is gone.
+	 *
+	 * @param int $user_id User id.
+	 */
+	public function on_deleted_user( $user_id ): void {
+		if ( isset( $this->deleted[ (int) $user_id ] ) ) {
+			$this->deleted[ (int) $user_id ]['done'] = true;
+			$this->deleted[ (int) $user_id ]['at']   = microtime( true );
+		}
+	}
+
+	/**
+	 * End of the request: one snapshot per touched user into the outbox, then maybe a flush.
+	 */
+	public function on_shutdown(): void {
+		if ( ! $this->settings->is_configured() ) {
+			return; // Not connected to a relay yet: there is nobody to report to.
+		}
+		try {
+			if ( $this->users || $this->deleted ) {
+				$snapshots = new UserRelay_Snapshot( $this->settings );
+				$events    = $snapshots->build( $this->users, $this->deleted, $this->origins );
+				$this->outbox->enqueue( $events );
+			}
+			$this->users   = array();
+			$this->deleted = array();
+			$this->outbox->maybe_kick();
+		} catch ( Throwable $error ) {
+			error_log( 'UserRelay: reporting at shutdown failed: ' . $error->getMessage() . ' at ' . $error->getFile() . ':' . $error->getLine() ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+		}
+	}
+
+	/**
+	 * Notes a meta change: this site's capabilities key is the roles, core's profile keys are an
+	 * edit, deny-listed keys are nothing, any other key is metadata.
+	 *
+	 * @param int    $user_id  User id (0 when core deletes a key of every user).
+	 * @param string $meta_key Meta key.
+	 * @param bool   $deleted  Whether the key was deleted.
+	 */
+	private function note_meta( int $user_id, string $meta_key, bool $deleted ): void {
+		global $wpdb;
+		if ( $this->ignored() || ! $user_id || isset( $this->deleted[ $user_id ] ) ) {
+			return; // A deleted user's meta goes with it: the delete says it all.
+		}
+		if ( $wpdb->get_blog_prefix() . 'capabilities' === $meta_key ) {
+			$this->on_roles( $user_id );
+			return;
+		}
+		if ( $this->settings->is_meta_denied( $meta_key ) ) {
+			return;
+		}
+		$notes = &$this->touch( $user_id );
+		if ( in_array( $meta_key, self::PROFILE_META, true ) ) {
+			$notes['edit'] = true;
+			return;
+		}
+		$notes[ $deleted ? 'meta_deleted' : 'meta' ][ $meta_key ] = true;
+		unset( $notes[ $deleted ? 'meta' : 'meta_deleted' ][ $meta_key ] );
+	}
+
+	/**
+	 * Whether hooks should ignore what happens now.
+	 */
+	private function ignored(): bool {
+		return self::$suppressed > 0;
+	}
+
+	/**
+	 * The notes of a user, made on first touch with the hash seen then (from the cache only:
+	 * no query here), unless the caller knows better.
+	 *
+	 * @param int  $user_id    User id.
+	 * @param bool $from_cache Whether to take the hash before from the object cache.
+	 * @return array Reference to the notes.
+	 */
+	private function &touch( int $user_id, bool $from_cache = true ): array {
+		if ( ! isset( $this->users[ $user_id ] ) ) {
+			$hash   = null;
+			$cached = $from_cache ? wp_cache_get( $user_id, 'users' ) : false;
+			if ( is_object( $cached ) && isset( $cached->user_pass ) ) {
+				$hash = (string) $cached->user_pass;
+			}
+			$this->users[ $user_id ] = array(
+				'create'       => false,
+				'edit'         => false,
+				'password'     => false,
+				'roles'        => false,
+				'meta'         => array(),
+				'meta_deleted' => array(),
+				'hash_before'  => $hash,
+				'at'           => 0.0,
+			);
+		}
+		$this->users[ $user_id ]['at'] = microtime( true );
+		return $this->users[ $user_id ];
+	}
+}

@@ -1,0 +1,153 @@
+<?php
+/**
+ * The HTTP side of talking to the relay: signed event batches, health, and the connection test.
+ *
+ * Uses wp_remote_post()/wp_remote_get(), not the wp_safe_ variants: those refuse every port but
+ * 80, 443 and 8080, and a relay often listens elsewhere (8480 by default). Answers are returned
+ * as plain arrays; deciding what they mean for the outbox is the outbox's job.
+ *
+ * @package UserRelay
+ */
+
+if ( ! defined( 'ABSPATH' ) ) {
+	exit;
+}
+
+/**
+ * Sends requests to the relay.
+ */
+final class UserRelay_Relay_Client {
+
+	/** Seconds one batch may take; the relay answers only after an fsync'd commit. */
+	const SEND_TIMEOUT = 15;
+
+	/** Seconds for the connection test's requests. */
+	const TEST_TIMEOUT = 5;
+
+	/**
+	 * Settings.
+	 *
+	 * @var UserRelay_Settings
+	 */
+	private $settings;
+
+	/**
+	 * Constructor.
+	 *
+	 * @param UserRelay_Settings $settings Settings.
+	 */
+	public function __construct( UserRelay_Settings $settings ) {
+		$this->settings = $settings;
+	}
+
+	/**
+	 * POSTs one signed batch to {relay}/v1/sites/{site}/events.
+	 *
+	 * @param string $body       JSON {"events": [...]}.
+	 * @param string $webhook_id Stable for the same batch, so a repeat changes nothing.
+	 * @param int    $timeout    Seconds.
+	 * @return array{status: int|null, body: string, error: string|null, retry_after: int|null, date: int|null}
+	 */
+	public function post_events( string $body, string $webhook_id, int $timeout = self::SEND_TIMEOUT ): array {
+		$key = $this->settings->hmac_key();
+		if ( null === $key ) {
+			return self::failure( implode( ' ', $this->settings->problems() ) );
+		}
+		$response = wp_remote_post(
+			$this->events_url(),
+			array(
+				'timeout'     => $timeout,
+				'redirection' => 0,
+				'headers'     => UserRelay_Signature::headers( $key, $webhook_id, $body ),
+				'body'        => $body,
+				'user-agent'  => 'UserRelay-Plugin/' . USERRELAY_PLUGIN_VERSION . '; ' . home_url(),
+			)
+		);
+		return self::answer( $response );
+	}
+
+	/**
+	 * GET {relay}/healthz: is the relay there at all?
+	 *
+	 * @return array{status: int|null, body: string, error: string|null, retry_after: int|null, date: int|null}
+	 */
+	public function health(): array {
+		$response = wp_remote_get(
+			$this->settings->url() . '/healthz',
+			array(
+				'timeout'     => self::TEST_TIMEOUT,
+				'redirection' => 0,
+			)
+		);
+		return self::answer( $response );
+	}
+
+	/**
+	 * A signed request that stores nothing: an empty batch. The relay checks the site id and the
+	 * signature before the body, so 400 "expected at least one event" means the signature was
+	 * accepted; 401 and 404 say what is wrong.
+	 *
+	 * @return array{status: int|null, body: string, error: string|null, retry_after: int|null, date: int|null}
+	 */
+	public function probe(): array {
+		return $this->post_events( '{"events":[]}', 'msg_probe_' . wp_generate_password( 16, false ), self::TEST_TIMEOUT );
+	}
+
+	/**
+	 * The relay's events URL for this site.
+	 */
+	public function events_url(): string {
+		return $this->settings->url() . '/v1/sites/' . rawurlencode( $this->settings->site() ) . '/events';
+	}
+
+	/**
+	 * The error text of a relay answer: its {"error": ...} or the start of the body.
+	 *
+	 * @param array $answer An answer of this class.
+	 */
+	public static function error_text( array $answer ): string {
+		if ( null !== $answer['error'] ) {
+			return $answer['error'];
+		}
+		$decoded = json_decode( $answer['body'], true );
+		if ( is_array( $decoded ) && isset( $decoded['error'] ) && is_string( $decoded['error'] ) ) {
+			return $decoded['error'];
+		}
+		return trim( substr( wp_strip_all_tags( $answer['body'] ), 0, 200 ) );
+	}
+
+	/**
+	 * An answer array from a wp_remote_* result.
+	 *
+	 * @param array|WP_Error $response The result.
+	 */
+	private static function answer( $response ): array {
+		if ( is_wp_error( $response ) ) {
+			return self::failure( $response->get_error_message() );
+		}
+		$retry_after = wp_remote_retrieve_header( $response, 'retry-after' );
+		$date        = wp_remote_retrieve_header( $response, 'date' );
+		return array(
+			'status'      => (int) wp_remote_retrieve_response_code( $response ),
+			'body'        => (string) wp_remote_retrieve_body( $response ),
+			'error'       => null,
+			'retry_after' => is_numeric( $retry_after ) ? max( 0, (int) $retry_after ) : null,
+			'date'        => is_string( $date ) && '' !== $date && false !== strtotime( $date ) ? strtotime( $date ) : null,
+		);
+	}
+
+	/**
+	 * An answer for a request that got no HTTP response.
+	 *
+	 * @param string $error Why.
+	 */
+	private static function failure( string $error ): array {
+		return array(
+			'status'      => null,
+			'body'        => '',
+			'error'       => $error,
+			'retry_after' => null,
+			'date'        => null,
+		);
+	}
+}

@@ -1,0 +1,196 @@
+<?php
+/**
+ * REST routes under userrelay/v1: events (deliveries from the relay), ping, and flush.
+ *
+ * events and ping are public in WordPress terms (no logged-in user): the relay authenticates
+ * with a Standard Webhooks signature made with this site's key, checked in permission_callback
+ * over the raw body. flush is our own loopback, authenticated by a random token option.
+ *
+ * @package UserRelay
+ */
+
+if ( ! defined( 'ABSPATH' ) ) {
+	exit;
+}
+
+/**
+ * Registers and serves the plugin's REST routes.
+ */
+final class UserRelay_REST {
+
+	const REST_NAMESPACE = 'userrelay/v1';
+
+	/**
+	 * Settings.
+	 *
+	 * @var UserRelay_Settings
+	 */
+	private $settings;
+
+	/**
+	 * Applier.
+	 *
+	 * @var UserRelay_Applier
+	 */
+	private $applier;
+
+	/**
+	 * Outbox.
+	 *
+	 * @var UserRelay_Outbox
+	 */
+	private $outbox;
+
+	/**
+	 * Constructor.
+	 *
+	 * @param UserRelay_Settings $settings Settings.
+	 * @param UserRelay_Applier  $applier  Applier.
+	 * @param UserRelay_Outbox   $outbox   Outbox.
+	 */
+	public function __construct( UserRelay_Settings $settings, UserRelay_Applier $applier, UserRelay_Outbox $outbox ) {
+		$this->settings = $settings;
+		$this->applier  = $applier;
+		$this->outbox   = $outbox;
+	}
+
+	/**
+	 * Hooks route registration.
+	 */
+	public function register(): void {
+		add_action( 'rest_api_init', array( $this, 'register_routes' ) );
+	}
+
+	/**
+	 * Registers the routes.
+	 */
+	public function register_routes(): void {
+		register_rest_route(
+			self::REST_NAMESPACE,
+			'/events',
+			array(
+				'methods'             => WP_REST_Server::CREATABLE,
+				'callback'            => array( $this, 'receive_events' ),
+				// Public: the relay has no WordPress login; its signature over the raw body is checked here.
+				'permission_callback' => array( $this, 'check_signature' ),
+				'args'                => array(
+					'events' => array(
+						// Items are checked one by one when applied: a malformed one must not fail the batch.
+						'description' => __( 'The deliveries, as docs/protocol.md describes them.', 'userrelay' ),
+						'type'        => 'array',
+						'required'    => true,
+					),
+				),
+			)
+		);
+		register_rest_route(
+			self::REST_NAMESPACE,
+			'/ping',
+			array(
+				'methods'             => WP_REST_Server::READABLE,
+				'callback'            => array( $this, 'ping' ),
+				// Public: signed by the relay like a delivery (over an empty body).
+				'permission_callback' => array( $this, 'check_signature' ),
+				'args'                => array(),
+			)
+		);
+		register_rest_route(
+			self::REST_NAMESPACE,
+			'/flush',
+			array(
+				'methods'             => WP_REST_Server::CREATABLE,
+				'callback'            => array( $this, 'flush' ),
+				// Public: our own non-blocking loopback (no cookies); the token option proves it is us.
+				'permission_callback' => array( $this, 'check_flush_token' ),
+				'args'                => array(
+					'token' => array(
+						'description' => __( 'The flush token of this site.', 'userrelay' ),
+						'type'        => 'string',
+						'required'    => true,
+					),
+				),
+			)
+		);
+	}
+
+	/**
+	 * permission_callback of the signed routes.
+	 *
+	 * @param WP_REST_Request $request The request.
+	 * @return true|WP_Error
+	 */
+	public function check_signature( WP_REST_Request $request ) {
+		return UserRelay_Signature::verify(
+			$this->settings->hmac_key(),
+			$request->get_header( 'webhook-id' ),
+			$request->get_header( 'webhook-timestamp' ),
+			$request->get_header( 'webhook-signature' ),
+			(string) $request->get_body()
+		);
+	}
+
+	/**
+	 * permission_callback of the flush route.
+	 *
+	 * @param WP_REST_Request $request The request.
+	 * @return true|WP_Error
+	 */
+	public function check_flush_token( WP_REST_Request $request ) {
+		$token = $request->get_param( 'token' );
+		if ( is_string( $token ) && hash_equals( UserRelay_Outbox::flush_token(), $token ) ) {
+			return true;
+		}
+		return new WP_Error( 'userrelay_bad_flush_token', __( 'The flush token is wrong.', 'userrelay' ), array( 'status' => 403 ) );
+	}
+
+	/**
+	 * POST /events: applies a batch, one result per event.
+	 *
+	 * @param WP_REST_Request $request The request.
+	 * @return WP_REST_Response|WP_Error
+	 */
+	public function receive_events( WP_REST_Request $request ) {
+		// The signature covers the raw body: read the events from it, not from parsed params.
+		$document = json_decode( (string) $request->get_body(), true );
+		if ( ! is_array( $document ) || ! isset( $document['events'] ) || ! is_array( $document['events'] ) || ! wp_is_numeric_array( $document['events'] ) ) {
+			return new WP_Error( 'userrelay_bad_body', __( 'Expected a JSON body {"events": [...]}.', 'userrelay' ), array( 'status' => 400 ) );
+		}
+		if ( function_exists( 'set_time_limit' ) ) {
+			@set_time_limit( 60 ); // phpcs:ignore WordPress.PHP.NoSilencedErrors.Discouraged -- May be disabled; the applier keeps to its own budget anyway.
+		}
+		return new WP_REST_Response( array( 'results' => $this->applier->apply_batch( $document['events'] ) ), 200 );
+	}
+
+	/**
+	 * GET /ping: who we are and what we can take (Test Connection on the relay side).
+	 *
+	 * @return WP_REST_Response
+	 */
+	public function ping() {
+		return new WP_REST_Response(
+			array(
+				'site'         => $this->settings->site(),
+				'wordpress'    => get_bloginfo( 'version' ),
+				'plugin'       => USERRELAY_PLUGIN_VERSION,
+				'hash_formats' => UserRelay_Delivery_Checks::hash_formats(),
+			),
+			200
+		);
+	}
+
+	/**
+	 * POST /flush: sends the outbox. Nobody waits for this answer.
+	 *
+	 * @return WP_REST_Response
+	 */
+	public function flush() {
+		ignore_user_abort( true ); // The kicking request hung up at once; carry on regardless.
+		if ( function_exists( 'set_time_limit' ) ) {
+			@set_time_limit( 120 ); // phpcs:ignore WordPress.PHP.NoSilencedErrors.Discouraged -- May be disabled; the flush keeps to its own budget.
+		}
+		if ( ! $this->settings->is_configured() ) {
+			return new WP_REST_Response( array( 'problems' => $this->settings->problems() ), 200 );
+		}
+		return new WP_REST_Response( $this->outbox->flush( UserRelay_Outbox::FLUSH_BUDGET, UserRelay_Outbox::LINGER ), 200 );
+	}
+}

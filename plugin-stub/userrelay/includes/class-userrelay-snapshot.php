@@ -1,0 +1,206 @@
+<?php
+/**
+ * Snapshots: the notes the hooks took during a request, turned into protocol events.
+ *
+ * Loaded only at shutdown of a request that touched users. One event per user: the user as
+ * they are now, with "actions" saying what changed, the password hash only when it changed (or
+ * on create), changed meta in "meta" and removed keys in "meta_deleted". Administrators are
+ * left out unless USERRELAY_SYNC_ADMINS; so are users without an email (the relay needs one).
+ *
+ * @package UserRelay
+ */
+
+if ( ! defined( 'ABSPATH' ) ) {
+	exit;
+}
+
+/**
+ * Builds events from the hooks' notes.
+ */
+final class UserRelay_Snapshot {
+
+	/**
+	 * Settings.
+	 *
+	 * @var UserRelay_Settings
+	 */
+	private $settings;
+
+	/**
+	 * Constructor.
+	 *
+	 * @param UserRelay_Settings $settings Settings.
+	 */
+	public function __construct( UserRelay_Settings $settings ) {
+		$this->settings = $settings;
+	}
+
+	/**
+	 * Events for the outbox, oldest change first: each ['user_id' => int, 'payload' => array].
+	 *
+	 * @param array<int, array> $users   Notes per touched user (see UserRelay_Hooks::touch()).
+	 * @param array<int, array> $deleted Identity of deleted users, 'done' once the row is gone.
+	 * @param array<int, array> $origins Origin of a delivery applied to a user in this request.
+	 * @return array[]
+	 */
+	public function build( array $users, array $deleted, array $origins ): array {
+		$events = array();
+		foreach ( $deleted as $user_id => $gone ) {
+			if ( ! $gone['done'] ) {
+				continue; // Something stopped the delete: the user is still there.
+			}
+			$created_here = isset( $users[ $user_id ] ) && $users[ $user_id ]['create'];
+			unset( $users[ $user_id ] );
+			if ( $created_here || ( ! $this->settings->sync_admins() && in_array( 'administrator', $gone['roles'], true ) ) ) {
+				continue; // Never reported as existing, or an administrator: nothing to tell.
+			}
+			$events[] = $this->event(
+				$user_id,
+				$gone['at'],
+				array( 'delete' ),
+				array(
+					'id'    => $user_id,
+					'login' => $gone['login'],
+					'email' => $gone['email'],
+				),
+				$origins
+			);
+		}
+		if ( $users ) {
+			foreach ( $this->current_hashes( array_keys( $users ) ) as $user_id => $hash ) {
+				$event = $this->snapshot( $user_id, $users[ $user_id ], $hash, $origins );
+				if ( null !== $event ) {
+					$events[] = $event;
+				}
+			}
+		}
+		usort(
+			$events,
+			static function ( $a, $b ) {
+				return $a['payload']['occurred_at'] <=> $b['payload']['occurred_at'];
+			}
+		);
+		return $events;
+	}
+
+	/**
+	 * One user's event, or null when nothing to report changed or the user is not reported.
+	 *
+	 * @param int    $user_id User id.
+	 * @param array  $notes   What the hooks saw.
+	 * @param string $hash    The stored password hash now.
+	 * @param array  $origins Origins of applied deliveries.
+	 */
+	private function snapshot( int $user_id, array $notes, string $hash, array $origins ): ?array {
+		$password = $notes['password'] || $notes['create'] || ( null !== $notes['hash_before'] && ! hash_equals( $notes['hash_before'], $hash ) );
+		$actions  = array();
+		if ( $notes['create'] ) {
+			$actions[] = 'create';
+		} elseif ( $notes['edit'] ) {
+			$actions[] = 'edit';
+		}
+		if ( $password ) {
+			$actions[] = 'password';
+		}
+		if ( $notes['roles'] || $notes['create'] ) {
+			$actions[] = 'roles';
+		}
+		if ( $notes['meta'] || $notes['meta_deleted'] ) {
+			$actions[] = 'metadata';
+		}
+		if ( ! $actions ) {
+			return null;
+		}
+		$user = get_userdata( $user_id );
+		if ( ! $user ) {
+			return null;
+		}
+		$roles = array_values( (array) $user->roles );
+		if ( ! $this->settings->sync_admins() && ( in_array( 'administrator', $roles, true ) || is_super_admin( $user_id ) ) ) {
+			return null;
+		}
+		if ( '' === (string) $user->user_email || '' === (string) $user->user_login ) {
+			error_log( "UserRelay: user {$user_id} has no email or login; the relay needs both, so this change is not reported" ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			return null;
+		}
+		$fields = array(
+			'id'           => $user_id,
+			'login'        => (string) $user->user_login,
+			'email'        => (string) $user->user_email,
+			'first_name'   => (string) get_user_meta( $user_id, 'first_name', true ),
+			'last_name'    => (string) get_user_meta( $user_id, 'last_name', true ),
+			'nickname'     => (string) get_user_meta( $user_id, 'nickname', true ),
+			'display_name' => (string) $user->display_name,
+			'url'          => (string) $user->user_url,
+			'description'  => (string) get_user_meta( $user_id, 'description', true ),
+			'locale'       => (string) get_user_meta( $user_id, 'locale', true ),
+			'registered'   => (string) $user->user_registered,
+			'roles'        => $roles,
+		);
+		if ( $password ) {
+			$fields['password_hash'] = $hash;
+		}
+		if ( in_array( 'metadata', $actions, true ) ) {
+			$meta    = array();
+			$removed = array_keys( $notes['meta_deleted'] );
+			foreach ( array_keys( $notes['meta'] ) as $key ) {
+				if ( metadata_exists( 'user', $user_id, $key ) ) {
+					// One value per key: a key holding several values sends its first.
+					$meta[ $key ] = get_user_meta( $user_id, $key, true );
+				} else {
+					$removed[] = $key;
+				}
+			}
+			$fields['meta']         = (object) $meta; // {} rather than [] when empty.
+			$fields['meta_deleted'] = array_values( array_unique( $removed ) );
+		}
+		return $this->event( $user_id, $notes['at'], $actions, $fields, $origins );
+	}
+
+	/**
+	 * The outbox entry of one event.
+	 *
+	 * @param int      $user_id  User id.
+	 * @param float    $at       When the last change happened.
+	 * @param string[] $actions  Actions.
+	 * @param array    $fields   The "user" object.
+	 * @param array    $origins  Origins of applied deliveries.
+	 */
+	private function event( int $user_id, float $at, array $actions, array $fields, array $origins ): array {
+		$payload = array(
+			'occurred_at' => round( $at, 3 ),
+			'actions'     => $actions,
+			'user'        => $fields,
+		);
+		if ( isset( $origins[ $user_id ] ) ) {
+			// A change made while a delivery was applied: the relay drops it (loop guard).
+			$payload['origin'] = $origins[ $user_id ];
+		}
+		return array(
+			'user_id' => $user_id,
+			'payload' => $payload,
+		);
+	}
+
+	/**
+	 * The stored password hash of each existing user, read fresh (one query; primes the caches).
+	 *
+	 * @param int[] $user_ids User ids.
+	 * @return array<int, string> Existing users only, in the given order.
+	 */
+	private function current_hashes( array $user_ids ): array {
+		global $wpdb;
+		$user_ids = array_map( 'intval', $user_ids );
+		$rows     = $wpdb->get_results( "SELECT ID, user_pass FROM {$wpdb->users} WHERE ID IN (" . implode( ',', $user_ids ) . ')', OBJECT_K ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		$hashes   = array();
+		foreach ( $user_ids as $user_id ) {
+			if ( isset( $rows[ $user_id ] ) ) {
+				$hashes[ $user_id ] = (string) $rows[ $user_id ]->user_pass;
+			}
+		}
+		if ( $hashes ) {
+			cache_users( array_keys( $hashes ) );
+		}
+		return $hashes;
+	}
+}

@@ -1,0 +1,37 @@
+<?php
+/**
+ * Uninstall: drops both tables and deletes every option, transient, user meta key and cron
+ * event the plugin made. Events still in the outbox are lost with it, by the admin's choice.
+ *
+ * @package UserRelay
+ */
+
+if ( ! defined( 'WP_UNINSTALL_PLUGIN' ) ) {
+	exit;
+}
+
+global $wpdb;
+
+wp_clear_scheduled_hook( 'userrelay_flush' );
+
+// phpcs:disable WordPress.DB.DirectDatabaseQuery
+$wpdb->query( "DROP TABLE IF EXISTS {$wpdb->prefix}userrelay_outbox" );
+$wpdb->query( "DROP TABLE IF EXISTS {$wpdb->prefix}userrelay_applied" );
+
+// Options: userrelay_url, _site, _key, _install_id, _flush_token, _status, _db_version; then
+// the settings page's flash transients (userrelay_flash_{user id}).
+foreach ( array( 'userrelay_url', 'userrelay_site', 'userrelay_key', 'userrelay_install_id', 'userrelay_flush_token', 'userrelay_status', 'userrelay_db_version' ) as $userrelay_option ) {
+	delete_option( $userrelay_option );
+}
+$wpdb->query(
+	$wpdb->prepare(
+		"DELETE FROM {$wpdb->options} WHERE option_name LIKE %s OR option_name LIKE %s OR option_name LIKE %s",
+		$wpdb->esc_like( 'userrelay_' ) . '%',
+		$wpdb->esc_like( '_transient_userrelay_' ) . '%',
+		$wpdb->esc_like( '_transient_timeout_userrelay_' ) . '%'
+	)
+);
+// The plugin keeps no user meta; any userrelay_ key is ours by its prefix.
+$wpdb->query( $wpdb->prepare( "DELETE FROM {$wpdb->usermeta} WHERE meta_key LIKE %s", $wpdb->esc_like( 'userrelay_' ) . '%' ) );
+// phpcs:enable
+wp_cache_flush();

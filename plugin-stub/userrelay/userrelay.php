@@ -1,0 +1,38 @@
+<?php
+/**
+ * Plugin Name:       UserRelay
+ * Description:       Keeps this site's users in step with partner sites through a UserRelay relay: reports user changes to the relay and applies the changes it delivers.
+ * Version:           0.1.0
+ * Requires at least: 6.1
+ * Requires PHP:      7.4
+ * Author:            UserRelay
+ * License:           GPL-2.0-or-later
+ * Text Domain:       userrelay
+ *
+ * @package UserRelay
+ */
+
+if ( ! defined( 'ABSPATH' ) ) {
+	exit;
+}
+
+define( 'USERRELAY_PLUGIN_VERSION', '0.1.0' );
+define( 'USERRELAY_PLUGIN_FILE', __FILE__ );
+define( 'USERRELAY_PLUGIN_DIR', __DIR__ );
+
+require_once __DIR__ . '/includes/class-userrelay-settings.php';
+require_once __DIR__ . '/includes/class-userrelay-signature.php';
+require_once __DIR__ . '/includes/class-userrelay-relay-client.php';
+require_once __DIR__ . '/includes/class-userrelay-outbox.php';
+require_once __DIR__ . '/includes/class-userrelay-hooks.php';
+require_once __DIR__ . '/includes/class-userrelay-snapshot.php';
+require_once __DIR__ . '/includes/class-userrelay-delivery-checks.php';
+require_once __DIR__ . '/includes/class-userrelay-applier.php';
+require_once __DIR__ . '/includes/class-userrelay-rest.php';
+require_once __DIR__ . '/includes/class-userrelay-admin.php';
+require_once __DIR__ . '/includes/class-userrelay-plugin.php';
+
+register_activation_hook( __FILE__, array( 'UserRelay_Plugin', 'activate' ) );
+register_deactivation_hook( __FILE__, array( 'UserRelay_Plugin', 'deactivate' ) );
+
+UserRelay_Plugin::boot();
