@@ -21,7 +21,7 @@ from relay.appkeys import CONFIG, COURIERS, DATABASE, GROUP_COMMIT, KEYS, ROUTER
 from relay.config import Config
 from relay.deliver import Courier
 from relay.keystore import KeyStore
-from relay.receive import healthz, receive_events
+from relay.receive import healthz, ping, receive_events
 from relay.routing import Router
 from relay.store import Database, GroupCommit
 
@@ -35,6 +35,7 @@ def create_app(config: Config) -> web.Application:
     app[ROUTER] = Router(config)
     app.cleanup_ctx.extend([database_ctx, group_commit_ctx, delivery_ctx])
     app.router.add_post("/v1/sites/{site}/events", receive_events)
+    app.router.add_get("/v1/sites/{site}/ping", ping)
     app.router.add_get("/healthz", healthz)
     return app
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from relay import queue, signatures
+from relay import __version__, queue, signatures
 from relay.appkeys import CONFIG, COURIERS, GROUP_COMMIT, KEYS, ROUTER
 from relay.errors import BadSignature, BodyTooLarge, RequestRejected, StoreUnavailable, UnknownSite
 from relay.events import parse_batch
@@ -40,10 +40,9 @@ def answers_errors(
     return answer
 
 
-@answers_errors
-async def receive_events(request: web.Request) -> web.Response:
-    app = request.app
-    config = app[CONFIG]
+async def authenticated_body(request: web.Request) -> tuple[str, bytes]:
+    """The site a request comes from and its body, once its signature is checked."""
+    config = request.app[CONFIG]
     site = request.match_info["site"]
     if site not in config.sites:
         raise UnknownSite(f"no site {site!r} is configured at this relay")
@@ -52,12 +51,20 @@ async def receive_events(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(f"the body is larger than {config['ingest.max_body_bytes']} bytes; "
                            "send fewer events per request") from None
-    key = app[KEYS].get(site)
+    key = request.app[KEYS].get(site)
     if key is None:
         raise BadSignature(f"site {site!r} has no key at the relay yet")
     h = request.headers
     signatures.verify([key], h.get("webhook-id"), h.get("webhook-timestamp"),
                       h.get("webhook-signature"), body, config["ingest.timestamp_tolerance"])
+    return site, body
+
+
+@answers_errors
+async def receive_events(request: web.Request) -> web.Response:
+    app = request.app
+    site, body = await authenticated_body(request)
+    h = request.headers
     events = parse_batch(body)
     routes = app[ROUTER].routes_from(site)
     status, answer = await app[GROUP_COMMIT].submit(
@@ -66,6 +73,13 @@ async def receive_events(request: web.Request) -> web.Response:
         for route in routes:
             app[COURIERS][route.target].wake()
     return web.json_response(answer, status=status)
+
+
+@answers_errors
+async def ping(request: web.Request) -> web.Response:
+    """``GET /v1/sites/{site}/ping``, signed: Test Connection from the site's side."""
+    site, _ = await authenticated_body(request)
+    return web.json_response({"site": site, "relay": __version__, "time": time.time()})
 
 
 async def healthz(request: web.Request) -> web.Response:

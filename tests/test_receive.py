@@ -173,3 +173,17 @@ async def test_an_answer_says_what_was_done_with_each_event(two_sites: Any) -> N
     assert {"status": "accepted", "accepted": 1, "duplicates": 0, "echoes": 1,
             "deliveries": 1} == answer
     assert json.dumps(answer)  # plain JSON, no secrets
+
+
+async def test_a_signed_ping_says_the_relay_knows_the_site_and_its_key(two_sites: Any) -> None:
+    relay, _ = await two_sites()
+    good = signatures.headers(relay.keys["a"], b"")
+    wrong = signatures.headers(relay.keys["b"], b"")
+
+    ok = await relay.client.get("/v1/sites/a/ping", headers=good)
+    refused = await relay.client.get("/v1/sites/a/ping", headers=wrong)
+    unknown = await relay.client.get("/v1/sites/zz/ping", headers=good)
+
+    assert (200, 401, 404) == (ok.status, refused.status, unknown.status)
+    assert "a" == (await ok.json())["site"]
+    assert [] == relay.db("SELECT * FROM receipts")

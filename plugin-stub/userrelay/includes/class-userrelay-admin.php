@@ -151,10 +151,9 @@ final class UserRelay_Admin {
 		}
 
 		$probe = $client->probe();
-		$error = UserRelay_Relay_Client::error_text( $probe );
-		if ( 400 === $probe['status'] && false !== strpos( $error, 'at least one event' ) ) {
+		if ( 200 === $probe['status'] ) {
 			/* translators: %s: site id. */
-			$checks[] = array( 'ok', __( 'Signed request accepted', 'userrelay' ), sprintf( __( "The relay knows site '%s' and accepted this site's signature (the test carries no events; nothing was stored).", 'userrelay' ), $this->settings->site() ) );
+			$checks[] = array( 'ok', __( 'Signed request accepted', 'userrelay' ), sprintf( __( "The relay knows site '%s' and accepted this site's signature.", 'userrelay' ), $this->settings->site() ) );
 		} else {
 			$checks[] = array( 'fail', __( 'Signed request accepted', 'userrelay' ), $this->describe( $probe ) );
 		}

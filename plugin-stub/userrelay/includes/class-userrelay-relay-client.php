@@ -83,14 +83,26 @@ final class UserRelay_Relay_Client {
 	}
 
 	/**
-	 * A signed request that stores nothing: an empty batch. The relay checks the site id and the
-	 * signature before the body, so 400 "expected at least one event" means the signature was
-	 * accepted; 401 and 404 say what is wrong.
+	 * GET {relay}/v1/sites/{site}/ping, signed over an empty body: does the relay know this site
+	 * and accept its key? 200 says yes; 401 and 404 say what is wrong. Stores nothing.
 	 *
 	 * @return array{status: int|null, body: string, error: string|null, retry_after: int|null, date: int|null}
 	 */
 	public function probe(): array {
-		return $this->post_events( '{"events":[]}', 'msg_probe_' . wp_generate_password( 16, false ), self::TEST_TIMEOUT );
+		$key = $this->settings->hmac_key();
+		if ( null === $key ) {
+			return self::failure( implode( ' ', $this->settings->problems() ) );
+		}
+		$response = wp_remote_get(
+			$this->settings->url() . '/v1/sites/' . rawurlencode( $this->settings->site() ) . '/ping',
+			array(
+				'timeout'     => self::TEST_TIMEOUT,
+				'redirection' => 0,
+				'headers'     => UserRelay_Signature::headers( $key, 'msg_ping_' . wp_generate_password( 16, false ), '' ),
+				'user-agent'  => 'UserRelay-Plugin/' . USERRELAY_PLUGIN_VERSION . '; ' . home_url(),
+			)
+		);
+		return self::answer( $response );
 	}
 
 	/**
