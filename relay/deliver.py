@@ -68,6 +68,10 @@ class Courier:
                 break
             self._wakeup.clear()
             links = [link for link in self._links if link not in self._paused]
+            if not links:  # nothing may go to this site now: wait for a wake-up (or a look)
+                self._slots.release()
+                await self._sleep(IDLE_POLL)
+                continue
             batch = await self._db.transaction(queue.claim, self.site.id, links,
                                                self._batch_size, now, self._lease)
             if not batch:
