@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
+import importlib
 import json
 import os
 import signal
@@ -29,6 +30,8 @@ from relay.store import connect_sync
 
 log = structlog.get_logger("relay.cli")
 DEFAULT_CONFIG = os.environ.get("USERRELAY_CONFIG", "config.yaml")
+#: Modules adding command groups; each has ``register(commands, default_config)``.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("site")
     generate.add_argument("--config", default=DEFAULT_CONFIG, help="YAML configuration file")
     generate.set_defaults(run=_generate_key)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(commands, DEFAULT_CONFIG)
     return parser
 
 
