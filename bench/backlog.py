@@ -66,8 +66,9 @@ def main() -> None:
     print(f"{'pending':>9}  {'claim 100':>10}  {'relay peak RSS':>14}  delivered in run")
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        fill(database, config, queued + 1, size)
-        queued = size
+        more = size - pending(database)  # the previous run delivered some: top up to size
+        fill(database, config, queued + 1, queued + more)
+        queued += more
         backlog = pending(database)
         claim_us = claim_time(database)
         unpause_link(database, "a-b")
