@@ -1,4 +1,7 @@
-"""An open-loop load generator: POSTs pre-signed one-event requests at a fixed rate.
+"""An open-loop load generator: POSTs signed one-event requests at a fixed rate.
+
+It is itself Python on one core: past about 3,000 requests/s it cannot keep its rate, and
+what it reports as sent per second is then its own limit, not the relay's.
 
 ``python -m bench.load URL SITE KEYFILE RATE SECONDS FIRST`` prints a JSON line with what was
 sent, accepted (202) and refused. Open loop: it keeps the rate whatever the latency, so a relay
@@ -32,7 +35,7 @@ async def run(url: str, site: str, key: SiteKey, rate: float, seconds: float, fi
                                         headers=signatures.headers(key, body)) as resp:
                     await resp.read()
                     counts["accepted" if resp.status == 202 else "refused"] += 1
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, TimeoutError, OSError):
                 counts["errors"] += 1
         tasks = set()
         start = time.monotonic()
