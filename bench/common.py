@@ -24,9 +24,10 @@ from typing import Any
 import yaml
 
 from relay import config as config_module
-from relay import signatures
+from relay import links, signatures
 from relay.crypto import SiteKey
 from relay.keystore import KeyStore
+from relay.links import LinkBook
 
 SERVER_CORE, LOAD_CORE = "0", "1"
 
@@ -86,18 +87,26 @@ def relay_config(workdir: Path, port: int, partner_port: int, **delivery: Any) -
 
 
 def make_keys(config_path: Path) -> dict[str, SiteKey]:
+    """A key per site; each site recorded as tested (the stand-ins answer no connection test)
+    and every link started, so deliveries flow unless a benchmark pauses them."""
     config = config_module.load(config_path)
     store = KeyStore(config.database_path, config.master_key_path)
     try:
-        return {site: store.generate(site) for site in config.sites}
+        keys = {site: store.generate(site) for site in config.sites}
+        with LinkBook(config) as book:
+            for site in config.sites:
+                book.record_test(site, config.sites[site].url, str(store.key_id(site)), True,
+                                 [{"name": "benchmark", "status": "ok", "detail": "stand-in"}])
+            for link in config.links:
+                book.start(link)
+        return keys
     finally:
         store.close()
 
 
 def pause_link(database: Path, link: str) -> None:
     with sqlite3.connect(database) as conn:
-        conn.execute("INSERT OR REPLACE INTO link_states (link, paused, reason, changed_at) "
-                     "VALUES (?, 1, 'benchmark: deliveries held', ?)", (link, time.time()))
+        links.pause(conn, link, "benchmark: deliveries held", time.time())
 
 
 def one_event(n: int) -> dict[str, Any]:
@@ -218,8 +227,9 @@ def fill(database: Path, config_path: Path, first: int, last: int, chunk: int = 
 
 
 def unpause_link(database: Path, link: str) -> None:
+    """Resume a link ``make_keys`` started (its sites are tested) before the relay starts."""
     with sqlite3.connect(database) as conn:
-        conn.execute("DELETE FROM link_states WHERE link = ?", (link,))
+        conn.execute("UPDATE link_states SET paused = 0, reason = NULL WHERE link = ?", (link,))
 
 
 def pending(database: Path) -> int:

@@ -1,8 +1,9 @@
 """``create_app(config)``: the relay as an aiohttp application.
 
 Each resource is one cleanup context, set up before ``yield`` and torn down after, in reverse
-order: the database and key store, then the group commit, then delivery. So on shutdown the
-couriers finish first, then pending commits, then the database closes.
+order: the database and key store, then the group commit, then delivery, then the admin API's
+listener. So on shutdown the admin API stops first, the couriers finish, then pending commits,
+then the database closes.
 """
 
 from __future__ import annotations
@@ -16,11 +17,23 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from relay import queue
-from relay.appkeys import CONFIG, COURIERS, DATABASE, GROUP_COMMIT, KEYS, ROUTER
+from relay import admin, queue
+from relay.appkeys import (
+    CONFIG,
+    COURIER_TASKS,
+    COURIERS,
+    DATABASE,
+    GROUP_COMMIT,
+    KEYS,
+    LINKS,
+    METRICS,
+    ROUTER,
+)
 from relay.config import Config
 from relay.deliver import Courier
 from relay.keystore import KeyStore
+from relay.links import LinkGate
+from relay.metrics import Metrics, metrics_page, readyz
 from relay.receive import healthz, ping, receive_events
 from relay.routing import Router
 from relay.store import Database, GroupCommit
@@ -29,14 +42,19 @@ log = structlog.get_logger("relay.app")
 PRUNE_EVERY = 3600.0
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, metrics: Metrics | None = None) -> web.Application:
+    """``metrics``: counters to carry on with (a reload keeps them); new ones if not given."""
     app = web.Application(client_max_size=config["ingest.max_body_bytes"])
     app[CONFIG] = config
+    app[METRICS] = metrics or Metrics()
+    app[METRICS].know(config)
     app[ROUTER] = Router(config)
-    app.cleanup_ctx.extend([database_ctx, group_commit_ctx, delivery_ctx])
+    app.cleanup_ctx.extend([database_ctx, group_commit_ctx, delivery_ctx, admin_ctx])
     app.router.add_post("/v1/sites/{site}/events", receive_events)
     app.router.add_get("/v1/sites/{site}/ping", ping)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
     return app
 
 
@@ -65,24 +83,45 @@ async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
     reclaimed = await db.transaction(queue.reclaim_expired, time.time(), True)
     if reclaimed:
         log.info("leases_reclaimed", deliveries=reclaimed, at="start-up")
-    paused = await db.call(queue.paused_links)
+    # Which links may deliver (started, both sites tested, not paused); see relay/links.py.
+    gate = LinkGate(config, db, app[KEYS])
+    await gate.refresh()
+    app[LINKS] = gate
     connector = aiohttp.TCPConnector(limit_per_host=config["delivery.in_flight"],
                                      keepalive_timeout=60)
     session = aiohttp.ClientSession(connector=connector,
                                     headers={"User-Agent": "UserRelay/0.1"})
     couriers = {site.id: Courier(site, app[ROUTER].links_into(site.id), config, db, app[KEYS],
-                                 session, paused)
+                                 session, gate, app[METRICS])
                 for site in config.sites.values()}
     app[COURIERS] = couriers
+
+    def wake_all() -> None:  # a link may deliver again: its courier looks at the queue at once
+        for courier in couriers.values():
+            courier.wake()
+    gate.on_delivering(wake_all)
     tasks = [asyncio.create_task(c.run(), name=f"courier-{s}") for s, c in couriers.items()]
+    app[COURIER_TASKS] = tasks
     upkeep = asyncio.create_task(_upkeep(app, couriers), name="upkeep")
+    watch = asyncio.create_task(gate.run(), name="link-states")
     yield
     upkeep.cancel()
+    watch.cancel()
     await asyncio.gather(*(c.stop(config["delivery.shutdown_grace"]) for c in couriers.values()))
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, upkeep, return_exceptions=True)
+    await asyncio.gather(*tasks, upkeep, watch, return_exceptions=True)
+    await gate.stop()
     await session.close()
+
+
+async def admin_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The admin API on a listener of its own (relay/admin.py): it starts once everything it
+    reports on runs, and stops first, before the couriers do."""
+    runner = await admin.start(app)
+    yield
+    if runner is not None:
+        await runner.cleanup()
 
 
 async def _upkeep(app: web.Application, couriers: dict[str, Courier]) -> None:

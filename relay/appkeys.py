@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from relay.config import Config
 from relay.keystore import KeyStore
+from relay.links import LinkGate
 from relay.routing import Router
 from relay.store import Database, GroupCommit
+
+if TYPE_CHECKING:  # relay.metrics reads these keys: name its type only for the type checker
+    from relay.metrics import Metrics
 
 CONFIG = web.AppKey("config", Config)
 DATABASE = web.AppKey("database", Database)
@@ -16,3 +23,12 @@ ROUTER = web.AppKey("router", Router)
 GROUP_COMMIT = web.AppKey("group_commit", GroupCommit)
 # Set by delivery_ctx: one courier per target site, woken after new deliveries are committed.
 COURIERS = web.AppKey("couriers", dict)
+# Set by delivery_ctx: which links may deliver; ``await app[LINKS].refresh()`` after changing
+# a link's state or a site's test in this process, so the couriers see it at once.
+LINKS = web.AppKey("links", LinkGate)
+# Set by delivery_ctx: the couriers' tasks, which /readyz and the watchdog check are running.
+COURIER_TASKS: web.AppKey[list[asyncio.Task[None]]] = web.AppKey("courier_tasks")
+# The counters and gauges behind /metrics; kept across a reload (see create_app).
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+# Set by admin_ctx when the admin API listens: its address (http://host:port).
+ADMIN_URL = web.AppKey("admin_url", str)

@@ -1,4 +1,4 @@
-"""The ``userrelay`` command: serve, check-config, status, keys generate.
+"""The ``userrelay`` command: serve, check-config, status, keys generate and rotate.
 
 Every failure a user can cause ends in one clear message on stderr and a non-zero exit,
 never a traceback.
@@ -13,25 +13,29 @@ import importlib
 import json
 import os
 import signal
+import socket
+import sqlite3
 import sys
+import time
 from typing import IO
 
 import structlog
 from aiohttp import web
 
-from relay import __version__, logs
+from relay import __version__, logs, systemd
 from relay import config as config_module
 from relay import status as status_module
 from relay.app import create_app
 from relay.config import Config
 from relay.errors import ConfigError, UserRelayError
 from relay.keystore import KeyStore
+from relay.metrics import Metrics, not_ready
 from relay.store import connect_sync
 
 log = structlog.get_logger("relay.cli")
 DEFAULT_CONFIG = os.environ.get("USERRELAY_CONFIG", "config.yaml")
 #: Modules adding command groups; each has ``register(commands, default_config)``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("relay.cli_sites", "relay.cli_dead", "relay.cli_links")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("site")
     generate.add_argument("--config", default=DEFAULT_CONFIG, help="YAML configuration file")
     generate.set_defaults(run=_generate_key)
+    rotate = key_commands.add_parser(
+        "rotate", help="make a new key for a site (printed once); the old one stops at once, "
+        "or after --grace minutes")
+    rotate.add_argument("site")
+    rotate.add_argument("--grace", type=_minutes, default=0.0, metavar="MINUTES",
+                        help="keep accepting the previous key from the site this long, while "
+                        "the new one is pasted there (default 0: it stops at once)")
+    rotate.add_argument("--config", default=DEFAULT_CONFIG, help="YAML configuration file")
+    rotate.set_defaults(run=_generate_key)
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands, DEFAULT_CONFIG)
@@ -105,17 +118,37 @@ def _generate_key(args: argparse.Namespace) -> int:
     if args.site not in config.sites:
         raise ConfigError(args.config, [f"sites: no site {args.site!r}; configured sites: "
                                         f"{', '.join(config.sites) or '(none)'}"])
+    grace = getattr(args, "grace", 0.0) * 60
     store = KeyStore(config.database_path, config.master_key_path)
     try:
-        key = store.generate(args.site)
+        key = store.rotate(args.site, grace)
+        until = store.grace_until(args.site)
     finally:
         store.close()
     site = config.sites[args.site]
+    previous = ("Any previous key of this site no longer works." if until is None else
+                f"The previous key is still accepted from the site until "
+                f"{time.strftime('%H:%M:%S UTC', time.gmtime(until))} ({grace / 60:g} min).")
+    links = [lk.id for lk in config.links.values() if site.id in (lk.site, lk.remote)]
+    held = (f"\nLinks of this site ({', '.join(links)}) deliver nothing until it passes a "
+            f"connection test with the new key:\n\n    userrelay sites test {site.id}\n"
+            if links else "")
     print(f"New API key for site {site.id!r} ({site.label}). It is shown only this once;\n"
           f"paste it into that site's wp-config.php as\n\n"
           f"    define( 'USERRELAY_KEY', '{key.secret}' );\n\n"
-          f"or into Settings > UserRelay there. Any previous key of this site no longer works.")
+          f"or into Settings > UserRelay there. {previous}{held}")
     return 0
+
+
+def _minutes(text: str) -> float:
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = -1.0
+    if not 0 <= minutes <= 7 * 24 * 60:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected minutes from 0 to 10080 "
+                                         "(a week)")
+    return minutes
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -149,28 +182,162 @@ def _lock(config: Config) -> IO[bytes]:
 
 
 async def serve(config: Config) -> None:
-    app = create_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=config["delivery.shutdown_grace"])
-    await runner.setup()
-    site = web.TCPSite(runner, config["listen.host"], config["listen.port"])
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise UserRelayError(f"cannot listen on {config['listen.host']}:"
-                             f"{config['listen.port']}: {exc.strerror}") from None
-    host, port = runner.addresses[0][:2]
+    """Run the relay until SIGTERM or SIGINT; SIGHUP re-reads the configuration file.
+
+    Tells systemd (when it started us) READY=1 once the database is open and the port is
+    bound, RELOADING=1 then READY=1 around a reload, STOPPING=1 on the way out, and pings
+    its watchdog while the couriers, the group commit and the database answer.
+    """
+    systemd.notify("STATUS=Starting")
+    # Handled from the start: a reload asked for as soon as we say READY must not kill us.
+    signals: asyncio.Queue[int] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(signum, signals.put_nowait, signum)
+    daemon = _Daemon()
+    await daemon.start(config)
+    host, port = daemon.address
     log.info("relay_started", host=host, port=port, database=str(config.database_path),
              sites=sorted(config.sites), links=sorted(config.links), pid=os.getpid())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("relay_stopping", grace=config["delivery.shutdown_grace"])
-    await runner.cleanup()
+    systemd.notify("READY=1", f"STATUS={daemon.status()}")
+    interval = systemd.watchdog_interval()
+    watchdog = (asyncio.create_task(systemd.watchdog(interval, daemon.alive), name="watchdog")
+                if interval else None)
+    while await signals.get() == signal.SIGHUP:
+        await _reload(daemon)
+    systemd.notify("STOPPING=1", "STATUS=Stopping: letting in-flight deliveries finish")
+    log.info("relay_stopping", grace=daemon.config["delivery.shutdown_grace"])
+    if watchdog is not None:
+        watchdog.cancel()
+    await daemon.stop(closing=True)
     log.info("relay_stopped")
+
+
+class _Daemon:
+    """The running relay: one listening socket for its whole life, and the current app.
+
+    A reload replaces the app but keeps the socket open, so connections arriving meanwhile
+    wait in its backlog for the new app instead of being refused.
+    """
+
+    def __init__(self) -> None:
+        self.metrics = Metrics()  # carried across reloads: counters do not restart at zero
+        self.listener: socket.socket | None = None
+        self.runner: web.AppRunner | None = None
+        self.config: Config
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.listener is not None
+        host, port = self.listener.getsockname()[:2]
+        return str(host), int(port)
+
+    def status(self) -> str:
+        host, port = self.address
+        return (f"Listening on {host}:{port}; {len(self.config.sites)} sites, "
+                f"{len(self.config.links)} links")
+
+    async def start(self, config: Config) -> None:
+        """Open the database, start the workers, then take connections: in that order."""
+        runner = web.AppRunner(create_app(config, self.metrics), access_log=None,
+                               handle_signals=False,
+                               shutdown_timeout=config["delivery.shutdown_grace"])
+        try:
+            await runner.setup()
+            if self.listener is None:
+                self.listener = _listen(config["listen.host"], config["listen.port"])
+            await web.SockSite(runner, self.listener.dup()).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self.config, self.runner = config, runner
+
+    async def stop(self, closing: bool = False) -> None:
+        """Stop taking requests, let the couriers finish (within the grace), close the app.
+
+        ``closing``: for good; new connections are refused from now on.
+        """
+        if closing and self.listener is not None:
+            self.listener.close()  # the app's own copy of the socket closes with its site
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def alive(self) -> dict[str, str]:
+        """What is not working (for the watchdog); nothing while a reload swaps the apps,
+        which the shutdown grace bounds."""
+        if self.runner is None:
+            return {}
+        return await not_ready(self.runner.app, write=False)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                    flags=socket.AI_PASSIVE)[0][0]
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:
+        raise UserRelayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+async def _reload(daemon: _Daemon) -> None:
+    """Apply the configuration file again; a bad one is logged and the running one stays.
+
+    Nothing acknowledged is lost: the old app is shut down as on SIGTERM (requests answered,
+    in-flight deliveries finished or their leases released), and what is queued is in the
+    database, where the new app's couriers find it.
+    """
+    systemd.notify("RELOADING=1", systemd.monotonic_usec(), "STATUS=Reloading the configuration")
+    running = daemon.config
+    log.info("relay_reloading", source=running.source)
+    note = "; the last reload was refused, see the log"
+    try:
+        config = config_module.load(running.source)
+        _check_reloadable(running, config)
+    except ConfigError as exc:
+        _log_problems(exc)
+        log.error("reload_rejected", source=exc.source, problems=len(exc.problems),
+                  kept="the running configuration")
+    else:
+        await daemon.stop()
+        try:
+            await daemon.start(config)
+        except (UserRelayError, OSError, sqlite3.Error) as exc:
+            if isinstance(exc, ConfigError):  # found only at start, e.g. an unreadable file
+                _log_problems(exc)
+            else:
+                log.error("reload_problem", source=running.source, problem=str(exc))
+            log.error("reload_failed", source=running.source, kept="the running configuration")
+            try:
+                await daemon.start(running)
+            except (UserRelayError, OSError, sqlite3.Error) as again:
+                raise UserRelayError(f"cannot start again after a reload, with the new "
+                                     f"configuration or the old: {again}") from None
+        else:
+            log.info("relay_reloaded", source=running.source, sites=sorted(config.sites),
+                     links=sorted(config.links))
+            note = ""
+    systemd.notify("READY=1", f"STATUS={daemon.status()}{note}")
+
+
+def _log_problems(exc: ConfigError) -> None:
+    for problem in exc.problems:
+        log.error("reload_problem", source=exc.source, problem=problem)
+
+
+def _check_reloadable(running: Config, new: Config) -> None:
+    """What a reload cannot change: where the relay listens, its database and master key."""
+    problems = [
+        f"{key}: got {now!r}; the running relay has {was!r}, which only a restart changes "
+        "(systemctl restart userrelay)"
+        for key, was, now in (
+            ("listen.host", running["listen.host"], new["listen.host"]),
+            ("listen.port", running["listen.port"], new["listen.port"]),
+            ("database", str(running.database_path), str(new.database_path)),
+            ("master_key_file", str(running.master_key_path), str(new.master_key_path)))
+        if was != now]
+    if problems:
+        raise ConfigError(new.source, problems)
 
 
 if __name__ == "__main__":

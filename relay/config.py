@@ -7,6 +7,7 @@ This module knows nothing of the database or the network.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from relay.errors import ConfigError
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: Name of the systemd credential holding the master key ($CREDENTIALS_DIRECTORY/master.key).
+MASTER_KEY_CREDENTIAL = "master.key"
 
 
 def parse_duration(value: Any) -> float:
@@ -87,11 +90,19 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("listen.host", _text, "127.0.0.1", "Address the public listener binds to."),
     Setting("listen.port", _port, 8480, "Port of the public listener (0 picks a free one)."),
+    Setting("admin.host", _text, "127.0.0.1",
+            "Address the admin API listens on, apart from the sites' listener; keep it local."),
+    Setting("admin.port", _port, 8481, "Port of the admin API (0 picks a free one)."),
+    Setting("admin.token_file", _text, "",
+            "File holding the admin API's bearer token (one line, at least 32 characters); "
+            "relative to this file. Empty: the token comes from the environment variable "
+            "USERRELAY_ADMIN_TOKEN. With neither, the admin API is off."),
     Setting("database", _text, "var/userrelay.sqlite3",
             "SQLite file holding the queue, identities, receipts and keys; relative to this file."),
     Setting("master_key_file", _text, "",
             "File with the key that encrypts site keys at rest; created with mode 0600 on first "
-            "use. Empty: 'master.key' beside the database."),
+            "use. Empty: 'master.key' beside the database. Under systemd, a credential named "
+            "'master.key' (LoadCredential=) takes precedence."),
     Setting("ingest.max_body_bytes", _positive_int, 1_048_576,
             "Largest request body accepted from a site; larger ones get 413."),
     Setting("ingest.timestamp_tolerance", parse_duration, 300.0,
@@ -163,6 +174,12 @@ class Config:
 
     @property
     def master_key_path(self) -> Path:
+        # Under systemd, LoadCredential=master.key:FILE hands the service its own copy of the
+        # key, readable by it alone; that copy is the key (master_key_file names FILE for the
+        # administrator's commands, run outside the service).
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / MASTER_KEY_CREDENTIAL).is_file():
+            return Path(credentials) / MASTER_KEY_CREDENTIAL
         if self.values["master_key_file"]:
             return self.base_dir / str(self.values["master_key_file"])
         return self.database_path.parent / "master.key"

@@ -21,6 +21,8 @@ from relay import queue, signatures
 from relay.config import Config, Site
 from relay.constants import DEAD, DONE, PAUSE_STATUSES, PLUGIN_EVENTS_PATH, READY, RETRY_STATUSES
 from relay.keystore import KeyStore
+from relay.links import LinkGate
+from relay.metrics import Metrics
 from relay.queue import Claimed, Outcome
 from relay.retry import RetryPolicy, parse_retry_after
 from relay.store import Database
@@ -35,10 +37,12 @@ class Courier:
     """Delivers everything queued for one target site."""
 
     def __init__(self, site: Site, links: list[str], config: Config, db: Database,
-                 keys: KeyStore, session: aiohttp.ClientSession, paused: dict[str, str]) -> None:
+                 keys: KeyStore, session: aiohttp.ClientSession, gate: LinkGate,
+                 metrics: Metrics | None = None) -> None:
         self.site = site
+        self._metrics = metrics or Metrics()
         self._links = links
-        self._db, self._keys, self._session, self._paused = db, keys, session, paused
+        self._db, self._keys, self._session, self._gate = db, keys, session, gate
         self._url = site.url + PLUGIN_EVENTS_PATH
         self._batch_size = config["delivery.batch_size"]
         self._timeout = aiohttp.ClientTimeout(total=config["delivery.timeout"])
@@ -67,7 +71,7 @@ class Courier:
                 self._slots.release()
                 break
             self._wakeup.clear()
-            links = [link for link in self._links if link not in self._paused]
+            links = self._gate.deliverable(self._links)  # started, tested and not paused
             if not links:  # nothing may go to this site now: wait for a wake-up (or a look)
                 self._slots.release()
                 await self._sleep(IDLE_POLL)
@@ -115,9 +119,15 @@ class Courier:
             self._held_until = now + NO_KEY_WAIT
             await asyncio.shield(self._db.transaction(queue.release, batch, now + NO_KEY_WAIT))
             return
+        links = {d.link for d in batch}
+        if len(self._gate.deliverable(links)) < len(links):
+            # Held since the claim (a new key the site cannot know yet, a pause): give it back.
+            await asyncio.shield(self._db.transaction(queue.release, batch, now))
+            return
         body = json.dumps({"events": [{"id": str(d.id), **d.payload} for d in batch]},
                           separators=(",", ":")).encode()
         self.counters["requests"] += 1
+        sent = time.monotonic()
         try:
             async with self._session.post(self._url, data=body,
                                           headers=signatures.headers(key, body),
@@ -127,9 +137,11 @@ class Courier:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), now)
                 location = resp.headers.get("Location", "")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self._metrics.request_took(self.site.id, time.monotonic() - sent)
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             await self._retry_all(batch, None, f"cannot reach {self._url}: {error}", None)
             return
+        self._metrics.request_took(self.site.id, time.monotonic() - sent)
         if 200 <= status < 300:
             await self._settle(self._per_event(batch, answer))
         elif status in RETRY_STATUSES or status >= 500:
@@ -191,18 +203,24 @@ class Courier:
     async def _pause(self, batch: list[Claimed], reason: str) -> None:
         links = sorted({d.link for d in batch})
         for link in links:
-            self._paused[link] = reason
+            self._gate.hold(link, reason)
         log.error("link_paused", target=self.site.id, links=links, reason=reason)
+        self._metrics.paused(self.site.id, len(batch))
 
         def pause(conn: Any) -> None:
             for link in links:
                 queue.pause_link(conn, link, reason, time.time())
             queue.release(conn, batch, time.time())
 
-        await asyncio.shield(self._db.transaction(pause))
+        try:
+            await asyncio.shield(self._db.transaction(pause))
+        finally:  # stored (or failed, and the next look at the states says so): stop holding
+            for link in links:
+                self._gate.stored(link)
 
     async def _settle(self, outcomes: list[Outcome]) -> None:
         await asyncio.shield(self._db.transaction(queue.settle, outcomes, time.time()))
+        self._metrics.settled(self.site.id, [o.state for o in outcomes])
         self.wake()  # settling moved lines on or set a retry time: look at the queue again
         for o in outcomes:
             d = o.delivery

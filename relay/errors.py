@@ -3,11 +3,15 @@
     UserRelayError
      +-- ConfigError           the configuration file is wrong (key path, value, expectation)
      +-- KeyStoreError         a site has no key, or the master key cannot open it
+     +-- LinkNotReady          a link cannot start: names each site lacking a connection test
+     +-- SetupRefused          `userrelay sites add` cannot do what was asked; says why
      +-- RequestRejected       an incoming request is refused; carries its HTTP status
      |    +-- UnknownSite        404
+     |    +-- UnknownLink        404
      |    +-- BadSignature       401
      |    +-- BodyTooLarge       413
      |    +-- InvalidEvent       400, names the offending field
+     |    +-- InvalidRequest     400, an admin request or command: names the bad field
      +-- StoreUnavailable      the database cannot be written: answer 503, acknowledge nothing
 """
 
@@ -32,6 +36,19 @@ class KeyStoreError(UserRelayError):
     """A site's key is missing or cannot be decrypted."""
 
 
+class LinkNotReady(UserRelayError):
+    """A link cannot start: ``missing`` says, per site, which test it lacks and what to run."""
+
+    def __init__(self, link: str, missing: list[str]) -> None:
+        self.link = link
+        self.missing = missing
+        super().__init__(f"link {link!r} cannot start: {'; '.join(missing)}")
+
+
+class SetupRefused(UserRelayError):
+    """A guided set-up step is refused (an id in use, plain http to a remote host, …)."""
+
+
 class RequestRejected(UserRelayError):
     """An incoming request is refused with ``status`` and a message safe to show the sender."""
 
@@ -46,6 +63,10 @@ class UnknownSite(RequestRejected):
     status = 404
 
 
+class UnknownLink(RequestRejected):
+    status = 404
+
+
 class BadSignature(RequestRejected):
     status = 401
 
@@ -55,6 +76,12 @@ class BodyTooLarge(RequestRejected):
 
 
 class InvalidEvent(RequestRejected):
+    status = 400
+
+
+class InvalidRequest(RequestRejected):
+    """An admin API request or a ``userrelay dead`` command names a bad filter or value."""
+
     status = 400
 
 

@@ -32,8 +32,8 @@ def resolve(conn: sqlite3.Connection, site: str, user_id: int, email: str, login
     person, new = None, False
     for partner, field in match_by:
         value = email if field == "email" else login
-        hit = conn.execute(f"SELECT person FROM accounts WHERE {field} = ? AND site = ?",  # noqa: S608
-                           (value, partner)).fetchone()
+        hit = conn.execute(f"SELECT person FROM accounts WHERE site = ? AND {field} = ?",
+                           (partner, value)).fetchone()
         if hit is not None:
             person = int(hit[0])
             break

@@ -4,19 +4,44 @@ A key generated again (by the CLI, in another process) must replace the old one 
 change of a key therefore also replaces a small marker file beside the database; a request
 costs one ``stat`` of it, and the cache is dropped whenever it changed. (Reading the table on
 every request costs ten times more under load: each read takes WAL locks.)
+
+A rotation may keep the previous key valid for a grace period: ``accepted`` then lists both,
+so a site still signing with its old key is not refused while its admin pastes the new one.
+Deliveries are always signed with the current key (``get``). Each stored key has an id
+(``key_id``: a hash of its sealed form, never of the key) so a connection test can tell
+whether the key it tested is still the site's key.
+
+    store = KeyStore(config.database_path, config.master_key_path)
+    key = store.rotate("shop", grace=30 * 60)   # the old key is accepted for 30 more minutes
+    store.end_grace("shop")                     # ... or no longer, from now
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from relay.crypto import MasterKey, SiteKey
 from relay.errors import KeyStoreError
 from relay.store import connect_sync
+
+
+def key_id(sealed: bytes) -> str:
+    """The id of a stored key: a hash of its sealed form (random per generation), not the key."""
+    return hashlib.sha256(sealed).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    current: SiteKey
+    key_id: str
+    previous: SiteKey | None
+    previous_until: float | None
 
 
 class KeyStore:
@@ -27,34 +52,103 @@ class KeyStore:
         if not self._marker.exists():
             self._changed()
         self._seen: tuple[int, int, int] | None = None
-        self._cache: dict[str, SiteKey | None] = {}
+        self._cache: dict[str, _Entry | None] = {}
 
     def close(self) -> None:
         self._conn.close()
 
     def get(self, site: str) -> SiteKey | None:
+        """The site's current key: what deliveries are signed with."""
+        entry = self._entry(site)
+        return None if entry is None else entry.current
+
+    def accepted(self, site: str, now: float | None = None) -> list[SiteKey]:
+        """The keys a request from ``site`` may be signed with: the current one, and the
+        previous one while its grace lasts."""
+        entry = self._entry(site)
+        if entry is None:
+            return []
+        now = time.time() if now is None else now
+        if entry.previous is not None and entry.previous_until is not None \
+                and now < entry.previous_until:
+            return [entry.current, entry.previous]
+        return [entry.current]
+
+    def key_id(self, site: str) -> str | None:
+        """The id of the site's current key (None without one); it changes with every new key."""
+        entry = self._entry(site)
+        return None if entry is None else entry.key_id
+
+    def grace_until(self, site: str, now: float | None = None) -> float | None:
+        """Until when the previous key is still accepted, if it is now."""
+        entry = self._entry(site)
+        now = time.time() if now is None else now
+        if entry is None or entry.previous_until is None or entry.previous_until <= now:
+            return None
+        return entry.previous_until
+
+    def version(self) -> tuple[int, int, int] | None:
+        """Changes whenever any key changes (in any process): one ``stat``."""
         try:
             st = os.stat(self._marker)
-            seen = (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
-            seen = None
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _entry(self, site: str) -> _Entry | None:
+        seen = self.version()
         if seen != self._seen or seen is None:
             self._cache.clear()
             self._seen = seen
         if site not in self._cache:
-            row = self._conn.execute("SELECT sealed FROM site_keys WHERE site = ?",
-                                     (site,)).fetchone()
-            self._cache[site] = None if row is None else self._master.open(bytes(row[0]), site)
+            row = self._conn.execute("SELECT sealed, previous_sealed, previous_until "
+                                     "FROM site_keys WHERE site = ?", (site,)).fetchone()
+            if row is None:
+                self._cache[site] = None
+            else:
+                sealed = bytes(row[0])
+                previous = None if row[1] is None else self._master.open(bytes(row[1]), site)
+                self._cache[site] = _Entry(self._master.open(sealed, site), key_id(sealed),
+                                           previous, row[2])
         return self._cache[site]
 
     def generate(self, site: str) -> SiteKey:
         """Make a new key for ``site``; the old one stops working at once."""
+        return self.rotate(site)
+
+    def rotate(self, site: str, grace: float = 0.0, now: float | None = None) -> SiteKey:
+        """Make a new key for ``site``. The old one stops working at once, or, with ``grace``
+        seconds, is still accepted from the site until then (never used to sign)."""
         key = SiteKey.generate()
-        self._write("INSERT INTO site_keys (site, sealed, created_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (site) DO UPDATE SET sealed = excluded.sealed, "
-                    "created_at = excluded.created_at",
-                    (site, self._master.seal(key), time.time()), site)
+        now = time.time() if now is None else now
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute("SELECT sealed FROM site_keys WHERE site = ?",
+                                         (site,)).fetchone()
+                previous = bytes(row[0]) if row is not None and grace > 0 else None
+                self._conn.execute(
+                    "INSERT INTO site_keys (site, sealed, created_at, previous_sealed, "
+                    "previous_until) VALUES (?, ?, ?, ?, ?) ON CONFLICT (site) DO UPDATE SET "
+                    "sealed = excluded.sealed, created_at = excluded.created_at, "
+                    "previous_sealed = excluded.previous_sealed, "
+                    "previous_until = excluded.previous_until",
+                    (site, self._master.seal(key), now, previous,
+                     now + grace if previous is not None else None))
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise KeyStoreError(f"cannot store the key of site {site!r}: {exc}") from None
+        self._changed()
         return key
+
+    def end_grace(self, site: str, at: float | None = None) -> None:
+        """Stop accepting ``site``'s previous key at ``at`` (now by default)."""
+        at = time.time() if at is None else at
+        self._write("UPDATE site_keys SET previous_until = ? WHERE site = ? "
+                    "AND previous_sealed IS NOT NULL", (at, site), site)
 
     def revoke(self, site: str) -> None:
         """Remove ``site``'s key: nothing it signs is accepted until a new one is generated."""

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from relay import identity
+from relay import identity, links
 from relay.constants import DONE, LEASED, READY, SUPERSEDED, WAITING
 from relay.events import Event, for_target, merge_updates
 from relay.routing import Route
@@ -230,9 +230,8 @@ def prune(conn: sqlite3.Connection, finished_before: float, seen_before: float) 
 
 
 def pause_link(conn: sqlite3.Connection, link: str, reason: str, now: float) -> None:
-    conn.execute("INSERT INTO link_states (link, paused, reason, changed_at) VALUES (?, 1, ?, ?) "
-                 "ON CONFLICT (link) DO UPDATE SET paused = 1, reason = excluded.reason, "
-                 "changed_at = excluded.changed_at", (link, reason, now))
+    """Pause a link whose target refused a whole request (see relay/links.py for the states)."""
+    links.pause(conn, link, reason, now)
 
 
 def paused_links(conn: sqlite3.Connection) -> dict[str, str]:

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from relay import __version__, queue, signatures
-from relay.appkeys import CONFIG, COURIERS, GROUP_COMMIT, KEYS, ROUTER
+from relay import __version__, metrics, signatures
+from relay.appkeys import CONFIG, COURIERS, GROUP_COMMIT, KEYS, METRICS, ROUTER
 from relay.errors import BadSignature, BodyTooLarge, RequestRejected, StoreUnavailable, UnknownSite
 from relay.events import parse_batch
 
@@ -51,15 +51,17 @@ async def authenticated_body(request: web.Request) -> tuple[str, bytes]:
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(f"the body is larger than {config['ingest.max_body_bytes']} bytes; "
                            "send fewer events per request") from None
-    key = request.app[KEYS].get(site)
-    if key is None:
+    # The current key, and the previous one while a rotation's grace lasts.
+    keys = request.app[KEYS].accepted(site)
+    if not keys:
         raise BadSignature(f"site {site!r} has no key at the relay yet")
     h = request.headers
-    signatures.verify([key], h.get("webhook-id"), h.get("webhook-timestamp"),
+    signatures.verify(keys, h.get("webhook-id"), h.get("webhook-timestamp"),
                       h.get("webhook-signature"), body, config["ingest.timestamp_tolerance"])
     return site, body
 
 
+@metrics.counted
 @answers_errors
 async def receive_events(request: web.Request) -> web.Response:
     app = request.app
@@ -67,8 +69,9 @@ async def receive_events(request: web.Request) -> web.Response:
     h = request.headers
     events = parse_batch(body)
     routes = app[ROUTER].routes_from(site)
-    status, answer = await app[GROUP_COMMIT].submit(
-        queue.accept, site, h["webhook-id"], events, routes, time.time())
+    status, answer, repeat = await app[GROUP_COMMIT].submit(
+        metrics.accept, site, h["webhook-id"], events, routes, time.time())
+    app[METRICS].ingested(site, answer, len(events), repeat)
     if answer.get("deliveries"):
         for route in routes:
             app[COURIERS][route.target].wake()

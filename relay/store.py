@@ -23,12 +23,14 @@ from relay.errors import StoreUnavailable
 log = structlog.get_logger("relay.store")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS site_keys (
     site        TEXT PRIMARY KEY,
     sealed      BLOB NOT NULL,          -- SecretBox(whsec_ key) under the master key
-    created_at  REAL NOT NULL
+    created_at  REAL NOT NULL,
+    previous_sealed BLOB,               -- the key before a rotation with grace, still accepted
+    previous_until  REAL                -- ... from the site until then
 );
 -- One row per accepted request: a repeated webhook-id gets this answer again.
 CREATE TABLE IF NOT EXISTS receipts (
@@ -62,8 +64,10 @@ CREATE TABLE IF NOT EXISTS accounts (
     login       TEXT,
     PRIMARY KEY (site, user_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS accounts_email ON accounts (email, site);
-CREATE INDEX IF NOT EXISTS accounts_login ON accounts (login, site);
+-- First contact: a partner's account by email or login. Covering (person included), or SQLite
+-- prefers the primary key's (site) prefix and walks every account of the site.
+CREATE INDEX IF NOT EXISTS accounts_by_email ON accounts (site, email, person);
+CREATE INDEX IF NOT EXISTS accounts_by_login ON accounts (site, login, person);
 CREATE INDEX IF NOT EXISTS accounts_person ON accounts (person, site);
 -- One row per (event, target site). Never deleted when claimed: a lease marks it in flight.
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -97,13 +101,41 @@ CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (updated_at)
     WHERE state IN ('done', 'superseded');
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (target, updated_at)
     WHERE state = 'dead';
+-- Status: each target's last success and deliveries per minute, its last failure and why.
+CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (target, updated_at)
+    WHERE state = 'done';
+CREATE INDEX IF NOT EXISTS deliveries_failed ON deliveries (target, updated_at)
+    WHERE last_error IS NOT NULL;
+-- A link without a row is a draft (or tested); see relay/links.py for the states.
 CREATE TABLE IF NOT EXISTS link_states (
     link        TEXT PRIMARY KEY,
     paused      INTEGER NOT NULL,
     reason      TEXT,
-    changed_at  REAL NOT NULL
+    changed_at  REAL NOT NULL,
+    started     INTEGER NOT NULL DEFAULT 0  -- an admin started it: it delivers while tested
+);
+-- Each site's last connection test, and the last one that passed (what lets its links deliver).
+-- A fingerprint is sha256 of the site's URL and its key's id then: never the key itself.
+CREATE TABLE IF NOT EXISTS site_tests (
+    site        TEXT PRIMARY KEY,
+    tested_at   REAL NOT NULL,
+    passed      INTEGER NOT NULL,
+    checks      TEXT NOT NULL,          -- JSON: each check's name, status, detail and fix
+    url         TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    passed_at   REAL,
+    passed_url  TEXT,
+    passed_fingerprint TEXT
 );
 """
+#: Changes to tables an older database already has, by the version that made them. (New tables
+#: and indexes need no entry: SCHEMA creates whatever is missing.)
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("DROP INDEX IF EXISTS accounts_email", "DROP INDEX IF EXISTS accounts_login",
+        "ALTER TABLE link_states ADD COLUMN started INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE site_keys ADD COLUMN previous_sealed BLOB",
+        "ALTER TABLE site_keys ADD COLUMN previous_until REAL"),
+}
 
 
 def connect_sync(path: Path) -> sqlite3.Connection:
@@ -120,10 +152,39 @@ def prepare(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA foreign_keys=OFF")
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version < SCHEMA_VERSION:
-        conn.executescript(SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        _migrate(conn)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema up to date, once, even with several processes opening it at once."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # again, under the lock
+        if version < SCHEMA_VERSION:
+            if version > 0:  # an older database: alter the tables it has, keeping their rows
+                for target in sorted(MIGRATIONS):
+                    if version < target:
+                        for statement in MIGRATIONS[target]:
+                            conn.execute(statement)
+            for statement in _statements(SCHEMA):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements, one by one (``executescript`` would commit our transaction)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    return statements
 
 
 class Database:
@@ -185,6 +246,10 @@ class GroupCommit:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         if self._task is not None:

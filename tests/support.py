@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +20,23 @@ from relay import config as config_module
 from relay import signatures
 from relay.config import Config
 from relay.crypto import SiteKey
+from relay.errors import BadSignature
 from relay.keystore import KeyStore
+from relay.links import LinkBook
 
 Responder = Callable[[dict[str, Any]], Awaitable[web.Response] | web.Response]
 
 
 def settings(tmp_path: Path, sites: list[dict[str, Any]], links: list[dict[str, Any]],
-             ingest: dict[str, Any] | None = None, **delivery: Any) -> Config:
-    """A relay configuration on a fresh database in ``tmp_path``, with quick retries."""
+             ingest: dict[str, Any] | None = None, admin: dict[str, Any] | None = None,
+             **delivery: Any) -> Config:
+    """A relay configuration on a fresh database in ``tmp_path``, with quick retries.
+
+    ``admin``: settings of the admin API (which listens on a free port when it has a token).
+    """
     document = {
         "listen": {"host": "127.0.0.1", "port": 0},
+        "admin": {"port": 0, **(admin or {})},
         "database": str(tmp_path / "relay.sqlite3"),
         "delivery": {"retry_schedule": [0.05], "jitter": 0, "timeout": 5, "lease": 10,
                      "shutdown_grace": 2, **delivery},
@@ -53,6 +63,8 @@ def event(event_id: str, user_id: int, actions: list[str], email: str | None = N
     if "password" in actions:
         body["password_hash"] = "$P$Bexamplehashexamplehashexampl"
     body.update(user)
+    if "password_hash" in body:
+        secret(body["password_hash"])
     return {"id": event_id, "occurred_at": time.time(), "actions": actions, "user": body}
 
 
@@ -67,6 +79,12 @@ class Partner:
     server: TestServer | None = None
     next_user_id: int = 1000
     user_ids: dict[str, int] = field(default_factory=dict)
+    # What its ping answers (docs/protocol.md, Ping): as the plugin on WordPress 6.1 does.
+    site_id: str | None = None
+    relay_url: str | None = None
+    wordpress: str = "6.1.9"
+    hash_formats: list[str] = field(default_factory=lambda: ["phpass", "bcrypt"])
+    clock_offset: float = 0.0
 
     @property
     def url(self) -> str:
@@ -95,6 +113,42 @@ class Partner:
             return response  # type: ignore[return-value]
         return web.json_response({"results": [self.applied(e) for e in document["events"]]})
 
+    async def ping(self, request: web.Request) -> web.Response:
+        """The plugin's signed ping, ``?check_relay=1`` included, on this site's clock."""
+        now = time.time() + self.clock_offset
+        date = {"Date": formatdate(now, usegmt=True)}
+        h = request.headers
+        try:
+            signatures.verify([self.key] if self.key else [], h.get("webhook-id"),
+                              h.get("webhook-timestamp"), h.get("webhook-signature"), b"", 300,
+                              now=now)
+        except BadSignature as exc:
+            code = ("userrelay_stale_timestamp" if exc.message.startswith("webhook-timestamp")
+                    else "userrelay_bad_signature")
+            return web.json_response({"code": code, "message": exc.message,
+                                      "data": {"status": 401}}, status=401, headers=date)
+        answer: dict[str, Any] = {"site": self.site_id, "wordpress": self.wordpress,
+                                  "plugin": "0.1.0", "hash_formats": self.hash_formats,
+                                  "time": now}
+        if request.query.get("check_relay") == "1":
+            answer["relay_check"] = await self.check_relay(now)
+        return web.json_response(answer, headers=date)
+
+    async def check_relay(self, now: float) -> dict[str, Any]:
+        """What the plugin reports of its own signed ping to the relay."""
+        import aiohttp
+        url = self.relay_url or ""
+        assert self.key is not None
+        try:
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"{url}/v1/sites/{self.site_id}/ping",
+                    headers=signatures.headers(self.key, b"", now=now)) as resp:
+                status, body = resp.status, await resp.json(content_type=None)
+        except (aiohttp.ClientError, OSError) as exc:
+            return {"url": url, "status": None, "error": f"cURL error 7: {exc}"}
+        return {"url": url, "status": status,
+                "error": None if status == 200 else body.get("error")}
+
     def applied(self, e: dict[str, Any]) -> dict[str, Any]:
         """The answer of a plugin that applied the event to a user of its own."""
         email = e["user"]["email"]
@@ -114,6 +168,10 @@ class Relay:
     client: TestClient
     keys: dict[str, SiteKey]
 
+    @property
+    def url(self) -> str:
+        return str(self.client.make_url("")).rstrip("/")
+
     async def post(self, site_id: str, events: list[dict[str, Any]],
                    webhook_id: str | None = None, key: SiteKey | None = None,
                    timestamp: float | None = None) -> tuple[int, Any]:
@@ -128,12 +186,31 @@ class Relay:
             return conn.execute(sql, params).fetchall()
 
 
-def generate_keys(config: Config) -> dict[str, SiteKey]:
+def generate_keys(config: Config, start_links: bool = True) -> dict[str, SiteKey]:
+    """A key for every site; then, unless ``start_links`` is false, every site marked tested
+    and every link started, as an admin would once the sites pass their connection tests."""
     store = KeyStore(config.database_path, config.master_key_path)
     try:
-        return {site_id: store.generate(site_id) for site_id in config.sites}
+        keys = {site_id: secret_key(store.generate(site_id)) for site_id in config.sites}
+        if start_links:
+            for site_id in config.sites:
+                mark_tested(config, store, site_id)
+            with LinkBook(config) as book:
+                for link in config.links:
+                    book.start(link)
+        return keys
     finally:
         store.close()
+
+
+def mark_tested(config: Config, store: KeyStore, site_id: str) -> None:
+    """Record that ``site_id`` passed a connection test with its current URL and key (for
+    stand-ins that do not answer one, such as a site that only ever sends)."""
+    key_id = store.key_id(site_id)
+    assert key_id is not None, f"site {site_id!r} has no key"
+    with LinkBook(config) as book:
+        book.record_test(site_id, config.sites[site_id].url, key_id, True,
+                         [{"name": "stand-in", "status": "ok", "detail": "marked tested"}])
 
 
 
@@ -164,6 +241,7 @@ class RelayProcess:
         async for raw in self.process.stderr:
             text = raw.decode(errors="replace")
             self.raw.append(text)
+            record("relay-process", text)
             try:
                 line = json.loads(text)
             except ValueError:
@@ -229,3 +307,112 @@ async def until(predicate: Any, timeout: float = 10) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+# --- secrets and output ---------------------------------------------------------------------
+# Every key, admin token and password hash the suite makes is registered here; everything the
+# relay logs (in this process and in relay processes) and every status, admin API and CLI
+# output the tests record lands in one directory per session. At the end of the session,
+# tests/conftest.py fails the run if any secret appears in any of it.
+
+#: The secrets made so far in this session.
+SECRETS: set[str] = set()
+#: The session's output directory (set by tests/conftest.py; None outside pytest).
+OUTPUT_DIR: Path | None = None
+
+
+def secret(value: str) -> str:
+    """Register ``value`` as a secret that no output may contain; returns it."""
+    SECRETS.add(value)
+    return value
+
+
+def secret_key(key: SiteKey) -> SiteKey:
+    """Register a site key: the whole ``whsec_`` string and the base64 of its bytes."""
+    secret(key.secret)
+    secret(key.secret.removeprefix("whsec_"))
+    return key
+
+
+def record(name: str, text: str) -> str:
+    """Append ``text`` (output of the relay, a command or the admin API) to the session's
+    ``name``.log, which is checked for secrets at the end of the session; returns ``text``."""
+    if OUTPUT_DIR is not None:
+        with open(OUTPUT_DIR / f"{name}.log", "a", encoding="utf-8") as out:
+            out.write(text if text.endswith("\n") else text + "\n")
+    return text
+
+
+def output_file(name: str) -> Path | None:
+    """A file for a relay process to write its log to, in the session's output directory."""
+    return None if OUTPUT_DIR is None else OUTPUT_DIR / f"{name}.log"
+
+
+def leaks(folder: Path, secrets: set[str]) -> list[str]:
+    """Where any of ``secrets`` appears in the files under ``folder``: one line per finding,
+    naming the file, the line and the secret by its first characters only."""
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace")
+                                      .splitlines(), 1):
+            for value in secrets:
+                if value in line:
+                    found.append(f"{path.name}:{number}: a secret starting {value[:8]!r}…")
+    return found
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``userrelay ARGS`` as a child process; its output is recorded (see ``record``)."""
+    result = subprocess.run([sys.executable, "-m", "relay", *args], capture_output=True,
+                            text=True, check=False, timeout=60)
+    record("cli", f"$ userrelay {' '.join(args)}\n{result.stdout}{result.stderr}")
+    if check:
+        assert 0 == result.returncode, result.stderr
+    return result
+
+
+@dataclass
+class AdminClient:
+    """The admin API of a running relay, called with ``token`` unless told otherwise."""
+
+    url: str
+    token: str
+
+    async def call(self, method: str, path: str, body: Any = None,
+                   params: dict[str, str] | None = None,
+                   authorization: str | None = "bearer", recorded: bool = True
+                   ) -> tuple[int, Any]:
+        """``authorization``: "bearer" sends the token; None sends no header; any other
+        string is sent as the header as it is. ``recorded``: false only for the one answer
+        meant to carry a secret (a new key). Answers (status, JSON or text)."""
+        import aiohttp
+        headers = {}
+        if authorization == "bearer":
+            headers["Authorization"] = f"Bearer {self.token}"
+        elif authorization is not None:
+            headers["Authorization"] = authorization
+        async with aiohttp.ClientSession() as session, session.request(
+                method, f"{self.url}{path}", json=body, params=params,
+                headers=headers) as resp:
+            text = await resp.text()
+        if recorded:
+            record("admin-api", f"{method} {path} -> {resp.status}\n{text}")
+        try:
+            return resp.status, json.loads(text)
+        except ValueError:
+            return resp.status, text
+
+
+def config_file(config: Config, path: Path) -> Path:
+    """``config`` written out as a YAML file (database, sites and links), for the CLI."""
+    import yaml
+    path.write_text(yaml.safe_dump({
+        "database": str(config.database_path),
+        "sites": [{"id": s.id, "label": s.label, "url": s.url, "allow_http": s.allow_http}
+                  for s in config.sites.values()],
+        "links": [{"id": lk.id, "site": lk.site, "remote": lk.remote,
+                   "direction": lk.direction, "sync": list(lk.sync),
+                   "incoming": sorted(lk.incoming), "outgoing": sorted(lk.outgoing),
+                   "match_by": lk.match_by} for lk in config.links.values()],
+    }))
+    return path

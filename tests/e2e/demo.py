@@ -32,10 +32,8 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with build_world(base, (port_a, port_b)) as world:
-        world.relay.restart_with([{"id": "a-b", "site": "a", "remote": "b",
-                                   "direction": "bidirectional",
-                                   "outgoing": ["create", "edit", "roles", "password"],
-                                   "incoming": ["create", "edit", "roles", "password"]}])
+        world.link("bidirectional", outgoing=["create", "edit", "roles", "password"],
+                   incoming=["create", "edit", "roles", "password"])
         print("UserRelay demo: two WordPress sites, linked both ways.\n")
         for site in (world.a, world.b):
             print(f"  site {site.name}: {site.url}/wp-admin/   "

@@ -21,6 +21,7 @@ import yaml
 from relay import config as config_module
 from relay.keystore import KeyStore
 from tests.e2e.wplab import Lab, Site
+from tests.support import output_file, record, secret_key
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "plugin-stub" / "userrelay"
@@ -54,7 +55,8 @@ class RelayDaemon:
         self.port = free_port()
         self.sites = sites
         self.config_path = workdir / "relay.yaml"
-        self.log_path = workdir / "relay.log"
+        # In the test session, beside all other relay output (checked for secrets at its end).
+        self.log_path = output_file("e2e-relay") or workdir / "relay.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.configure([])
 
@@ -78,7 +80,7 @@ class RelayDaemon:
         config = config_module.load(self.config_path)
         store = KeyStore(config.database_path, config.master_key_path)
         try:
-            return {name: store.generate(name).secret for name in self.sites}
+            return {name: secret_key(store.generate(name)).secret for name in self.sites}
         finally:
             store.close()
 
@@ -117,6 +119,17 @@ class RelayDaemon:
         self.configure(links, **delivery)
         self.start()
 
+    def userrelay(self, *args: str, keep_output: bool = True) -> subprocess.CompletedProcess[str]:
+        """``userrelay ARGS --config …`` as an admin runs it, beside the running relay; its
+        output is kept with the session's (checked for secrets) unless ``keep_output`` is false
+        (``keys rotate`` prints a key, once, on purpose)."""
+        result = subprocess.run([sys.executable, "-m", "relay", *args, "--config",
+                                 str(self.config_path)], capture_output=True, text=True,
+                                check=False, cwd=ROOT, timeout=120)
+        if keep_output:
+            record("e2e-cli", f"$ userrelay {' '.join(args)}\n{result.stdout}{result.stderr}")
+        return result
+
     def db(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         import sqlite3
         with sqlite3.connect(self.workdir / "relay.sqlite3") as conn:
@@ -134,10 +147,21 @@ class World:
 
     def link(self, direction: str, outgoing: list[str] | None = None,
              incoming: list[str] | None = None, match_by: str = "email") -> None:
-        """Set up site a's link to b, and restart the relay with it."""
+        """Set up site a's link to b, restart the relay with it, and, as an admin does, test
+        both sites' connections and start the link."""
         self.relay.restart_with([{"id": "a-b", "site": "a", "remote": "b",
                                   "direction": direction, "outgoing": outgoing or ALL,
                                   "incoming": incoming or ALL, "match_by": match_by}])
+        for site in ("a", "b"):
+            self.admin("sites", "test", site)
+        self.admin("links", "start", "a-b")
+
+    def admin(self, *args: str) -> str:
+        """Run a ``userrelay`` command that must succeed; its output."""
+        result = self.relay.userrelay(*args)
+        assert 0 == result.returncode, (f"userrelay {' '.join(args)} exited "
+                                        f"{result.returncode}:\n{result.stdout}{result.stderr}")
+        return result.stdout
 
     def quiet(self) -> None:
         """Wait until both outboxes are empty and the relay has nothing pending."""

@@ -106,6 +106,21 @@ final class UserRelay_Relay_Client {
 	}
 
 	/**
+	 * The signed ping of the relay, summed up for the relay's own connection test: the relay's
+	 * URL as set here, the status it answered (null when it could not be reached) and why not.
+	 *
+	 * @return array{url: string, status: int|null, error: string|null}
+	 */
+	public function relay_check(): array {
+		$answer = $this->probe();
+		return array(
+			'url'    => $this->settings->url(),
+			'status' => $answer['status'],
+			'error'  => 200 === $answer['status'] ? null : self::error_text( $answer ),
+		);
+	}
+
+	/**
 	 * The relay's events URL for this site.
 	 */
 	public function events_url(): string {

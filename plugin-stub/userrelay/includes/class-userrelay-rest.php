@@ -91,7 +91,13 @@ final class UserRelay_REST {
 				'callback'            => array( $this, 'ping' ),
 				// Public: signed by the relay like a delivery (over an empty body).
 				'permission_callback' => array( $this, 'check_signature' ),
-				'args'                => array(),
+				'args'                => array(
+					'check_relay' => array(
+						'description' => __( 'Also send a signed ping to the relay and report its answer (the relay\'s connection test).', 'userrelay' ),
+						'type'        => 'boolean',
+						'default'     => false,
+					),
+				),
 			)
 		);
 		register_rest_route(
@@ -162,20 +168,24 @@ final class UserRelay_REST {
 	}
 
 	/**
-	 * GET /ping: who we are and what we can take (Test Connection on the relay side).
+	 * GET /ping: who we are, what we can take and our clock (the relay's connection test).
+	 * With check_relay, also whether the relay accepts a ping signed here (the other way).
 	 *
+	 * @param WP_REST_Request $request The request.
 	 * @return WP_REST_Response
 	 */
-	public function ping() {
-		return new WP_REST_Response(
-			array(
-				'site'         => $this->settings->site(),
-				'wordpress'    => get_bloginfo( 'version' ),
-				'plugin'       => USERRELAY_PLUGIN_VERSION,
-				'hash_formats' => UserRelay_Delivery_Checks::hash_formats(),
-			),
-			200
+	public function ping( WP_REST_Request $request ) {
+		$answer = array(
+			'site'         => $this->settings->site(),
+			'wordpress'    => get_bloginfo( 'version' ),
+			'plugin'       => USERRELAY_PLUGIN_VERSION,
+			'hash_formats' => UserRelay_Delivery_Checks::hash_formats(),
+			'time'         => microtime( true ),
 		);
+		if ( $request->get_param( 'check_relay' ) ) {
+			$answer['relay_check'] = ( new UserRelay_Relay_Client( $this->settings ) )->relay_check();
+		}
+		return new WP_REST_Response( $answer, 200 );
 	}
 
 	/**

@@ -1,0 +1,421 @@
+"""``userrelay sites add``: the guided set-up of a site, its key and its link to a remote site.
+
+Owns the questions and their order: the site (id, label, address), the relay's address as the
+site reaches it, then the link to an existing site (sync type, direction, actions each way,
+matching). On a terminal each question is asked with its default in brackets and asked again,
+with the reason, until the answer is valid; a flag given answers its question. Without a
+terminal only flags are used. Nothing is written until every answer is in and the edited file
+passes the relay's own validation (``relay.config_file``); Ctrl-C or end of input writes nothing.
+The new key is shown once, never written to the configuration or a log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from relay import config as config_module
+from relay.config import Config
+from relay.config_file import ConfigFile
+from relay.constants import ACTIONS, MATCH_BY, RECOMMENDED_ACTIONS, SYNC_TYPES_PLANNED
+from relay.errors import ConfigError, SetupRefused
+from relay.keystore import KeyStore
+
+Check = Callable[[str], str | None]
+LOOPBACK = "127.0.0.0/8, ::1, localhost"
+#: One line on each direction, as seen from the site the link is set up on.
+DIRECTION_HELP = {
+    "push": "{site} is the source: its changes go to {remote}",
+    "pull": "{remote} is the source: {site} takes {remote}'s changes",
+    "bidirectional": "both: changes go each way, and a change on either side can overwrite "
+                     "the other",
+}
+_PLACEHOLDER_URL = "https://site.invalid"
+
+
+class Prompt:
+    """Questions on a terminal: a default in brackets, asked again with the reason until valid.
+
+    ``read`` and ``write`` default to ``input`` and ``print``; tests pass their own.
+    """
+
+    def __init__(self, read: Callable[[str], str] = input,
+                 write: Callable[[str], None] = print) -> None:
+        self._read = read
+        self._write = write
+
+    def say(self, text: str = "") -> None:
+        self._write(text)
+
+    def ask(self, question: str, default: str | None = None, check: Check | None = None) -> str:
+        shown = f" [{default}]" if default else ""
+        while True:
+            answer = self._read(f"{question}{shown}: ").strip() or default
+            problem = "an answer is needed" if not answer else check(answer) if check else None
+            if answer and problem is None:
+                return answer
+            self.say(f"  {problem}")
+
+    def confirm(self, question: str, default: bool) -> bool:
+        while True:
+            answer = self._read(f"{question} [{'Y/n' if default else 'y/N'}]: ").strip().lower()
+            if not answer:
+                return default
+            if answer in ("y", "yes", "n", "no"):
+                return answer.startswith("y")
+            self.say("  answer y or n")
+
+
+def register_sites(actions: Any, default_config: str) -> None:
+    """``userrelay sites add`` (see relay/cli_sites.py)."""
+    add = actions.add_parser(
+        "add", help="add a site, make its key and link it to an existing site (guided)",
+        description="Add a WordPress site to the configuration, make its API key and link it to "
+                    "an existing site. On a terminal it asks each question; flags answer them.")
+    add_arguments(add, default_config)
+
+
+def add_arguments(parser: argparse.ArgumentParser, default_config: str) -> None:
+    def flag(name: str, metavar: str, text: str) -> None:
+        parser.add_argument(name, metavar=metavar, help=text)
+
+    parser.add_argument("--config", default=default_config, metavar="FILE",
+                        help="YAML configuration file (created if missing)")
+    flag("--id", "SITE", "the new site's id: lower-case letters, digits, '-', '_'")
+    flag("--label", "TEXT", "a name for people (default: the id)")
+    flag("--url", "URL", "the WordPress site's https:// address")
+    parser.add_argument("--allow-http", action="store_true",
+                        help=f"accept an http:// address; only for a loopback host ({LOOPBACK})")
+    flag("--relay-url", "URL", "the relay's address as the site reaches it, for USERRELAY_URL "
+         "(default: http://listen.host:listen.port)")
+    flag("--remote", "SITE", "an existing site to link the new site to")
+    flag("--link-id", "LINK", "the link's id (default: SITE-REMOTE)")
+    flag("--sync", "TYPE", "what is synced: users (orders, posts: coming soon)")
+    flag("--direction", "DIRECTION", "push, pull or bidirectional")
+    flag("--outgoing", "ACTIONS", "actions sent to the remote (default: create,edit,roles)")
+    flag("--incoming", "ACTIONS", "actions taken from the remote (default: create,edit,roles)")
+    flag("--match-by", "FIELD", "how a person is first found: email (default) or login")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    prompt = Prompt() if sys.stdin.isatty() else None
+    try:
+        Wizard(args, prompt, sys.stdout).run()
+    except KeyboardInterrupt:
+        print("\nInterrupted: nothing was written.", file=sys.stderr)
+        return 130
+    except EOFError:
+        print("\nNo more answers: nothing was written.", file=sys.stderr)
+        return 1
+    return 0
+
+
+class Wizard:
+    def __init__(self, args: argparse.Namespace, prompt: Prompt | None, out: TextIO) -> None:
+        self.args = args
+        self.prompt = prompt
+        self.out = out
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out)
+
+    def run(self) -> None:
+        file = ConfigFile(Path(self.args.config))
+        if self.prompt is None:
+            self._check_flags()
+        else:
+            self.say(f"Adding a WordPress site to {file.path}"
+                     f"{'' if file.exists else ' (a new file)'}. Ctrl-C stops without writing.\n")
+        config = file.config
+        site = self._site(config, file.path)
+        relay_url = self._answer("--relay-url", self.args.relay_url,
+                                 "The relay's address as that site reaches it (USERRELAY_URL)",
+                                 _default_relay_url(config), _relay_url_problem)
+        link = self._link(config, file.path, site["id"])
+        file.add(site, link)
+        self.say(_summary(site, link))
+        if self.prompt and not self.prompt.confirm(f"Write this to {file.path} and make the "
+                                                   "site's key?", True):
+            self.say("Nothing was written.")
+            return
+        try:
+            store = KeyStore(config.database_path, config.master_key_path)
+        except (OSError, sqlite3.Error) as exc:
+            raise SetupRefused(f"cannot open the keys in {config.database_path}: "
+                               f"{getattr(exc, 'strerror', None) or exc}; nothing was written"
+                               ) from None
+        try:
+            key = store.generate(site["id"])
+            try:
+                file.write()
+            except BaseException:
+                store.revoke(site["id"])
+                raise
+        finally:
+            store.close()
+        self.say(_handover(site, link, key.secret, relay_url, self.args.config))
+
+    def _check_flags(self) -> None:
+        args = self.args
+        missing = [flag for flag, value in (("--id", args.id), ("--url", args.url))
+                   if value is None]
+        if args.remote is not None and args.direction is None:
+            missing.append("--direction")
+        if missing:
+            raise SetupRefused(f"not on a terminal, so {' and '.join(missing)} must be given "
+                               "(userrelay sites add --help lists every flag)")
+        link_flags = [flag for flag, value in (
+            ("--link-id", args.link_id), ("--sync", args.sync), ("--direction", args.direction),
+            ("--outgoing", args.outgoing), ("--incoming", args.incoming),
+            ("--match-by", args.match_by)) if value is not None]
+        if args.remote is None and link_flags:
+            raise SetupRefused(f"{', '.join(link_flags)}: only for a link, which needs "
+                               "--remote SITE")
+
+    def _answer(self, flag: str, given: str | None, question: str, default: str | None,
+                check: Check) -> str:
+        """A flag's value (refused if invalid), else the answer to ``question``."""
+        if given is not None:
+            problem = check(given)
+            if problem:
+                raise SetupRefused(f"{flag} {given!r}: {problem}")
+            return given
+        if self.prompt is None:
+            assert default is not None, f"{flag} is checked for in _check_flags"
+            problem = check(default)
+            if problem:
+                raise SetupRefused(f"{flag} (by default {default!r}): {problem}")
+            return default
+        return self.prompt.ask(question, default, check)
+
+    def _site(self, config: Config, path: Path) -> dict[str, Any]:
+        def check_id(site_id: str) -> str | None:
+            if site_id in config.sites:
+                known = config.sites[site_id]
+                return (f"a site {site_id!r} already exists in {path} ({known.label}, "
+                        f"{known.url}); choose another id")
+            return _site_problem("id", {"id": site_id})
+
+        site_id = self._answer("--id", self.args.id, "Site id (lower-case letters, digits, "
+                               "'-' or '_'; used in URLs and logs)", None, check_id)
+        label = self._answer("--label", self.args.label, "Label, for people", site_id,
+                             lambda text: _site_problem("label", {"label": text}))
+        url, allow_http = self._url()
+        site: dict[str, Any] = {"id": site_id, "label": label, "url": url}
+        if allow_http:
+            site["allow_http"] = True
+            self.say(f"Plain http allowed: {urlsplit(url).hostname} is a loopback address "
+                     f"({LOOPBACK}).")
+        return site
+
+    def _url(self) -> tuple[str, bool]:
+        url = self.args.url
+        if url is not None:
+            host = urlsplit(url).hostname
+            if self.args.allow_http and host and not _is_loopback(host):
+                raise SetupRefused(f"--allow-http is accepted only for a site on this machine, "
+                                   f"a loopback host ({LOOPBACK}); {host} is not one")
+            problem = _url_problem(url, self.args.allow_http)
+            if problem:
+                raise SetupRefused(f"--url {url!r}: {problem}")
+            return url, urlsplit(url).scheme == "http"
+        assert self.prompt is not None
+        while True:
+            url = self.prompt.ask("The WordPress site's address (https://…)", None,
+                                  lambda text: _url_problem(text, True))
+            parts = urlsplit(url)
+            if parts.scheme != "http":
+                return url, False
+            if self.prompt.confirm(f"{parts.hostname} is on this machine. Allow plain http "
+                                   "for it?", False):
+                return url, True
+            self.say("  Then give its https:// address.")
+
+    def _link(self, config: Config, path: Path, site_id: str) -> dict[str, Any] | None:
+        args, sites = self.args, list(config.sites)
+
+        def check_remote(remote: str) -> str | None:
+            if remote in config.sites or (self.prompt and remote == "none"):
+                return None
+            return f"expected one of the sites: {', '.join(sites) or '(none configured)'}"
+
+        if args.remote is None and (not sites or self.prompt is None):
+            return None
+        remote = self._answer(
+            "--remote", args.remote, f"Link {site_id} to which existing site ({', '.join(sites)};"
+            " 'none' for no link)", sites[0] if len(sites) == 1 else None, check_remote)
+        if remote == "none":
+            return None
+
+        def check_link_id(link_id: str) -> str | None:
+            if link_id in config.links:
+                known = config.links[link_id]
+                return (f"a link {link_id!r} already exists in {path} ({known.site} to "
+                        f"{known.remote}); choose another id with --link-id")
+            return _link_problem("id", {"id": link_id}, site_id, remote)
+
+        link: dict[str, Any] = {"id": self._answer("--link-id", args.link_id, "Link id",
+                                                   f"{site_id}-{remote}", check_link_id),
+                                "site": site_id, "remote": remote}
+        if self.prompt:
+            self.say("What to sync: users. " + " and ".join(SYNC_TYPES_PLANNED).capitalize()
+                     + " are coming soon.")
+        link["sync"] = [self._answer("--sync", args.sync, "Sync type", "users",
+                                     lambda kind: _link_problem("sync", {"sync": [kind]},
+                                                                site_id, remote))]
+        if self.prompt:
+            self.say("Direction:")
+            for name, text in DIRECTION_HELP.items():
+                self.say(f"  {name:<14} {text.format(site=site_id, remote=remote)}")
+        link["direction"] = direction = self._answer(
+            "--direction", args.direction, "Direction (push, pull, bidirectional)", None,
+            lambda value: _link_problem("direction", {"direction": value}, site_id, remote))
+        if direction == "bidirectional":
+            self.say(f"Note: with bidirectional sync a change on {site_id} can overwrite one "
+                     f"on {remote}, and the other way round.")
+        sides = {"outgoing": (direction != "pull", args.outgoing, f"{site_id} sends to {remote}"),
+                 "incoming": (direction != "push", args.incoming, f"{site_id} takes from {remote}")}
+        for side, (needed, given, what) in sides.items():
+            if needed or given is not None:
+                link[side] = self._actions(side, given, what, site_id, remote)
+        link["match_by"] = self._answer(
+            "--match-by", args.match_by, f"Find a person on the other site first by "
+            f"{' or '.join(MATCH_BY)}", MATCH_BY[0],
+            lambda value: _link_problem("match_by", {"match_by": value}, site_id, remote))
+        return link
+
+    def _actions(self, side: str, given: str | None, what: str, site_id: str,
+                 remote: str) -> list[str]:
+        def check(text: str) -> str | None:
+            return _link_problem(side, {side: _split(text)}, site_id, remote)
+
+        if self.prompt and given is None:
+            others = [a for a in ACTIONS if a not in RECOMMENDED_ACTIONS and a != "delete"]
+            self.say(f"Actions {what} ({side}):\n"
+                     f"  recommended: {', '.join(RECOMMENDED_ACTIONS)}\n"
+                     f"  also: {', '.join(others)}\n"
+                     f"  delete: only when certain (a user deleted on one site is deleted on "
+                     f"the other)")
+        while True:
+            actions = _split(self._answer(f"--{side}", given, f"{side.capitalize()} actions, "
+                                          "comma-separated, or 'none'",
+                                          ",".join(RECOMMENDED_ACTIONS), check))
+            if "delete" not in actions or given is not None or self.prompt is None:
+                return actions
+            source = site_id if side == "outgoing" else remote
+            if self.prompt.confirm(f"Include delete: a user deleted on {source} is deleted on "
+                                   "the other site too?", False):
+                return actions
+
+
+def _split(text: str) -> list[str]:
+    words = [word for word in re.split(r"[\s,]+", text.strip().lower()) if word]
+    return [] if words == ["none"] else words
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _problem_at(document: dict[str, Any], field: str) -> str | None:
+    """The message config validation gives for ``field`` in ``document``, without its path."""
+    try:
+        config_module.from_mapping(document)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            where, _, message = problem.partition(": ")
+            if where.endswith(f".{field}"):
+                return message
+    return None
+
+
+def _site_problem(field: str, values: dict[str, Any]) -> str | None:
+    return _problem_at({"sites": [{"id": "site", "url": _PLACEHOLDER_URL, **values}]}, field)
+
+
+def _link_problem(field: str, values: dict[str, Any], site: str, remote: str) -> str | None:
+    sites = [{"id": site, "url": _PLACEHOLDER_URL}, {"id": remote, "url": _PLACEHOLDER_URL}]
+    link = {"id": "link", "site": site, "remote": remote, "direction": "push", **values}
+    return _problem_at({"sites": sites, "links": [link]}, field)
+
+
+def _url_problem(url: str, allow_http: bool) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme == "http" and parts.hostname:
+        if not _is_loopback(parts.hostname):
+            return (f"got {url!r}; expected an https:// URL (plain http is accepted only for a "
+                    f"site on this machine: {LOOPBACK})")
+        if not allow_http:
+            return (f"got {url!r}; expected an https:// URL (plain http only with --allow-http, "
+                    "for a site on this machine)")
+    return _site_problem("url", {"url": url, "allow_http": True})
+
+
+def _relay_url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return None
+    return f"got {url!r}; expected the relay's http(s):// address, such as http://127.0.0.1:8480"
+
+
+def _default_relay_url(config: Config) -> str:
+    host = str(config["listen.host"])
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{config['listen.port']}"
+
+
+def _summary(site: dict[str, Any], link: dict[str, Any] | None) -> str:
+    lines = [f"\nSite {site['id']!r} ({site['label']}) at {site['url']}."]
+    if link:
+        flows = []
+        if "outgoing" in link and link["direction"] != "pull":
+            flows.append(f"{link['site']} sends {', '.join(link['outgoing']) or 'nothing'} "
+                         f"to {link['remote']}")
+        if "incoming" in link and link["direction"] != "push":
+            flows.append(f"{link['site']} takes {', '.join(link['incoming']) or 'nothing'} "
+                         f"from {link['remote']}")
+        lines.append(f"Link {link['id']!r}: {', '.join(link['sync'])}, {link['direction']}: "
+                     f"{'; '.join(flows)}; people matched by {link['match_by']}.")
+    return "\n".join(lines)
+
+
+def _handover(site: dict[str, Any], link: dict[str, Any] | None, secret: str, relay_url: str,
+              config: str) -> str:
+    site_id = site["id"]
+    flag = f" --config {config}"
+    steps = [f"Paste the key into {site_id}, as above.",
+             "Start the relay, or reload it if it runs: it reads its configuration only then.\n"
+             f"       userrelay serve{flag}\n"
+             "       systemctl reload userrelay   (under systemd; or restart it)",
+             "Test the connection, both ways:\n" + "\n".join(
+                 f"       userrelay sites test {s}{flag}"
+                 for s in ([site_id, link["remote"]] if link else [site_id]))]
+    if link:
+        steps.append(f"Start the link:\n       userrelay links start {link['id']}{flag}")
+    else:
+        steps.append(f"Add the next site, and link it to {site_id}:\n"
+                     f"       userrelay sites add{flag}")
+    numbered = "\n".join(f"  {i}. {step}" for i, step in enumerate(steps, 1))
+    added = f"site {site_id!r}" + (f" and link {link['id']!r}" if link else "")
+    return (f"\nWrote {config}: {added}.\n\n"
+            f"The API key of site {site_id!r}, shown only this once:\n\n    {secret}\n\n"
+            f"Paste it into that WordPress site's wp-config.php:\n\n"
+            f"    define( 'USERRELAY_URL', '{relay_url}' );\n"
+            f"    define( 'USERRELAY_SITE', '{site_id}' );\n"
+            f"    define( 'USERRELAY_KEY', '{secret}' );\n\n"
+            f"or into Settings → UserRelay there (Relay URL, Site id at the relay, Key).\n\n"
+            f"Next steps:\n{numbered}")
