@@ -58,6 +58,7 @@ class RelayDaemon:
         # In the test session, beside all other relay output (checked for secrets at its end).
         self.log_path = output_file("e2e-relay") or workdir / "relay.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.admin_settings: dict[str, Any] | None = None  # see enable_admin
         self.configure([])
 
     @property
@@ -74,7 +75,19 @@ class RelayDaemon:
                       for s in self.sites.values()],
             "links": links,
         }
+        if self.admin_settings is not None:
+            document["admin"] = self.admin_settings
         self.config_path.write_text(yaml.safe_dump(document))
+
+    def enable_admin(self, token: str) -> str:
+        """From the next (re)start, the admin API on a port of its own; its base URL."""
+        token_file = self.workdir / "admin.token"
+        token_file.write_text(token)
+        token_file.chmod(0o600)
+        port = free_port()
+        self.admin_settings = {"host": "127.0.0.1", "port": port,
+                               "token_file": str(token_file)}
+        return f"http://127.0.0.1:{port}"
 
     def generate_keys(self) -> dict[str, str]:
         config = config_module.load(self.config_path)
