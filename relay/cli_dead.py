@@ -12,14 +12,14 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from relay import config as config_module
 from relay import deadletters
 from relay.deliver import IDLE_POLL
 from relay.errors import UserRelayError
-from relay.store import connect_sync
+from relay.store import connect_sync, in_transaction
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ def _replay(args: argparse.Namespace) -> int:
     replayed: dict[str, list[int]] = {}
     with _database(config) as conn:
         for batch in deadletters.in_batches(conn, flt):
-            for target, ids in _transaction(conn, deadletters.replay, batch, time.time()).items():
+            for target, ids in in_transaction(conn, deadletters.replay, batch, time.time()).items():
                 replayed.setdefault(target, []).extend(ids)
     total = sum(len(ids) for ids in replayed.values())
     if not total:
@@ -103,7 +103,7 @@ def _purge(args: argparse.Namespace) -> int:
     flt = _filter(args, config)
     deadletters.require_choice(flt, "purge")
     with _database(config) as conn:
-        purged = _transaction(conn, deadletters.purge, flt)
+        purged = in_transaction(conn, deadletters.purge, flt)
     print(f"Purged {purged} dead letter(s).")
     return 0
 
@@ -121,15 +121,3 @@ def _database(config: config_module.Config) -> Iterator[sqlite3.Connection]:
         raise UserRelayError(f"the database {config.database_path} failed: {exc}") from None
     finally:
         conn.close()
-
-
-def _transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(conn, *args)`` in one ``BEGIN IMMEDIATE`` transaction (the daemon's writer waits)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn, *args)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result

@@ -49,7 +49,7 @@ import structlog
 from relay.config import Config
 from relay.errors import ConfigError, LinkNotReady
 from relay.keystore import KeyStore, key_id
-from relay.store import Database, connect_sync
+from relay.store import Database, connect_sync, in_transaction
 
 log = structlog.get_logger("relay.links")
 T = TypeVar("T")
@@ -260,13 +260,7 @@ class LinkBook:
         return site_tests(self._conn)
 
     def _transaction(self, fn: Callable[..., T], *args: Any) -> T:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(self._conn, *args)
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        result = in_transaction(self._conn, fn, *args)
         self._marker.changed()
         return result
 

@@ -214,10 +214,12 @@ class Database:
 
     async def transaction(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``; roll back if it raises."""
-        return await self.call(_in_transaction, fn, *args)
+        return await self.call(in_transaction, fn, *args)
 
 
-def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+def in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(conn, *args)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back if it raises.
+    (On a connection of another process, the daemon's writer waits for it: keep it short.)"""
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn, *args)
