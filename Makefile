@@ -27,6 +27,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.backlog
 	$(BIN)/python -m bench.wordpress
+	$(BIN)/python -m bench.backfill
+	$(BIN)/python -m bench.reconcile
 
 demo: $(STAMP)  ## two WordPress sites and the relay on loopback (needs root for the packages)
 	$(BIN)/python -m tests.e2e.demo

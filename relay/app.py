@@ -1,9 +1,10 @@
 """``create_app(config)``: the relay as an aiohttp application.
 
 Each resource is one cleanup context, set up before ``yield`` and torn down after, in reverse
-order: the database and key store, then the group commit, then delivery, then the admin API's
-listener. So on shutdown the admin API stops first, the couriers finish, then pending commits,
-then the database closes.
+order: the database and key store, then the group commit, then delivery, then links' initial
+syncs, then scheduled reconciliations, then the admin API's listener. So on shutdown the admin
+API stops first, then the reconciliations and the initial syncs, the couriers finish, then
+pending commits, then the database closes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from relay import admin, queue
+from relay import admin, queue, reconcile
 from relay.appkeys import (
     CONFIG,
     COURIER_TASKS,
@@ -29,6 +30,7 @@ from relay.appkeys import (
     METRICS,
     ROUTER,
 )
+from relay.backfill import Backfiller
 from relay.config import Config
 from relay.deliver import Courier
 from relay.keystore import KeyStore
@@ -49,7 +51,8 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
     app[METRICS] = metrics or Metrics()
     app[METRICS].know(config)
     app[ROUTER] = Router(config)
-    app.cleanup_ctx.extend([database_ctx, group_commit_ctx, delivery_ctx, admin_ctx])
+    app.cleanup_ctx.extend([database_ctx, group_commit_ctx, delivery_ctx, backfill_ctx,
+                            reconcile.schedule_ctx, admin_ctx])
     app.router.add_post("/v1/sites/{site}/events", receive_events)
     app.router.add_get("/v1/sites/{site}/ping", ping)
     app.router.add_get("/healthz", healthz)
@@ -112,6 +115,20 @@ async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
     await asyncio.gather(*tasks, upkeep, watch, return_exceptions=True)
     await gate.stop()
+    await session.close()
+
+
+async def backfill_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Links' initial syncs (relay/backfill.py): read page by page, fed to the queue. Stops
+    before the couriers; a page is queued and its cursor moved in one transaction."""
+    config, couriers = app[CONFIG], app[COURIERS]
+    session = aiohttp.ClientSession(headers={"User-Agent": "UserRelay/0.1"})
+    runner = Backfiller(config, app[DATABASE], app[GROUP_COMMIT], app[ROUTER], app[KEYS],
+                        session, app[LINKS], lambda target: couriers[target].wake())
+    task = asyncio.create_task(runner.run(), name="backfill")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     await session.close()
 
 

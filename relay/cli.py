@@ -27,7 +27,8 @@ from relay.store import connect_sync
 log = structlog.get_logger("relay.cli")
 DEFAULT_CONFIG = os.environ.get("USERRELAY_CONFIG", "config.yaml")
 #: Modules adding command groups; each has ``register(commands, default_config)``.
-COMMAND_MODULES: tuple[str, ...] = ("relay.cli_sites", "relay.cli_dead", "relay.cli_links")
+COMMAND_MODULES: tuple[str, ...] = ("relay.cli_sites", "relay.cli_dead", "relay.cli_links",
+                                    "relay.cli_drift")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""``userrelay links``: list links with their state, start and pause them.
+"""``userrelay links``: list links with their state, start and pause them, show the progress
+of a link's initial sync.
 
 A link delivers only once both its sites passed a connection test (``userrelay sites test``)
 and it was started; see relay/links.py for the states. A running daemon sees what these
@@ -9,15 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
+from relay import backfill
 from relay import config as config_module
 from relay.config import Config
 from relay.links import ACTIVE, PAUSED, TESTED, LinkBook, LinkState
 
 
 def register(commands: Any, default_config: str) -> None:
-    links = commands.add_parser("links", help="links between sites: list, start, pause")
+    links = commands.add_parser("links", help="links between sites: list, start, pause, progress")
     actions = links.add_subparsers(dest="links_command", metavar="ACTION", required=True)
 
     listing = actions.add_parser("list", help="every link, its state and what it lacks")
@@ -31,6 +34,13 @@ def register(commands: Any, default_config: str) -> None:
     start.add_argument("link")
     start.add_argument("--config", default=default_config, help="YAML configuration file")
     start.set_defaults(run=_start)
+
+    progress = actions.add_parser(
+        "progress", help="how far a link's initial sync is: users done of total, rate, time left")
+    progress.add_argument("link")
+    progress.add_argument("--config", default=default_config, help="YAML configuration file")
+    progress.add_argument("--json", action="store_true", help="machine-readable output")
+    progress.set_defaults(run=_progress)
 
     pause = actions.add_parser("pause", help="stop delivering on a link (events keep queueing)")
     pause.add_argument("link")
@@ -59,6 +69,21 @@ def _start(args: argparse.Namespace) -> int:
         print(f"{describe(config, after)} (it already was)")
     else:
         print(f"{describe(config, after)}; what is queued for it goes out now")
+    if not before.started:
+        print(f"Its initial sync sends the users the sites already have; userrelay links "
+              f"progress {args.link} shows how far it is.")
+    return 0
+
+
+def _progress(args: argparse.Namespace) -> int:
+    config = config_module.load(args.config)
+    with LinkBook(config) as book:
+        book.state(args.link)  # an unknown link fails here, naming the configured ones
+        found = book.call(backfill.progress, config, args.link)
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        print(backfill.render(args.link, found, bar=sys.stdout.isatty()))
     return 0
 
 

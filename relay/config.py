@@ -132,6 +132,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest Retry-After from a site that is honoured as given."),
     Setting("delivery.shutdown_grace", parse_duration, 10.0,
             "On SIGTERM, how long in-flight deliveries may take to finish."),
+    Setting("backfill.page_size", _positive_int, 200,
+            "Users asked of a site per page during a link's initial sync (at most 1000)."),
+    Setting("backfill.window", _positive_int, 2,
+            "Pages of a link's initial sync that may wait for delivery before the next is read."),
 )
 
 
@@ -155,6 +159,8 @@ class Link:
     incoming: frozenset[str] = frozenset(RECOMMENDED_ACTIONS)
     outgoing: frozenset[str] = frozenset(RECOMMENDED_ACTIONS)
     match_by: str = "email"
+    reconcile_every: float | None = None   # seconds between reconciliations; None: off
+    reconcile_repair: bool = False         # a scheduled reconciliation also repairs
 
 
 @dataclass(frozen=True)
@@ -325,6 +331,32 @@ def _actions(raw: Any, where: str, problems: list[str]) -> frozenset[str]:
     return frozenset(raw)
 
 
+def _reconcile(raw: Any, where: str, problems: list[str]) -> tuple[float | None, bool]:
+    """A link's ``reconcile: {every: 6h | off, repair: false}`` (relay/reconcile.py)."""
+    if raw is None:
+        return None, False
+    if not isinstance(raw, dict) or set(raw) - {"every", "repair"}:
+        problems.append(f"{where}: got {raw!r}; expected a mapping such as "
+                        "{every: 6h, repair: false}")
+        return None, False
+    every: float | None = None
+    if raw.get("every", "off") not in ("off", False):  # YAML reads a bare off as false
+        try:
+            every = parse_duration(raw["every"])
+        except ValueError as exc:
+            problems.append(f"{where}.every: got {raw['every']!r}; expected off or {exc}")
+        else:
+            if every < 60:
+                problems.append(f"{where}.every: got {raw['every']!r}; expected off or at "
+                                "least a minute")
+                every = None
+    repair = raw.get("repair", False)
+    if not isinstance(repair, bool):
+        problems.append(f"{where}.repair: got {repair!r}; expected true or false")
+        repair = False
+    return every, repair
+
+
 def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[str, Link]:
     links: dict[str, Link] = {}
     if raw is None:
@@ -332,7 +364,8 @@ def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[s
     if not isinstance(raw, list):
         problems.append(f"links: got {raw!r}; expected a list of links")
         return links
-    fields = {"id", "site", "remote", "sync", "direction", "incoming", "outgoing", "match_by"}
+    fields = {"id", "site", "remote", "sync", "direction", "incoming", "outgoing", "match_by",
+              "reconcile"}
     for i, item in enumerate(raw):
         where = f"links[{i}]"
         if not isinstance(item, dict):
@@ -377,8 +410,10 @@ def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[s
         if match_by not in MATCH_BY:
             problems.append(f"{where}.match_by: got {match_by!r}; expected one of "
                             f"{', '.join(MATCH_BY)}")
+        every, repair = _reconcile(item.get("reconcile"), f"{where}.reconcile", problems)
         links[link_id] = Link(
             id=link_id, site=str(ends[0]), remote=str(ends[1]), direction=str(direction),
+            reconcile_every=every, reconcile_repair=repair,
             sync=tuple(sync),
             incoming=_actions(item.get("incoming"), f"{where}.incoming", problems),
             outgoing=_actions(item.get("outgoing"), f"{where}.outgoing", problems),

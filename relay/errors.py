@@ -13,6 +13,8 @@
      |    +-- InvalidEvent       400, names the offending field
      |    +-- InvalidRequest     400, an admin request or command: names the bad field
      +-- StoreUnavailable      the database cannot be written: answer 503, acknowledge nothing
+     +-- SiteUnreadable        a site's users cannot be read for an initial sync: which, why
+     +-- ReconcileFailed       a site could not be read for a reconciliation: which, why
 """
 
 from __future__ import annotations
@@ -87,3 +89,12 @@ class InvalidRequest(RequestRejected):
 
 class StoreUnavailable(UserRelayError):
     """The database refused a write; nothing of the request was acknowledged."""
+
+
+class SiteUnreadable(UserRelayError):
+    """A page of a site's users could not be read for a link's initial sync; says which
+    site, which URL and why (the sync tries again later from the same cursor)."""
+
+
+class ReconcileFailed(UserRelayError):
+    """A reconciliation could not read a site (unreachable, refused, or a bad answer)."""

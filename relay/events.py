@@ -30,6 +30,9 @@ class Event:
     user: dict[str, Any]
     occurred_at: float
     origin: dict[str, str] | None
+    #: Made by the relay's initial sync from a listing of the site's users (relay/backfill.py),
+    #: not reported by the site; targets keep a copy changed after it (docs/protocol.md).
+    backfill: bool = False
 
     @property
     def user_id(self) -> int:
@@ -70,6 +73,11 @@ def parse_batch(body: bytes) -> list[Event]:
         seen.add(event.id)
         events.append(event)
     return events
+
+
+def parse_event(raw: Any, where: str) -> Event:
+    """One event, checked as one of a request's would be (``InvalidEvent`` names the field)."""
+    return _parse_event(raw, where)
 
 
 def _fail(where: str, expected: str, got: Any = ...) -> InvalidEvent:

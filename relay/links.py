@@ -20,6 +20,7 @@ new URL resets a site's test without anything having to remember to.
 For callers (CLI, admin API):
 - ``read_states(conn, config) -> {link: LinkState}``: every link's state and what it lacks.
 - ``start(conn, config, link, now) -> LinkState``: raises ``LinkNotReady`` naming what is missing.
+  The first start of a link also begins its initial sync (relay/backfill.py).
 - ``pause(conn, link, reason, now)``; ``record_test(conn, site, url, key_id, passed, checks, now)``.
   These take a connection inside a transaction, like relay/queue.py: in the daemon run them with
   ``Database.transaction``, then ``await gate.refresh()`` so the couriers see it at once.
@@ -46,6 +47,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from relay import backfill
 from relay.config import Config
 from relay.errors import ConfigError, LinkNotReady
 from relay.keystore import KeyStore, key_id
@@ -160,6 +162,8 @@ def start(conn: sqlite3.Connection, config: Config, link: str, now: float) -> Li
     conn.execute("INSERT INTO link_states (link, paused, reason, changed_at, started) "
                  "VALUES (?, 0, NULL, ?, 1) ON CONFLICT (link) DO UPDATE SET paused = 0, "
                  "reason = NULL, changed_at = excluded.changed_at, started = 1", (link, now))
+    if not current.started:  # first start: the users the sites already have go across too
+        backfill.begin(conn, config, link, now)
     return read_states(conn, config)[link]
 
 
@@ -252,6 +256,10 @@ class LinkBook:
                     checks: list[dict[str, Any]], now: float | None = None) -> None:
         self._transaction(record_test, site, url, site_key_id, passed, checks,
                           time.time() if now is None else now)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)``: a read on this book's connection."""
+        return fn(self._conn, *args)
 
     def last_test(self, site: str) -> SiteTest | None:
         return site_tests(self._conn).get(site)

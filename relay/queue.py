@@ -93,6 +93,8 @@ def accept(conn: sqlite3.Connection, site: str, webhook_id: str, events: list[Ev
                 "create_missing": "create" in route.actions,
                 "user": user,
             }
+            if event.backfill:  # the target keeps a copy changed after this snapshot
+                payload["backfill"] = True
             _enqueue(conn, site, event, route, person, payload, now, new)
             counts["deliveries"] += 1
         if event.kind == "delete":

@@ -2,7 +2,8 @@
 
 For each site: its queue by state, the age of its oldest pending delivery, its last success and
 last failure (with the reason), its dead letters, and the events that came in from it and went
-out to it in the last minute, and its last connection test. For each link: its state and why.
+out to it in the last minute, and its last connection test. For each link: its state and why,
+and how far its initial sync is (relay/backfill.py).
 ``snapshot`` feeds both ``userrelay status`` and the admin API's ``GET /admin/status``, so they
 always show the same numbers.
 
@@ -18,7 +19,7 @@ import sqlite3
 import time
 from typing import Any
 
-from relay import links
+from relay import backfill, links, reconcile
 from relay.config import Config
 from relay.constants import DEAD, DONE, LEASED, READY, WAITING
 from relay.logs import redact_secrets
@@ -51,8 +52,11 @@ def snapshot(conn: sqlite3.Connection, config: Config, now: float | None = None
                 "AND updated_at >= ?", (site.id, since)).fetchone()[0],
         }
     states = link_states(conn, config)
+    reconciled = reconcile.last_runs(conn, list(config.links))
     per_link = {link.id: {"site": link.site, "remote": link.remote,
-                          "direction": link.direction, **states[link.id]}
+                          "direction": link.direction, **states[link.id],
+                          "backfill": backfill.progress(conn, config, link.id, now),
+                          "last_reconcile": reconciled.get(link.id)}
                 for link in config.links.values()}
     return {"at": round(now, 3), "sites": sites, "links": per_link}
 
@@ -145,6 +149,16 @@ def render(status: dict[str, Any]) -> str:
         since = f" for {_duration(now - lk['since'])}" if lk["since"] is not None else ""
         lines.append(f"  {link_id} ({lk['site']} -> {lk['remote']}, {lk['direction']}): "
                      f"{lk['state']}{since}{why}")
+        if lk.get("backfill") is not None:
+            lines.append("    " + backfill.render(link_id, lk["backfill"], bar=False))
+        last = lk.get("last_reconcile")
+        if last is not None:
+            lines.append(f"    last reconciliation: {_duration(now - last['finished_at'])} ago"
+                         + (f", FAILED: {masked(last['error'])}" if "error" in last else
+                            f", {last['in_step']} in step, {last['missing']} missing, "
+                            f"{last['differs']} differ, {last['conflicts']} conflicts"
+                            + (f", {last['enqueued']} repairs queued"
+                               if last.get("enqueued") else "")))
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from relay.errors import StoreUnavailable
 log = structlog.get_logger("relay.store")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS site_keys (
     site        TEXT PRIMARY KEY,
@@ -127,6 +127,31 @@ CREATE TABLE IF NOT EXISTS site_tests (
     passed_url  TEXT,
     passed_fingerprint TEXT
 );
+-- Each link's initial sync, per source site: a resumable cursor (see relay/backfill.py).
+CREATE TABLE IF NOT EXISTS backfills (
+    link        TEXT NOT NULL,
+    source      TEXT NOT NULL,          -- the site whose users are read
+    generation  INTEGER NOT NULL,       -- which start of the link (part of the event ids)
+    after       INTEGER NOT NULL DEFAULT 0,  -- the cursor: last user id of the site done
+    total       INTEGER,                -- users of the site, as its last page said
+    done        INTEGER NOT NULL DEFAULT 0,  -- users read and queued (or left out)
+    queued      INTEGER NOT NULL DEFAULT 0,  -- deliveries queued for them
+    started_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    finished_at REAL,                   -- the site's last page is queued
+    completed_at REAL,                  -- ... and every delivery of it settled
+    last_error  TEXT,
+    PRIMARY KEY (link, source)
+);
+-- Each reconciliation of a link (relay/reconcile.py); summary: JSON counts, or the error.
+CREATE TABLE IF NOT EXISTS reconcile_runs (
+    id          INTEGER PRIMARY KEY,
+    link        TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    summary     TEXT
+);
+CREATE INDEX IF NOT EXISTS reconcile_runs_link ON reconcile_runs (link, id);
 """
 #: Changes to tables an older database already has, by the version that made them. (New tables
 #: and indexes need no entry: SCHEMA creates whatever is missing.)
@@ -135,6 +160,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE link_states ADD COLUMN started INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE site_keys ADD COLUMN previous_sealed BLOB",
         "ALTER TABLE site_keys ADD COLUMN previous_until REAL"),
+    3: (),  # backfills: a new table, created by SCHEMA (the bump makes older databases run it)
+    4: (),  # reconcile_runs: a new table, created by SCHEMA (likewise)
 }
 
 

@@ -31,7 +31,7 @@ $wpdb->query(
 		$wpdb->esc_like( '_transient_timeout_userrelay_' ) . '%'
 	)
 );
-// The plugin keeps no user meta; any userrelay_ key is ours by its prefix.
+// Our user meta (userrelay_modified) and any other userrelay_ key are ours by their prefix.
 $wpdb->query( $wpdb->prepare( "DELETE FROM {$wpdb->usermeta} WHERE meta_key LIKE %s", $wpdb->esc_like( 'userrelay_' ) . '%' ) );
 // phpcs:enable
 wp_cache_flush();

@@ -26,6 +26,8 @@ require_once __DIR__ . '/includes/class-userrelay-relay-client.php';
 require_once __DIR__ . '/includes/class-userrelay-outbox.php';
 require_once __DIR__ . '/includes/class-userrelay-hooks.php';
 require_once __DIR__ . '/includes/class-userrelay-snapshot.php';
+require_once __DIR__ . '/includes/class-userrelay-digests.php';
+require_once __DIR__ . '/includes/class-userrelay-directory.php';
 require_once __DIR__ . '/includes/class-userrelay-delivery-checks.php';
 require_once __DIR__ . '/includes/class-userrelay-applier.php';
 require_once __DIR__ . '/includes/class-userrelay-rest.php';

@@ -167,6 +167,11 @@ final class UserRelay_Applier {
 		if ( in_array( 'delete', $actions, true ) ) {
 			return array( 200, $user ? $this->delete( $user ) : 0 );
 		}
+		if ( $user && ! empty( $event['backfill'] ) && isset( $event['occurred_at'] ) && is_numeric( $event['occurred_at'] ) && UserRelay_Snapshot::modified( $user ) > (float) $event['occurred_at'] ) {
+			// Initial sync: this user changed here after the source's snapshot was taken; the
+			// newer data stays (docs/adr/0006-initial-sync.md). Answered 200: nothing to retry.
+			return array( 200, $user->ID );
+		}
 		$roles = in_array( 'roles', $actions, true ) ? $this->checks->roles( $data ) : null;
 		$hash  = in_array( 'password', $actions, true ) ? $this->checks->hash( $data ) : null;
 		$this->checks->not_admin( $user, $roles, $data['login'] );
@@ -198,6 +203,10 @@ final class UserRelay_Applier {
 		}
 		if ( in_array( 'metadata', $actions, true ) ) {
 			$this->apply_meta( $user->ID, $data );
+		}
+		if ( isset( $event['occurred_at'] ) && is_numeric( $event['occurred_at'] ) ) {
+			// The user now holds the source's data as of then (what an initial sync compares).
+			UserRelay_Snapshot::modified_now( $user->ID, (float) $event['occurred_at'] );
 		}
 		return array( $status, $user->ID );
 	}

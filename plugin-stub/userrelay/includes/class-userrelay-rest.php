@@ -1,8 +1,9 @@
 <?php
 /**
- * REST routes under userrelay/v1: events (deliveries from the relay), ping, and flush.
+ * REST routes under userrelay/v1: events (deliveries from the relay), ping, users (pages of
+ * this site's users, for the initial sync) and flush.
  *
- * events and ping are public in WordPress terms (no logged-in user): the relay authenticates
+ * events, ping and users are public in WordPress terms (no logged-in user): the relay authenticates
  * with a Standard Webhooks signature made with this site's key, checked in permission_callback
  * over the raw body. flush is our own loopback, authenticated by a random token option.
  *
@@ -102,6 +103,71 @@ final class UserRelay_REST {
 		);
 		register_rest_route(
 			self::REST_NAMESPACE,
+			'/users',
+			array(
+				'methods'             => WP_REST_Server::READABLE,
+				'callback'            => array( $this, 'users' ),
+				// Public: signed by the relay like a ping (over an empty body).
+				'permission_callback' => array( $this, 'check_signature' ),
+				'args'                => array(
+					'after' => array(
+						'description' => __( 'Last user ID of the previous page (0 for the first page).', 'userrelay' ),
+						'type'        => 'integer',
+						'minimum'     => 0,
+						'default'     => 0,
+					),
+					'limit' => array(
+						'description' => __( 'Users per page.', 'userrelay' ),
+						'type'        => 'integer',
+						'minimum'     => 1,
+						'maximum'     => UserRelay_Directory::MAX_LIMIT,
+						'default'     => 200,
+					),
+				),
+			)
+		);
+		register_rest_route(
+			self::REST_NAMESPACE,
+			'/digests',
+			array(
+				'methods'             => WP_REST_Server::READABLE,
+				'callback'            => array( $this, 'digests' ),
+				// Public: signed by the relay like a ping (over an empty body).
+				'permission_callback' => array( $this, 'check_signature' ),
+				'args'                => array(
+					'after'  => array(
+						'description' => __( 'The last user id of the previous page (0 to start).', 'userrelay' ),
+						'type'        => 'integer',
+						'minimum'     => 0,
+						'default'     => 0,
+					),
+					'limit'  => array(
+						'description' => __( 'Users per page.', 'userrelay' ),
+						'type'        => 'integer',
+						'minimum'     => 1,
+						'maximum'     => UserRelay_Digests::MAX_LIMIT,
+						'default'     => 500,
+					),
+					'fields' => array(
+						'description' => __( 'Field groups to digest: profile, roles, password, meta (or meta:key1,key2).', 'userrelay' ),
+						'type'        => 'string',
+						'default'     => 'profile,roles',
+					),
+				),
+			)
+		);
+		register_rest_route(
+			self::REST_NAMESPACE,
+			'/snapshots',
+			array(
+				'methods'             => WP_REST_Server::CREATABLE,
+				'callback'            => array( $this, 'snapshots' ),
+				// Public: signed by the relay over the raw body, like a delivery.
+				'permission_callback' => array( $this, 'check_signature' ),
+			)
+		);
+		register_rest_route(
+			self::REST_NAMESPACE,
 			'/flush',
 			array(
 				'methods'             => WP_REST_Server::CREATABLE,
@@ -186,6 +252,42 @@ final class UserRelay_REST {
 			$answer['relay_check'] = ( new UserRelay_Relay_Client( $this->settings ) )->relay_check();
 		}
 		return new WP_REST_Response( $answer, 200 );
+	}
+
+	/**
+	 * GET /users: one page of this site's users, for the relay's initial sync.
+	 *
+	 * @param WP_REST_Request $request The request.
+	 * @return WP_REST_Response
+	 */
+	public function users( WP_REST_Request $request ) {
+		$page = ( new UserRelay_Directory( $this->settings ) )->page( (int) $request->get_param( 'after' ), (int) $request->get_param( 'limit' ) );
+		return new WP_REST_Response( $page, 200 );
+	}
+
+	/**
+	 * GET /digests: one page of per-user digests (reconciliation; see UserRelay_Digests).
+	 *
+	 * @param WP_REST_Request $request The request.
+	 * @return WP_REST_Response
+	 */
+	public function digests( WP_REST_Request $request ) {
+		$page = ( new UserRelay_Digests( $this->settings ) )->page( (int) $request->get_param( 'after' ), (int) $request->get_param( 'limit' ), (string) $request->get_param( 'fields' ) );
+		return new WP_REST_Response( $page, 200 );
+	}
+
+	/**
+	 * POST /snapshots: full snapshots of the users whose ids the body lists ({"ids": [...]}).
+	 *
+	 * @param WP_REST_Request $request The request.
+	 * @return WP_REST_Response|WP_Error
+	 */
+	public function snapshots( WP_REST_Request $request ) {
+		$document = json_decode( (string) $request->get_body(), true );
+		if ( ! is_array( $document ) || ! isset( $document['ids'] ) || ! is_array( $document['ids'] ) ) {
+			return new WP_Error( 'userrelay_bad_body', __( 'Expected a JSON body {"ids": [...]}.', 'userrelay' ), array( 'status' => 400 ) );
+		}
+		return new WP_REST_Response( array( 'users' => ( new UserRelay_Digests( $this->settings ) )->snapshots( $document['ids'] ) ), 200 );
 	}
 
 	/**

@@ -19,6 +19,9 @@ if ( ! defined( 'ABSPATH' ) ) {
  */
 final class UserRelay_Snapshot {
 
+	/** The usermeta holding when a user's data last changed (microtime, see modified()). */
+	const MODIFIED_META = 'userrelay_modified';
+
 	/**
 	 * Settings.
 	 *
@@ -115,28 +118,10 @@ final class UserRelay_Snapshot {
 		if ( ! $user ) {
 			return null;
 		}
-		$roles = array_values( (array) $user->roles );
-		if ( ! $this->settings->sync_admins() && ( in_array( 'administrator', $roles, true ) || is_super_admin( $user_id ) ) ) {
+		if ( ! $this->reported( $user ) ) {
 			return null;
 		}
-		if ( '' === (string) $user->user_email || '' === (string) $user->user_login ) {
-			error_log( "UserRelay: user {$user_id} has no email or login; the relay needs both, so this change is not reported" ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
-			return null;
-		}
-		$fields = array(
-			'id'           => $user_id,
-			'login'        => (string) $user->user_login,
-			'email'        => (string) $user->user_email,
-			'first_name'   => (string) get_user_meta( $user_id, 'first_name', true ),
-			'last_name'    => (string) get_user_meta( $user_id, 'last_name', true ),
-			'nickname'     => (string) get_user_meta( $user_id, 'nickname', true ),
-			'display_name' => (string) $user->display_name,
-			'url'          => (string) $user->user_url,
-			'description'  => (string) get_user_meta( $user_id, 'description', true ),
-			'locale'       => (string) get_user_meta( $user_id, 'locale', true ),
-			'registered'   => (string) $user->user_registered,
-			'roles'        => $roles,
-		);
+		$fields = $this->fields( $user );
 		if ( $password ) {
 			$fields['password_hash'] = $hash;
 		}
@@ -154,7 +139,80 @@ final class UserRelay_Snapshot {
 			$fields['meta']         = (object) $meta; // {} rather than [] when empty.
 			$fields['meta_deleted'] = array_values( array_unique( $removed ) );
 		}
+		self::modified_now( $user_id, $notes['at'] );
 		return $this->event( $user_id, $notes['at'], $actions, $fields, $origins );
+	}
+
+	/**
+	 * Whether a user is reported at all: not an administrator (unless USERRELAY_SYNC_ADMINS),
+	 * and with an email and a login (the relay needs both).
+	 *
+	 * @param WP_User $user The user.
+	 */
+	public function reported( WP_User $user ): bool {
+		if ( ! $this->settings->sync_admins() && ( in_array( 'administrator', (array) $user->roles, true ) || is_super_admin( $user->ID ) ) ) {
+			return false;
+		}
+		if ( '' === (string) $user->user_email || '' === (string) $user->user_login ) {
+			error_log( "UserRelay: user {$user->ID} has no email or login; the relay needs both, so it is not reported" ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			return false;
+		}
+		return true;
+	}
+
+	/**
+	 * The protocol's "user" object of a user, without password hash and meta.
+	 *
+	 * @param WP_User $user The user.
+	 */
+	public function fields( WP_User $user ): array {
+		$user_id = (int) $user->ID;
+		return array(
+			'id'           => $user_id,
+			'login'        => (string) $user->user_login,
+			'email'        => (string) $user->user_email,
+			'first_name'   => (string) get_user_meta( $user_id, 'first_name', true ),
+			'last_name'    => (string) get_user_meta( $user_id, 'last_name', true ),
+			'nickname'     => (string) get_user_meta( $user_id, 'nickname', true ),
+			'display_name' => (string) $user->display_name,
+			'url'          => (string) $user->user_url,
+			'description'  => (string) get_user_meta( $user_id, 'description', true ),
+			'locale'       => (string) get_user_meta( $user_id, 'locale', true ),
+			'registered'   => (string) $user->user_registered,
+			'roles'        => array_values( (array) $user->roles ),
+		);
+	}
+
+	/**
+	 * When the user's data here last changed: the usermeta userrelay_modified (set whenever a
+	 * change is reported or a delivery applied), else when the user registered.
+	 *
+	 * @param WP_User $user The user.
+	 * @return float Unix seconds.
+	 */
+	public static function modified( WP_User $user ): float {
+		$stored = get_user_meta( $user->ID, self::MODIFIED_META, true );
+		if ( is_numeric( $stored ) ) {
+			return (float) $stored;
+		}
+		$registered = strtotime( (string) $user->user_registered . ' UTC' );
+		return false === $registered ? 0.0 : (float) $registered;
+	}
+
+	/**
+	 * Records when the user's data last changed (deny-listed by its userrelay_ prefix, and
+	 * written with reporting off: it is bookkeeping, never a change to report).
+	 *
+	 * @param int   $user_id User id.
+	 * @param float $at      Unix seconds.
+	 */
+	public static function modified_now( int $user_id, float $at ): void {
+		UserRelay_Hooks::suppress();
+		try {
+			update_user_meta( $user_id, self::MODIFIED_META, sprintf( '%.6F', $at ) );
+		} finally {
+			UserRelay_Hooks::resume();
+		}
 	}
 
 	/**

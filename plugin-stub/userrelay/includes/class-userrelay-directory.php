@@ -1,0 +1,98 @@
+<?php
+/**
+ * The directory: this site's users, page by page in user ID order, as the relay's initial sync
+ * (and anything else that lists users) reads them.
+ *
+ * Each user is the protocol's "user" object (UserRelay_Snapshot::fields) with the stored
+ * password hash, the roles, every meta key not deny-listed, and "modified": when the user's
+ * data here last changed (UserRelay_Snapshot::modified). Administrators are left out unless
+ * USERRELAY_SYNC_ADMINS, as they are from live events. Reads only; never writes.
+ *
+ * @package UserRelay
+ */
+
+if ( ! defined( 'ABSPATH' ) ) {
+	exit;
+}
+
+/**
+ * Lists users for the relay.
+ */
+final class UserRelay_Directory {
+
+	/** Largest page the relay may ask for. */
+	const MAX_LIMIT = 1000;
+
+	/**
+	 * Settings.
+	 *
+	 * @var UserRelay_Settings
+	 */
+	private $settings;
+
+	/**
+	 * Constructor.
+	 *
+	 * @param UserRelay_Settings $settings Settings.
+	 */
+	public function __construct( UserRelay_Settings $settings ) {
+		$this->settings = $settings;
+	}
+
+	/**
+	 * One page: users with an ID above $after, at most $limit, ID ascending.
+	 *
+	 * @param int $after Last user ID of the previous page (0 for the first).
+	 * @param int $limit Page size.
+	 * @return array{users: array[], next: int|null, scanned: int, total: int}
+	 */
+	public function page( int $after, int $limit ): array {
+		global $wpdb;
+		$limit = max( 1, min( self::MAX_LIMIT, $limit ) );
+		$rows  = $wpdb->get_results( $wpdb->prepare( "SELECT ID, user_pass FROM {$wpdb->users} WHERE ID > %d ORDER BY ID LIMIT %d", $after, $limit ), OBJECT_K ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		$ids   = array_map( 'intval', array_keys( $rows ) );
+		if ( $ids ) {
+			cache_users( $ids ); // One query for the users and one for all their meta.
+		}
+		$snapshot = new UserRelay_Snapshot( $this->settings );
+		$users    = array();
+		foreach ( $ids as $user_id ) {
+			$user = get_userdata( $user_id );
+			if ( ! $user || ! $snapshot->reported( $user ) ) {
+				continue;
+			}
+			$fields                  = $snapshot->fields( $user );
+			$fields['password_hash'] = (string) $rows[ $user_id ]->user_pass;
+			$fields['meta']          = (object) $this->meta( $user_id );
+			$fields['modified']      = round( UserRelay_Snapshot::modified( $user ), 6 );
+			$users[]                 = $fields;
+		}
+		$last = $ids ? end( $ids ) : null;
+		$more = null !== $last && count( $ids ) === $limit && (int) $wpdb->get_var( $wpdb->prepare( "SELECT COUNT(*) FROM {$wpdb->users} WHERE ID > %d", $last ) ) > 0; // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		return array(
+			'users'   => $users,
+			'next'    => $more ? $last : null,
+			'scanned' => count( $ids ), // Users looked at, administrators left out included.
+			'total'   => (int) $wpdb->get_var( "SELECT COUNT(*) FROM {$wpdb->users}" ), // phpcs:ignore WordPress.DB.PreparedSQL.NotPrepared
+		);
+	}
+
+	/**
+	 * The user's meta that may be synced: not deny-listed, not core's profile keys (sent as
+	 * fields), not the roles (sent as roles). One value per key, as live events send.
+	 *
+	 * @param int $user_id User id.
+	 * @return array<string, mixed>
+	 */
+	private function meta( int $user_id ): array {
+		$meta = array();
+		foreach ( (array) get_user_meta( $user_id ) as $key => $values ) {
+			$key = (string) $key;
+			if ( in_array( $key, UserRelay_Hooks::PROFILE_META, true ) || $this->settings->is_meta_denied( $key ) ) {
+				continue;
+			}
+			$meta[ $key ] = maybe_unserialize( is_array( $values ) ? reset( $values ) : $values );
+		}
+		return $meta;
+	}
+}

@@ -1,0 +1,496 @@
+"""Reconciliation: do the two sites of a link still agree, and what would put them back in step.
+
+A change made while the plugin was off, a database restored from a backup or a dead letter
+never replayed leaves the sites apart with no event to say so. ``reconcile`` asks both sites
+for their users a page at a time (``GET …/userrelay/v1/digests``: per user the match keys, one
+sha256 digest per field group, and the user's last reported change), joins the two streams by
+the person's identity and reports, per person: missing on one side, or which field groups
+(profile, roles, password, meta) differ and which site is the source. See
+docs/adr/0007-reconciliation.md for the digest, the paging and the conflict rule.
+
+Identity: a user the relay knows (``accounts``) whose person also has an account on the other
+site is keyed by that person; any other user by the link's ``match_by`` (email or login), so a
+user the relay never saw still meets its counterpart. The join keeps only the users not met
+yet, reading the two sites in turn, so memory follows how far the sites drifted apart, not
+how many users they have.
+
+Source: push from the link's site, pull from its remote; on a bidirectional link the side
+with the later modification time wins (a tie goes to the link's site), and the report shows
+each such conflict and how it was decided. Reconciliation never deletes: a user found only on
+the receiving side of a one-way link is reported, not repaired.
+
+Repair enqueues fixes through the ordinary ingest path (``queue.accept``), as events built from
+the source's full snapshots (``POST …/userrelay/v1/snapshots``) with ids
+``repair-<link>-<run>-<user id>``, so order, identity, the link's actions and the apply path
+are those of every other change. Each run's summary is stored (``reconcile_runs``) for status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from relay import __version__, queue, signatures
+from relay.appkeys import CONFIG, COURIERS, DATABASE, KEYS, LINKS
+from relay.config import Config, Link
+from relay.errors import ReconcileFailed
+from relay.events import parse_batch
+from relay.keystore import KeyStore
+from relay.routing import Router, allowed_by
+
+log = structlog.get_logger("relay.reconcile")
+
+#: Field groups, and the action that carries each to the other site.
+GROUPS = ("profile", "roles", "password", "meta")
+ACTION_OF = {"profile": "edit", "roles": "roles", "password": "password", "meta": "metadata"}
+#: Users per page asked of a site, and snapshots per request.
+PAGE_SIZE = 500
+SNAPSHOTS_PER_REQUEST = 200
+TIMEOUT = 60.0
+MISSING, DIFFERS, CONFLICT = "missing", "differs", "conflict"
+
+#: Runs a function on the database (``fn(conn, *args)``): ``Database.call``/``transaction``.
+Runner = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class SiteUser:
+    id: int
+    email: str
+    login: str
+    modified: float
+    digests: dict[str, str]
+
+
+@dataclass
+class Entry:
+    """One person on whom the sites disagree."""
+
+    kind: str                           # missing | differs | conflict
+    match: str                          # the email or login they were matched by
+    users: dict[str, int | None]        # each site's user id (None: absent there)
+    source: str | None                  # the site whose version should win (None: none)
+    target: str | None
+    groups: list[str] = field(default_factory=list)   # field groups that differ
+    repair: list[str] = field(default_factory=list)   # actions a repair sends (may be none)
+    modified: dict[str, float] = field(default_factory=dict)
+    decided: str = ""                   # why this source
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "match": self.match, "users": self.users,
+                "source": self.source, "target": self.target, "groups": self.groups,
+                "repair": self.repair, "modified": self.modified, "decided": self.decided}
+
+
+@dataclass
+class Report:
+    link: str
+    run: int
+    direction: str
+    groups: list[str]
+    started_at: float
+    finished_at: float = 0.0
+    users: dict[str, int] = field(default_factory=dict)
+    in_step: int = 0
+    entries: list[Entry] = field(default_factory=list)
+    enqueued: int | None = None         # repair events accepted (None: no repair asked)
+
+    def summary(self) -> dict[str, Any]:
+        counts = {name: sum(1 for e in self.entries if e.kind == kind)
+                  for name, kind in (("missing", MISSING), ("differs", DIFFERS),
+                                     ("conflicts", CONFLICT))}
+        return {"run": self.run, "started_at": round(self.started_at, 3),
+                "finished_at": round(self.finished_at, 3), "users": self.users,
+                "in_step": self.in_step, **counts,
+                "repairable": sum(1 for e in self.entries if e.repair),
+                "enqueued": self.enqueued}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"link": self.link, "direction": self.direction, "groups": self.groups,
+                "summary": self.summary(), "entries": [e.as_dict() for e in self.entries]}
+
+
+class SiteReader:
+    """The reconciliation routes of one site's plugin, signed with the site's key."""
+
+    def __init__(self, config: Config, site: str, keys: KeyStore,
+                 session: aiohttp.ClientSession) -> None:
+        key = keys.get(site)
+        if key is None:
+            raise ReconcileFailed(f"site {site!r} has no key; run userrelay keys generate {site}")
+        self.site, self._key, self._session = site, key, session
+        self._base = config.sites[site].url.rstrip("/") + "/wp-json/userrelay/v1"
+
+    async def digests(self, after: int, limit: int, fields: str
+                      ) -> tuple[list[SiteUser], int | None]:
+        answer = await self._request("GET", "/digests", b"",
+                                     {"after": str(after), "limit": str(limit), "fields": fields})
+        users = [SiteUser(int(u["id"]), str(u["email"]), str(u["login"]),
+                          float(u["modified"]), dict(u.get("digests") or {}))
+                 for u in answer["users"]]
+        return users, None if answer.get("next") is None else int(answer["next"])
+
+    async def snapshots(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), SNAPSHOTS_PER_REQUEST):
+            body = json.dumps({"ids": ids[start:start + SNAPSHOTS_PER_REQUEST]}).encode()
+            answer = await self._request("POST", "/snapshots", body, {})
+            found.update({int(u["id"]): u for u in answer["users"]})
+        return found
+
+    async def _request(self, method: str, path: str, body: bytes,
+                       params: dict[str, str]) -> dict[str, Any]:
+        url = self._base + path
+        try:
+            async with self._session.request(
+                    method, url, data=body or None, params=params,
+                    headers=signatures.headers(self._key, body), allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as response:
+                text = await response.text()
+                if response.status != 200:
+                    raise ReconcileFailed(f"site {self.site!r} answered {method} {path} with "
+                                          f"{response.status}: {text[:200]}")
+                answer = json.loads(text)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise ReconcileFailed(f"site {self.site!r} could not be reached at {url}: "
+                                  f"{exc or type(exc).__name__}") from None
+        except json.JSONDecodeError:
+            raise ReconcileFailed(f"site {self.site!r} answered {path} with something other "
+                                  "than JSON") from None
+        if not isinstance(answer, dict):
+            raise ReconcileFailed(f"site {self.site!r} answered {path} with an unexpected body")
+        return answer
+
+
+def groups_of(link: Link) -> list[str]:
+    """The field groups a link syncs, either way (those its actions carry)."""
+    actions = (allowed_by(link, link.site, link.remote)
+               | allowed_by(link, link.remote, link.site))
+    return [g for g in GROUPS if ACTION_OF[g] in actions
+            or g == "profile" and "create" in actions]
+
+
+def sources_of(link: Link) -> tuple[str, ...]:
+    """The sites whose version wins: one for push or pull, both for bidirectional."""
+    return {"push": (link.site,), "pull": (link.remote,)}.get(link.direction,
+                                                              (link.site, link.remote))
+
+
+def person_keys(conn: sqlite3.Connection, site: str, other: str, ids: list[int]
+                ) -> dict[int, int]:
+    """For ``site``'s users among ``ids``: the person, when the relay knows them on both sites."""
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    persons = dict(conn.execute(f"SELECT user_id, person FROM accounts WHERE site = ? AND "
+                                f"user_id IN ({marks})", (site, *ids)).fetchall())
+    if not persons:
+        return {}
+    marks = ",".join("?" * len(persons))
+    both = {int(p) for (p,) in conn.execute(
+        f"SELECT person FROM accounts WHERE site = ? AND person IN ({marks})",
+        (other, *persons.values()))}
+    return {int(u): int(p) for u, p in persons.items() if int(p) in both}
+
+
+async def _stream(reader: SiteReader, fields: str, page_size: int
+                  ) -> AsyncIterator[list[SiteUser]]:
+    after: int | None = 0
+    while after is not None:
+        users, after = await reader.digests(after, page_size, fields)
+        yield users
+
+
+class _Pending:
+    """One site's users not met yet, found by person (when the relay knows them on both
+    sites) or else by the link's match key. Both are kept: the relay may learn a person while
+    the sites are read (a delivery settles), and one side is then read by person, the other
+    by email or login."""
+
+    def __init__(self) -> None:
+        self._by_person: dict[int, tuple[SiteUser, str]] = {}
+        self._by_match: dict[str, tuple[SiteUser, int | None]] = {}
+
+    def put(self, user: SiteUser, person: int | None, match: str) -> None:
+        if person is not None:
+            self._by_person[person] = (user, match)
+        self._by_match[match] = (user, person)
+
+    def take(self, person: int | None, match: str) -> SiteUser | None:
+        if person is not None and person in self._by_person:
+            user, their_match = self._by_person.pop(person)
+            self._by_match.pop(their_match, None)
+            return user
+        found = self._by_match.get(match)
+        if found is None or (person is not None and found[1] is not None and found[1] != person):
+            return None  # the relay knows them as two different people
+        del self._by_match[match]
+        if found[1] is not None:
+            self._by_person.pop(found[1], None)
+        return found[0]
+
+    def users(self) -> list[SiteUser]:
+        return [user for user, _ in self._by_match.values()]
+
+
+class Reconciler:
+    """One run over one link: compare (``compare``), then optionally ``repair``."""
+
+    def __init__(self, config: Config, link_id: str, keys: KeyStore, read: Runner,
+                 write: Runner, session: aiohttp.ClientSession,
+                 page_size: int = PAGE_SIZE) -> None:
+        self.config, self.link = config, config.links[link_id]
+        self._read, self._write, self._page = read, write, page_size
+        self._readers = {s: SiteReader(config, s, keys, session)
+                         for s in (self.link.site, self.link.remote)}
+        self._router = Router(config)
+
+    def _allowed(self, source: str, target: str) -> frozenset[str]:
+        """What may flow from ``source`` to ``target``: every link of the pair agreeing."""
+        return next((r.actions for r in self._router.routes_from(source) if r.target == target),
+                    frozenset())
+
+    async def compare(self, run: int) -> Report:
+        link = self.link
+        now = time.time()
+        groups = groups_of(link)
+        report = Report(link.id, run, link.direction, groups, now,
+                        users={link.site: 0, link.remote: 0})
+        fields = ",".join(groups)
+        pending = {link.site: _Pending(), link.remote: _Pending()}
+        streams = {s: _stream(r, fields, self._page) for s, r in self._readers.items()}
+        live = list(streams)
+        while live:  # a page from each site in turn: the unmatched of each wait for the other
+            for site in list(live):
+                other = link.remote if site == link.site else link.site
+                try:
+                    page = await anext(streams[site])
+                except StopAsyncIteration:
+                    live.remove(site)
+                    continue
+                report.users[site] += len(page)
+                persons = await self._read(person_keys, site, other, [u.id for u in page])
+                for user in page:
+                    person, match = persons.get(user.id), self._match(user)
+                    counterpart = pending[other].take(person, match)
+                    if counterpart is None:
+                        pending[site].put(user, person, match)
+                    else:
+                        self._pair(report, {site: user, other: counterpart})
+        for site, left in pending.items():
+            for user in left.users():
+                self._missing(report, site, user)
+        report.finished_at = time.time()
+        return report
+
+    def _match(self, user: SiteUser) -> str:
+        return user.email if self.link.match_by == "email" else user.login
+
+    def _pair(self, report: Report, users: dict[str, SiteUser]) -> None:
+        link = self.link
+        a, b = users[link.site], users[link.remote]
+        differ = [g for g in report.groups if a.digests.get(g) != b.digests.get(g)]
+        if not differ:
+            report.in_step += 1
+            return
+        modified = {link.site: a.modified, link.remote: b.modified}
+        kind, sources = DIFFERS, sources_of(link)
+        if len(sources) == 1:
+            source = sources[0]
+            decided = f"{link.direction} link: {source} is the source"
+        else:
+            kind = CONFLICT
+            source = link.remote if b.modified > a.modified else link.site
+            decided = (f"most recent change wins: {source} changed at "
+                       f"{_when(modified[source])}, the other at "
+                       f"{_when(min(modified.values()))}"
+                       + (" (a tie goes to the link's site)" if a.modified == b.modified else ""))
+        target = link.remote if source == link.site else link.site
+        allowed = self._allowed(source, target)
+        repair = sorted({ACTION_OF[g] for g in differ if ACTION_OF[g] in allowed})
+        report.entries.append(Entry(kind, self._match(a), {link.site: a.id, link.remote: b.id},
+                                    source, target, differ, repair, modified, decided))
+
+    def _missing(self, report: Report, site: str, user: SiteUser) -> None:
+        link = self.link
+        other = link.remote if site == link.site else link.site
+        users: dict[str, int | None] = {site: user.id, other: None}
+        if site in sources_of(link):
+            allowed = self._allowed(site, other)
+            repair = (["create", *(ACTION_OF[g] for g in report.groups
+                                  if g != "profile" and ACTION_OF[g] in allowed)]
+                      if "create" in allowed else [])
+            why = f"only on {site}" + ("" if repair else "; the link does not allow create")
+            report.entries.append(Entry(MISSING, self._match(user), users, site, other,
+                                        [], repair, {site: user.modified}, why))
+        else:
+            report.entries.append(Entry(
+                MISSING, self._match(user), users, None, None, [], [],
+                {site: user.modified}, f"only on {site}, which does not send on this "
+                f"{link.direction} link; reconciliation never deletes"))
+
+    async def repair(self, report: Report) -> int:
+        """Enqueue the report's fixes as ordinary events from their source; how many."""
+        router = self._router
+        enqueued = 0
+        for source in sources_of(self.link):
+            todo = [e for e in report.entries if e.source == source and e.repair]
+            if not todo:
+                continue
+            target = todo[0].target
+            routes = [r for r in router.routes_from(source) if r.target == target]
+            ids = [e.users[source] for e in todo]
+            snapshots = await self._readers[source].snapshots([i for i in ids if i is not None])
+            need_theirs = [e.users[target] for e in todo if "metadata" in e.repair
+                           and target is not None and e.users[target] is not None]
+            theirs = (await self._readers[target].snapshots([i for i in need_theirs if i])
+                      if need_theirs and target is not None else {})
+            events = []
+            for entry in todo:
+                user = snapshots.get(entry.users[source] or 0)
+                if user is None:
+                    continue  # gone since the comparison: nothing to send
+                other = theirs.get(entry.users.get(target or "") or 0)
+                events.append(repair_event(self.link.id, report.run, entry.repair, user, other))
+            for start in range(0, len(events), 1000):
+                chunk = events[start:start + 1000]
+                batch = parse_batch(json.dumps({"events": chunk}).encode())
+                webhook_id = f"repair-{self.link.id}-{report.run}-{source}-{start}"
+                _, answer = await self._write(queue.accept, source, webhook_id, batch, routes,
+                                              time.time())
+                enqueued += int(answer["accepted"])
+        report.enqueued = enqueued
+        log.info("reconcile_repaired", link=self.link.id, run=report.run, events=enqueued)
+        return enqueued
+
+
+def repair_event(link: str, run: int, actions: list[str], user: dict[str, Any],
+                 theirs: dict[str, Any] | None) -> dict[str, Any]:
+    """A protocol event (docs/protocol.md) carrying ``user``'s fields for ``actions``."""
+    fields = {k: v for k, v in user.items() if k != "modified"}
+    if "metadata" in actions:
+        meta = dict(fields.get("meta") or {})
+        fields["meta"] = meta
+        fields["meta_deleted"] = sorted(set((theirs or {}).get("meta") or {}) - set(meta))
+    else:
+        fields.pop("meta", None)
+    # occurred_at: when the source last changed the user, which the target then records as
+    # its own modification time (so the next run sees both sides changed at the same time).
+    return {"id": f"repair-{link}-{run}-{user['id']}",
+            "occurred_at": float(user.get("modified") or time.time()),
+            "actions": actions, "user": fields}
+
+
+# --- the record of runs ----------------------------------------------------------------------
+
+def start_run(conn: sqlite3.Connection, link: str, now: float) -> int:
+    return int(conn.execute("INSERT INTO reconcile_runs (link, started_at) VALUES (?, ?) "
+                            "RETURNING id", (link, now)).fetchone()[0])
+
+
+def finish_run(conn: sqlite3.Connection, report: Report) -> None:
+    conn.execute("UPDATE reconcile_runs SET finished_at = ?, summary = ? WHERE id = ?",
+                 (report.finished_at, json.dumps(report.summary()), report.run))
+
+
+def fail_run(conn: sqlite3.Connection, run: int, error: str, now: float) -> None:
+    conn.execute("UPDATE reconcile_runs SET finished_at = ?, summary = ? WHERE id = ?",
+                 (now, json.dumps({"run": run, "finished_at": round(now, 3), "error": error}), run))
+
+
+def last_runs(conn: sqlite3.Connection, links: list[str]) -> dict[str, dict[str, Any]]:
+    """Each link's last finished reconciliation: its summary (or the error that stopped it)."""
+    found = {}
+    for link in links:
+        row = conn.execute("SELECT summary FROM reconcile_runs WHERE link = ? AND summary IS NOT "
+                           "NULL ORDER BY id DESC LIMIT 1", (link,)).fetchone()
+        if row is not None:
+            found[link] = json.loads(row[0])
+    return found
+
+
+async def reconcile(config: Config, link_id: str, keys: KeyStore, read: Runner, write: Runner,
+                    repair: bool = False, session: aiohttp.ClientSession | None = None,
+                    page_size: int = PAGE_SIZE) -> Report:
+    """Compare the sites of ``link_id`` (and enqueue the fixes if ``repair``); stored."""
+    own = session is None
+    session = session or aiohttp.ClientSession(headers={"User-Agent": f"UserRelay/{__version__}"})
+    try:
+        reconciler = Reconciler(config, link_id, keys, read, write, session, page_size)
+        run = await write(start_run, link_id, time.time())
+        try:
+            report = await reconciler.compare(run)
+            if repair:
+                await reconciler.repair(report)
+        except ReconcileFailed as exc:
+            await write(fail_run, run, str(exc), time.time())
+            log.warning("reconcile_failed", link=link_id, run=run, error=str(exc))
+            raise
+        await write(finish_run, report)
+        summary = report.summary()
+        log.info("reconciled", link=link_id, run=run, in_step=summary["in_step"],
+                 missing=summary["missing"], differs=summary["differs"],
+                 conflicts=summary["conflicts"], enqueued=summary["enqueued"])
+        return report
+    finally:
+        if own:
+            await session.close()
+
+
+# --- the schedule (in the daemon) -------------------------------------------------------------
+
+#: How often a link that is not active is looked at again before its scheduled run (seconds).
+INACTIVE_RECHECK = 30.0
+
+
+async def schedule_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A task per link with ``reconcile.every``: it runs only while the link is active."""
+    tasks = [asyncio.create_task(_every(app, link), name=f"reconcile-{link.id}")
+             for link in app[CONFIG].links.values() if link.reconcile_every]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _every(app: web.Application, link: Link) -> None:
+    db, every = app[DATABASE], float(link.reconcile_every or 0)
+    last = await db.call(_last_started, link.id)
+    while True:
+        due = (last or 0.0) + every
+        await asyncio.sleep(max(due - time.time(), 0.0) if last is not None else every)
+        state = app[LINKS].state(link.id)
+        if state is None or not state.delivering:
+            # Not before the link is active: look again soon, then run at once.
+            last = time.time() - every + min(INACTIVE_RECHECK, every)
+            continue
+        last = time.time()
+        try:
+            report = await reconcile(app[CONFIG], link.id, app[KEYS], db.call, db.transaction,
+                                     repair=link.reconcile_repair)
+            if report.enqueued:
+                for courier in app[COURIERS].values():  # the fixes go out now, not at a poll
+                    courier.wake()
+        except ReconcileFailed:
+            pass  # logged where it failed; the next run comes at the usual time
+        except Exception:  # noqa: BLE001 - the schedule must outlive one bad run
+            log.exception("reconcile_crashed", link=link.id)
+
+
+def _last_started(conn: sqlite3.Connection, link: str) -> float | None:
+    row = conn.execute("SELECT max(started_at) FROM reconcile_runs WHERE link = ?",
+                       (link,)).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
