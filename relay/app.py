@@ -18,7 +18,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from relay import admin, queue, reconcile
+from relay import admin, queue, reconcile_schedule
 from relay.appkeys import (
     CONFIG,
     COURIER_TASKS,
@@ -52,7 +52,7 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
     app[METRICS].know(config)
     app[ROUTER] = Router(config)
     app.cleanup_ctx.extend([database_ctx, group_commit_ctx, delivery_ctx, backfill_ctx,
-                            reconcile.schedule_ctx, admin_ctx])
+                            reconcile_schedule.schedule_ctx, admin_ctx])
     app.router.add_post("/v1/sites/{site}/events", receive_events)
     app.router.add_get("/v1/sites/{site}/ping", ping)
     app.router.add_get("/healthz", healthz)
