@@ -91,22 +91,14 @@ final class UserRelay_Digests {
 	 * @return array{users: array[], next: int|null}
 	 */
 	public function page( int $after, int $limit, string $fields ): array {
-		global $wpdb;
 		list( $groups, $meta_keys ) = self::parse_fields( $fields );
-		$limit = max( 1, min( self::MAX_LIMIT, $limit ) );
-		$rows  = $wpdb->get_results( $wpdb->prepare( "SELECT ID, user_pass FROM {$wpdb->users} WHERE ID > %d ORDER BY ID LIMIT %d", $after, $limit ), OBJECT_K ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared,WordPress.DB.DirectDatabaseQuery
-		$ids   = array_map( 'intval', array_keys( $rows ) );
-		if ( $ids ) {
-			cache_users( $ids ); // One query for the users and one for all their meta.
-		}
+		$limit    = max( 1, min( self::MAX_LIMIT, $limit ) );
+		$scan     = ( new UserRelay_Directory( $this->settings ) )->scan( $after, $limit );
+		$ids      = $scan['ids'];
 		$snapshot = new UserRelay_Snapshot( $this->settings );
 		$users    = array();
-		foreach ( $ids as $user_id ) {
-			$user = get_userdata( $user_id );
-			if ( ! $user || ! $snapshot->reported( $user ) ) {
-				continue;
-			}
-			$values  = $this->groups( $snapshot->fields( $user ), (string) $rows[ $user_id ]->user_pass, $meta_keys );
+		foreach ( $scan['users'] as $user_id => list( $user, $hash ) ) {
+			$values  = $this->groups( $snapshot->fields( $user ), $hash, $meta_keys );
 			$digests = array();
 			foreach ( $groups as $group ) {
 				$digests[ $group ] = hash( 'sha256', self::canonical( $values[ $group ] ) );

@@ -48,21 +48,14 @@ final class UserRelay_Directory {
 	 */
 	public function page( int $after, int $limit ): array {
 		global $wpdb;
-		$limit = max( 1, min( self::MAX_LIMIT, $limit ) );
-		$rows  = $wpdb->get_results( $wpdb->prepare( "SELECT ID, user_pass FROM {$wpdb->users} WHERE ID > %d ORDER BY ID LIMIT %d", $after, $limit ), OBJECT_K ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
-		$ids   = array_map( 'intval', array_keys( $rows ) );
-		if ( $ids ) {
-			cache_users( $ids ); // One query for the users and one for all their meta.
-		}
+		$limit    = max( 1, min( self::MAX_LIMIT, $limit ) );
+		$scan     = $this->scan( $after, $limit );
+		$ids      = $scan['ids'];
 		$snapshot = new UserRelay_Snapshot( $this->settings );
 		$users    = array();
-		foreach ( $ids as $user_id ) {
-			$user = get_userdata( $user_id );
-			if ( ! $user || ! $snapshot->reported( $user ) ) {
-				continue;
-			}
+		foreach ( $scan['users'] as $user_id => list( $user, $hash ) ) {
 			$fields                  = $snapshot->fields( $user );
-			$fields['password_hash'] = (string) $rows[ $user_id ]->user_pass;
+			$fields['password_hash'] = $hash;
 			$fields['meta']          = (object) $this->meta( $user_id );
 			$fields['modified']      = round( UserRelay_Snapshot::modified( $user ), 6 );
 			$users[]                 = $fields;
@@ -74,6 +67,38 @@ final class UserRelay_Directory {
 			'next'    => $more ? $last : null,
 			'scanned' => count( $ids ), // Users looked at, administrators left out included.
 			'total'   => (int) $wpdb->get_var( "SELECT COUNT(*) FROM {$wpdb->users}" ), // phpcs:ignore WordPress.DB.PreparedSQL.NotPrepared
+		);
+	}
+
+	/**
+	 * The users a page looks at (IDs above $after, at most $limit, ID ascending) and, of those,
+	 * the ones this site syncs (administrators left out unless allowed), each with its stored
+	 * password hash. Two queries for the whole page: the IDs with their hashes, then
+	 * cache_users() for the users and all their meta. The initial sync and the digests read
+	 * users through this.
+	 *
+	 * @param int $after Last user ID of the previous page (0 for the first).
+	 * @param int $limit Page size (already bounded by the caller).
+	 * @return array{ids: int[], users: array<int, array{0: WP_User, 1: string}>}
+	 */
+	public function scan( int $after, int $limit ): array {
+		global $wpdb;
+		$rows = $wpdb->get_results( $wpdb->prepare( "SELECT ID, user_pass FROM {$wpdb->users} WHERE ID > %d ORDER BY ID LIMIT %d", $after, $limit ), OBJECT_K ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared,WordPress.DB.DirectDatabaseQuery
+		$ids  = array_map( 'intval', array_keys( $rows ) );
+		if ( $ids ) {
+			cache_users( $ids );
+		}
+		$snapshot = new UserRelay_Snapshot( $this->settings );
+		$users    = array();
+		foreach ( $ids as $user_id ) {
+			$user = get_userdata( $user_id );
+			if ( $user && $snapshot->reported( $user ) ) {
+				$users[ $user_id ] = array( $user, (string) $rows[ $user_id ]->user_pass );
+			}
+		}
+		return array(
+			'ids'   => $ids,
+			'users' => $users,
 		);
 	}
 
