@@ -83,7 +83,8 @@ async def group_commit_ctx(app: web.Application) -> AsyncIterator[None]:
 async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
     config, db = app[CONFIG], app[DATABASE]
     # One relay process owns the database, so every lease left behind is from a dead process.
-    reclaimed = await db.transaction(queue.reclaim_expired, time.time(), True)
+    reclaimed = await db.transaction(queue.reclaim_expired, time.time(), True,
+                                      config["delivery.max_attempts"])
     if reclaimed:
         log.info("leases_reclaimed", deliveries=reclaimed, at="start-up")
     # Which links may deliver (started, both sites tested, not paused); see relay/links.py.
@@ -150,7 +151,8 @@ async def _upkeep(app: web.Application, couriers: dict[str, Courier]) -> None:
         await asyncio.sleep(every)
         now = time.time()
         try:
-            reclaimed = await db.transaction(queue.reclaim_expired, now)
+            reclaimed = await db.transaction(queue.reclaim_expired, now, False,
+                                             config["delivery.max_attempts"])
             if reclaimed:
                 log.warning("leases_reclaimed", deliveries=reclaimed, at="upkeep")
                 for courier in couriers.values():

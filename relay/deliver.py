@@ -17,14 +17,15 @@ from typing import Any
 import aiohttp
 import structlog
 
-from relay import queue, signatures
+from relay import answers, queue, signatures
 from relay.config import Config, Site
-from relay.constants import DEAD, DONE, PAUSE_STATUSES, PLUGIN_EVENTS_PATH, READY, RETRY_STATUSES
+from relay.answers import Kind
+from relay.constants import DEAD, DONE, PLUGIN_EVENTS_PATH, READY
 from relay.keystore import KeyStore
 from relay.links import LinkGate
 from relay.metrics import Metrics
 from relay.queue import Claimed, Outcome
-from relay.retry import RetryPolicy, parse_retry_after
+from relay.retry import RetryPolicy
 from relay.store import Database
 
 log = structlog.get_logger("relay.deliver")
@@ -84,7 +85,7 @@ class Courier:
                 await self._sleep(IDLE_POLL if due is None else min(max(due - now, 0.01),
                                                                    IDLE_POLL))
                 continue
-            task = asyncio.create_task(self._send(batch), name=f"deliver-{self.site.id}")
+            task = asyncio.create_task(self._deliver(batch), name=f"deliver-{self.site.id}")
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
 
@@ -110,6 +111,23 @@ class Courier:
                 task.cancel()  # its lease expires and the delivery goes out again later
             await asyncio.gather(*late, return_exceptions=True)
 
+    async def _deliver(self, batch: list[Claimed]) -> None:
+        """Send a claimed batch and settle it; whatever goes wrong in here, the batch does not
+        stay leased: an unexpected error is a failed attempt for each of its events."""
+        try:
+            await self._send(batch)
+        except asyncio.CancelledError:
+            raise  # stopping: the lease expires and the batch goes out again
+        except Exception as exc:
+            log.exception("courier_error", target=self.site.id, deliveries=len(batch))
+            try:
+                await self._retry_all(batch, None, f"the relay failed while delivering: "
+                                      f"{type(exc).__name__}: {exc}", None)
+            except Exception:
+                # The database itself fails: the lease expires and upkeep reclaims it.
+                log.exception("courier_settle_failed", target=self.site.id,
+                              deliveries=len(batch))
+
     async def _send(self, batch: list[Claimed]) -> None:
         now = time.time()
         key = self._keys.get(self.site.id)
@@ -134,54 +152,53 @@ class Courier:
                                           timeout=self._timeout, allow_redirects=False) as resp:
                 status = resp.status
                 answer = await resp.content.read(MAX_ANSWER_BYTES)
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"), now)
-                location = resp.headers.get("Location", "")
+                headers = resp.headers
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._metrics.request_took(self.site.id, time.monotonic() - sent)
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             await self._retry_all(batch, None, f"cannot reach {self._url}: {error}", None)
             return
         self._metrics.request_took(self.site.id, time.monotonic() - sent)
-        if 200 <= status < 300:
-            await self._settle(self._per_event(batch, answer))
-        elif status in RETRY_STATUSES or status >= 500:
-            await self._retry_all(batch, status, f"site answered {status}{_excerpt(answer)}",
-                                  retry_after)
-        elif status in PAUSE_STATUSES or 300 <= status < 400:
-            await self._pause(batch, _pause_reason(self.site, self._url, status, location))
+        verdict = answers.judge([str(d.id) for d in batch], status, headers, answer, now)
+        if verdict.kind is Kind.RESULTS:
+            await self._settle([self._outcome(d, verdict.results.get(str(d.id)))
+                                for d in batch])
+        elif verdict.kind is Kind.RETRY:
+            await self._retry_all(batch, verdict.status, verdict.error, verdict.retry_after)
+        elif verdict.kind is Kind.PAUSE:
+            await self._pause(batch, _pause_reason(self.site, self._url, verdict.status or 0,
+                                                   verdict.error))
+        elif len(batch) > 1:
+            await self._split(batch, verdict)
         else:
-            error = f"site answered {status}{_excerpt(answer)}"
-            await self._settle([Outcome(d, DEAD, status, error) for d in batch])
+            await self._settle([Outcome(batch[0], DEAD, verdict.status, verdict.error)])
 
-    def _per_event(self, batch: list[Claimed], answer: bytes) -> list[Outcome]:
-        try:
-            document = json.loads(answer) if answer.strip() else {}
-            results = {str(r["id"]): r for r in document.get("results", [])}
-        except (ValueError, TypeError, KeyError, AttributeError):
-            results = {}
-            document = {}
-        if "results" not in document:
-            # A plain 2xx with no per-event results: the whole batch was taken.
-            return [Outcome(d, DONE, 200) for d in batch]
-        outcomes = []
-        for d in batch:
-            result = results.get(str(d.id))
-            if result is None:
-                outcomes.append(self._retry(d, None, "the site's answer had no result for it",
-                                            None))
-                continue
-            status = int(result.get("status", 200))
-            error = str(result.get("error", "")) or None
-            if 200 <= status < 300:
-                user_id = result.get("user_id")
-                outcomes.append(Outcome(d, DONE, status, None, None,
-                                        user_id if isinstance(user_id, int) else None))
-            elif status in RETRY_STATUSES or status >= 500:
-                outcomes.append(self._retry(d, status, error or f"site answered {status}",
-                                            _number(result.get("retry_after"))))
-            else:
-                outcomes.append(Outcome(d, DEAD, status, error or f"site answered {status}"))
-        return outcomes
+    async def _split(self, batch: list[Claimed], verdict: answers.Verdict) -> None:
+        """The site refused the request as a whole: something in it (an event it cannot
+        read, a body too large) poisons it. Send each half on its own, and so on, until the
+        offending events are alone: only they are dead-lettered. It is all one attempt."""
+        log.warning("batch_refused", target=self.site.id, events=len(batch),
+                    status=verdict.status, error=verdict.error,
+                    next=f"sending it again as two requests of {len(batch) // 2} and "
+                         f"{len(batch) - len(batch) // 2}")
+        half = len(batch) // 2
+        for part in (batch[:half], batch[half:]):
+            # The halves take a request each: the lease must outlast them.
+            await asyncio.shield(self._db.transaction(queue.extend_lease, part,
+                                                      time.time() + self._lease))
+            await self._send(part)
+
+    def _outcome(self, d: Claimed, result: answers.Result | None) -> Outcome:
+        """What becomes of one delivery the site answered with results."""
+        if result is None:
+            return self._retry(d, None, "the site's answer had no result for it (not applied)",
+                               None)
+        if result.applied:
+            return Outcome(d, DONE, result.status, None, None, result.user_id)
+        error = result.error or f"site answered {result.status}"
+        if result.retry:
+            return self._retry(d, result.status, error, result.retry_after)
+        return Outcome(d, DEAD, result.status, error)
 
     def _retry(self, d: Claimed, status: int | None, error: str,
                retry_after: float | None) -> Outcome:
@@ -236,15 +253,6 @@ class Courier:
             else:
                 self.counters["dead"] += 1
                 log.error("dead_lettered", **fields, error=o.error)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _excerpt(answer: bytes) -> str:
-    text = answer[:200].decode("utf-8", "replace").strip()
-    return f": {text}" if text else ""
 
 
 def _pause_reason(site: Site, url: str, status: int, location: str) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay import identity, links
-from relay.constants import DONE, LEASED, READY, SUPERSEDED, WAITING
+from relay.constants import DEAD, DONE, LEASED, READY, SUPERSEDED, WAITING
 from relay.events import Event, for_target, merge_updates
 from relay.routing import Route
 
@@ -204,12 +204,24 @@ def release(conn: sqlite3.Connection, deliveries: list[Claimed], run_at: float) 
                      [(run_at, d.id) for d in deliveries])
 
 
-def reclaim_expired(conn: sqlite3.Connection, now: float, every_lease: bool = False) -> int:
-    """Leases that outlived their holder (a hung request) go back to ready, due now.
+def reclaim_expired(conn: sqlite3.Connection, now: float, every_lease: bool = False,
+                    max_attempts: int | None = None) -> int:
+    """Leases that outlived their holder (a hung request, a crash) go back to ready, due now.
 
     ``every_lease``: at start-up every lease is stale, its holder having died with the process.
+    A lost attempt is still an attempt: one that used up ``max_attempts`` is dead-lettered
+    (and its line moves on), so a batch that kills its holder cannot come back for ever.
     """
     expiry = float("inf") if every_lease else now
+    if max_attempts is not None:
+        spent = conn.execute(
+            f"UPDATE deliveries SET state = '{DEAD}', lease_until = NULL, last_error = "
+            "'gave up after ' || attempts || ' attempts; last: no answer was settled before "
+            "its lease expired (the relay stopped or failed while sending it)', updated_at = ? "
+            f"WHERE state = '{LEASED}' AND lease_until < ? AND attempts >= ? "
+            "RETURNING target, person", (now, expiry, max_attempts)).fetchall()
+        for target, person in spent:
+            _promote(conn, target, person, now)
     return conn.execute(f"UPDATE deliveries SET state = '{READY}', lease_until = NULL, "
                         f"run_at = ?, updated_at = ? WHERE state = '{LEASED}' AND lease_until < ?",
                         (now, now, expiry)).rowcount
@@ -239,3 +251,9 @@ def pause_link(conn: sqlite3.Connection, link: str, reason: str, now: float) -> 
 def paused_links(conn: sqlite3.Connection) -> dict[str, str]:
     return {str(r[0]): str(r[1]) for r in
             conn.execute("SELECT link, reason FROM link_states WHERE paused = 1")}
+
+
+def extend_lease(conn: sqlite3.Connection, deliveries: list[Claimed], until: float) -> None:
+    """Keep leased deliveries leased until ``until`` (a batch sent again in parts)."""
+    conn.executemany(f"UPDATE deliveries SET lease_until = ? WHERE id = ? AND state = '{LEASED}'",
+                     [(until, d.id) for d in deliveries])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -36,14 +37,19 @@ class RetryPolicy:
         return None
 
 
+#: delta-seconds as RFC 9110 spells them: ASCII digits only (``str.isdigit`` takes "²").
+_DELTA_SECONDS = re.compile(r"[0-9]{1,12}")
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None when the
+    header is absent or not understood. Never raises."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DELTA_SECONDS.fullmatch(value):
         return float(value)
     try:
         return parsedate_to_datetime(value).timestamp() - now
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None

@@ -205,3 +205,73 @@ async def test_consecutive_unsent_edits_of_a_person_merge_into_one_delivery(
     last = b.events[-1]
     assert (["edit", "metadata"], "Al", {"city": "Oslo"}, ["e2", "e3"]) == (
         last["actions"], last["user"]["first_name"], last["user"]["meta"], last["merged"])
+
+
+# --- what an answer means (relay/answers.py) ------------------------------------------------
+
+async def test_a_2xx_without_a_result_per_event_is_a_failed_attempt_not_a_delivery(
+        two_sites: Any) -> None:
+    def respond(document: dict[str, Any]) -> web.Response:  # a maintenance or firewall page
+        return web.Response(text="<html><body>Back soon</body></html>",
+                            content_type="text/html")
+    relay, b = await two_sites(respond, max_attempts=2, retry_schedule=[0.01])
+
+    await relay.post("a", [event("e1", 1, ["create"]), event("e2", 2, ["create"])])
+
+    await until(lambda: relay.db("SELECT DISTINCT state FROM deliveries") == [("dead",)])
+    rows = relay.db("SELECT attempts, last_status, last_error FROM deliveries")
+    assert [2, 2] == [r[0] for r in rows]
+    assert all(r[1] == 200 and r[2].startswith("gave up after 2 attempts; last: site answered "
+                                               "200 without a JSON body of results")
+               and "Back soon" in r[2] for r in rows), rows
+
+
+async def test_a_malformed_result_status_is_a_failed_attempt_and_ends_in_a_dead_letter(
+        two_sites: Any) -> None:
+    def respond(document: dict[str, Any]) -> web.Response:
+        return web.json_response({"results": [{"id": e["id"], "status": "200 OK"}
+                                              for e in document["events"]]})
+    relay, b = await two_sites(respond, max_attempts=3, retry_schedule=[0.01])
+
+    await relay.post("a", [event("e1", 1, ["create"])])
+
+    await until(lambda: relay.db("SELECT state FROM deliveries") == [("dead",)])
+    ((attempts, error),) = relay.db("SELECT attempts, last_error FROM deliveries")
+    assert 3 == attempts == len(b.requests)
+    assert error.startswith('gave up after 3 attempts; last: site answered 200 with '
+                            'results[0].status "200 OK", not an HTTP status'), error
+
+
+async def test_a_retry_after_that_is_not_a_number_is_ignored_not_fatal(two_sites: Any) -> None:
+    def respond(document: dict[str, Any]) -> web.Response:
+        if len(b.requests) == 1:
+            return web.json_response({}, status=429, headers={"Retry-After": "²"})
+        return web.json_response({"results": [b.applied(e) for e in document["events"]]})
+    relay, b = await two_sites(respond, retry_schedule=[0.01])
+
+    await relay.post("a", [event("e1", 1, ["create"])])
+
+    await until(lambda: relay.db("SELECT state, attempts FROM deliveries") == [("done", 2)])
+
+
+async def test_only_the_events_poisoning_a_refused_batch_are_dead_lettered(
+        two_sites: Any) -> None:
+    def respond(document: dict[str, Any]) -> web.Response:
+        # As WordPress does with a body it cannot read: the whole request is refused.
+        if any(e["user"].get("first_name") == "poison" for e in document["events"]):
+            return web.json_response({"code": "rest_invalid_json"}, status=400)
+        return web.json_response({"results": [b.applied(e) for e in document["events"]]})
+    relay, b = await two_sites(respond, batch_size=100)
+
+    await relay.post("a", [event(f"e{i}", i, ["create"],
+                                 first_name="poison" if i in (3, 7) else "") for i in range(1, 9)])
+
+    await until(lambda: relay.db("SELECT count(*) FROM deliveries WHERE state IN "
+                                 "('ready', 'leased', 'waiting')") == [(0,)])
+    assert [("e3", "dead"), ("e7", "dead")] == relay.db(
+        "SELECT event_id, state FROM deliveries WHERE state != 'done' ORDER BY id")
+    assert 6 == len({e["origin"]["event_id"] for r in b.requests for e in r["events"]
+                     if e["user"]["first_name"] != "poison"} & {f"e{i}" for i in range(1, 9)})
+    (error,) = relay.db("SELECT last_error FROM deliveries WHERE event_id = 'e3'")[0]
+    assert error.startswith("site answered 400"), error
+    assert all(n == 1 for (n,) in relay.db("SELECT attempts FROM deliveries"))
