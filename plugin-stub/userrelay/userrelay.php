@@ -20,6 +20,8 @@ define( 'USERRELAY_PLUGIN_VERSION', '0.1.0' );
 define( 'USERRELAY_PLUGIN_FILE', __FILE__ );
 define( 'USERRELAY_PLUGIN_DIR', __DIR__ );
 
+require_once __DIR__ . '/includes/class-userrelay-protected-meta.php';
+require_once __DIR__ . '/includes/class-userrelay-privileges.php';
 require_once __DIR__ . '/includes/class-userrelay-settings.php';
 require_once __DIR__ . '/includes/class-userrelay-signature.php';
 require_once __DIR__ . '/includes/class-userrelay-relay-client.php';

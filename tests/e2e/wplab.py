@@ -40,6 +40,45 @@ CONSTANT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Constant = str | bool | int
 
+# php -S router of a subdirectory network: what WordPress's .htaccess rules do for sub-sites
+# (/sub/wp-admin/..., /sub/wp-login.php run the root's files); existing files as php -S serves
+# them; any other path goes to the root index.php, which serves /sub/ and /sub/wp-json/.
+ROUTER_FILE = "wplab-router.php"
+ROUTER = r"""<?php
+$wplab_path = (string) parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH);
+if (!file_exists(__DIR__ . $wplab_path)
+    && preg_match('#^/[_0-9a-zA-Z-]+(/(?:wp-(?:admin|includes|content)(?:/.*)?|[^/]+\.php))$#',
+                  $wplab_path, $wplab_m)) {
+    $wplab_file = __DIR__ . $wplab_m[1];
+    if (is_dir($wplab_file)) {
+        $wplab_file = rtrim($wplab_file, '/') . '/index.php';
+        $wplab_path = rtrim($wplab_path, '/') . '/index.php';
+    }
+    if (is_file($wplab_file) && substr($wplab_file, -4) === '.php') {
+        $_SERVER['SCRIPT_FILENAME'] = $wplab_file;
+        $_SERVER['SCRIPT_NAME'] = $_SERVER['PHP_SELF'] = $wplab_path;
+        chdir(dirname($wplab_file));
+        require $wplab_file;
+        return true;
+    }
+    if (is_file($wplab_file)) {
+        $wplab_types = ['css' => 'text/css', 'js' => 'application/javascript',
+                        'svg' => 'image/svg+xml'];
+        $wplab_ext = pathinfo($wplab_file, PATHINFO_EXTENSION);
+        header('Content-Type: ' . ($wplab_types[$wplab_ext] ?? 'application/octet-stream'));
+        readfile($wplab_file);
+        return true;
+    }
+}
+if ($wplab_path !== '/' && file_exists(__DIR__ . $wplab_path)) {
+    return false;
+}
+$_SERVER['SCRIPT_FILENAME'] = __DIR__ . '/index.php';
+$_SERVER['SCRIPT_NAME'] = $_SERVER['PHP_SELF'] = '/index.php';
+require __DIR__ . '/index.php';
+return true;
+"""
+
 
 class LabError(RuntimeError):
     """Something in the lab did not come up, run or stop; the message names it and shows its log."""
@@ -153,6 +192,8 @@ class Site:
         self.server_log = lab.log_dir / f"{name}-server.log"
         self._lab = lab
         self._server: subprocess.Popen[bytes] | None = None
+        self.network = False  # a subdirectory multisite network (see Lab.add_site)
+        self.subsites: dict[str, int] = {}  # path ("sub") -> blog id, on a network
 
     @property
     def running(self) -> bool:
@@ -220,6 +261,12 @@ class Site:
             "WP_HTTP_BLOCK_EXTERNAL": True, "WP_ACCESSIBLE_HOSTS": "localhost,127.0.0.1",
             "DISABLE_WP_CRON": True, "AUTOMATIC_UPDATER_DISABLED": True, "WP_DEBUG": True,
             "WP_DEBUG_LOG": str(self.debug_log), "WP_DEBUG_DISPLAY": False}
+        if self.network:  # one home per blog: WP_HOME / WP_SITEURL would force the main one
+            del defaults["WP_HOME"], defaults["WP_SITEURL"]
+            defaults |= {"MULTISITE": True, "SUBDOMAIN_INSTALL": False,
+                         "DOMAIN_CURRENT_SITE": f"{LOOPBACK}:{self.port}",
+                         "PATH_CURRENT_SITE": "/", "SITE_ID_CURRENT_SITE": 1,
+                         "BLOG_ID_CURRENT_SITE": 1}
         lines = ["<?php", f"// Lab site {self.name!r}: written by tests/e2e/wplab.py."]
         for name, value in (defaults | self.constants).items():
             if not CONSTANT_NAME.match(name):
@@ -248,8 +295,10 @@ class Site:
         if _http_status(index) is not None:  # else we would take another server's answer as ours
             raise LabError(f"site {self.name!r}: something already answers on {self.url}")
         with self.server_log.open("ab") as log:
+            router = [str(self.path / ROUTER_FILE)] if self.network else []
             self._server = subprocess.Popen(
-                ["php", "-S", f"{LOOPBACK}:{self.port}", "-t", str(self.path)], cwd=self.path,
+                ["php", "-S", f"{LOOPBACK}:{self.port}", "-t", str(self.path), *router],
+                cwd=self.path,
                 env=dict(os.environ, PHP_CLI_SERVER_WORKERS=SERVER_WORKERS),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         try:
@@ -341,13 +390,16 @@ class Lab:
 
     def add_site(self, name: str, port: int, constants: Mapping[str, Constant] | None = None,
                  plugins: list[str] | None = None,
-                 plugin_dirs: Mapping[str, Path | str] | None = None) -> Site:
+                 plugin_dirs: Mapping[str, Path | str] | None = None,
+                 subsites: list[str] | None = None) -> Site:
         """Installs a WordPress site, activates its plugins and serves it on 127.0.0.1:port.
 
         constants: extra wp-config.php constants (they override the lab's defaults).
         plugins: plugin files already in wp-content/plugins to activate, e.g. 'akismet/akismet.php'.
         plugin_dirs: name -> a directory holding name.php, symlinked into wp-content/plugins and
-        activated (edits to the plugin show at once)."""
+        activated (edits to the plugin show at once).
+        subsites: makes the site a subdirectory multisite network with these sub-sites besides
+        the main one (e.g. ["sub"] serves 127.0.0.1:port/sub/); plugins are network-activated."""
         if self._db is None:
             raise LabError("the lab is not started: use `with Lab() as lab:` or lab.start()")
         if not SITE_NAME.match(name) or not 1024 <= port <= 65535:
@@ -369,6 +421,8 @@ class Lab:
                  "flush_rewrite_rules(false);\n"
                  "array_map('wp_salt', ['auth', 'secure_auth', 'logged_in', 'nonce']);",
                  before_load="define('WP_INSTALLING', true);")
+        if subsites is not None:
+            site.subsites = self._make_network(site, subsites)
         for plugin, source in (plugin_dirs or {}).items():
             if not (Path(source) / f"{plugin}.php").is_file():
                 raise LabError(f"site {name!r}: plugin dir {source} has no {plugin}.php")
@@ -377,11 +431,47 @@ class Lab:
             # activate_plugin() runs each plugin's activation hook, as wp-admin does.
             site.php("require_once ABSPATH . 'wp-admin/includes/plugin.php';\n"
                      f"foreach (json_decode({_php_literal(json.dumps(to_activate))}) as $file) {{\n"
-                     "  if (is_wp_error($result = activate_plugin($file))) {\n"
+                     "  if (is_wp_error($result = activate_plugin($file, '', "
+                     f"{_php_literal(site.network)}))) {{\n"
                      "    fwrite(STDERR, \"$file: \" . $result->get_error_message()); exit(1);\n"
                      "  }\n}")
         site.start()
         return site
+
+    def _make_network(self, site: Site, subsites: list[str]) -> dict[str, int]:
+        """Turns an installed site into a subdirectory network (what Tools → Network Setup
+        does, headlessly) with the given sub-sites; their blog ids by path."""
+        for path in subsites:
+            if not SITE_NAME.match(path):
+                raise LabError(f"site {site.name!r}: sub-site path {path!r}: "
+                               f"want {SITE_NAME.pattern}")
+        domain = f"{LOOPBACK}:{site.port}"  # ms-settings.php matches it literally, port and all
+        site.php("require_once ABSPATH . 'wp-admin/includes/upgrade.php';\n"
+                 # As wp-admin/network.php: a single site's wpdb has no network table names.
+                 "foreach ($wpdb->tables('ms_global') as $table => $prefixed) {\n"
+                 "  $wpdb->$table = $prefixed;\n}\n"
+                 "wp_set_current_user(1); install_network();\n"
+                 f"$made = populate_network(1, '{domain}', '{ADMIN_EMAIL}', "
+                 f"'UserRelay lab {site.name}', '/', false);\n"
+                 "if (is_wp_error($made)) { fwrite(STDERR, $made->get_error_message()); exit(1); }")
+        site.network = True
+        site._write_config()
+        (site.path / ROUTER_FILE).write_text(ROUTER)
+        blogs = site.php_json(
+            "$ids = [];\n"
+            f"foreach (json_decode({_php_literal(json.dumps(subsites))}) as $path) {{\n"
+            f"  $id = wp_insert_site(['domain' => '{domain}', 'path' => \"/$path/\", "
+            "'title' => \"Sub-site $path\", 'user_id' => 1]);\n"
+            "  if (is_wp_error($id)) { fwrite(STDERR, $id->get_error_message()); exit(1); }\n"
+            # wp_insert_site() strips the port's colon from the domain: put it back.
+            f"  $wpdb->update($wpdb->blogs, ['domain' => '{domain}'], ['blog_id' => $id]);\n"
+            "  clean_blog_cache($id); switch_to_blog($id);\n"
+            f"  update_option('home', \"http://{domain}/$path\");\n"
+            f"  update_option('siteurl', \"http://{domain}/$path\");\n"
+            "  update_option('permalink_structure', '/%postname%/');\n"
+            "  delete_option('rewrite_rules'); restore_current_blog();\n"
+            "  $ids[$path] = $id;\n}\necho json_encode((object) $ids);")
+        return {path: int(blog_id) for path, blog_id in blogs.items()}
 
     def close(self) -> None:
         """Stops web servers, then MariaDB; removes base_dir unless keep. Safe after any failure."""

@@ -3,8 +3,11 @@
  * Settings → UserRelay: the relay URL, site id and key (where no constant sets them), Test
  * Connection, and the state of the outbox with a Send now button.
  *
- * Every form posts to admin-post.php and is checked for manage_options and its own nonce; input
- * is unslashed and sanitized, output escaped. The key is never printed: only a mask of it.
+ * On a multisite network the page is Network Admin → Settings → UserRelay instead, for
+ * manage_network_options only: a sub-site's admin neither sees nor sets the key (the settings
+ * are site options there, see UserRelay_Settings). Every form posts to admin-post.php and is
+ * checked for that capability and its own nonce; input is unslashed and sanitized, output
+ * escaped. The key is never printed: only a mask of it.
  *
  * @package UserRelay
  */
@@ -18,8 +21,11 @@ if ( ! defined( 'ABSPATH' ) ) {
  */
 final class UserRelay_Admin {
 
-	const PAGE       = 'userrelay';
-	const CAPABILITY = 'manage_options';
+	const PAGE = 'userrelay';
+
+	/** Who may configure the plugin: a site's administrators; on a network, its admins only. */
+	const CAPABILITY         = 'manage_options';
+	const NETWORK_CAPABILITY = 'manage_network_options';
 
 	/**
 	 * Settings.
@@ -50,7 +56,7 @@ final class UserRelay_Admin {
 	 * Adds the page and the form handlers.
 	 */
 	public function register(): void {
-		add_action( 'admin_menu', array( $this, 'add_page' ) );
+		add_action( is_multisite() ? 'network_admin_menu' : 'admin_menu', array( $this, 'add_page' ) );
 		add_action( 'admin_post_userrelay_save', array( $this, 'handle_save' ) );
 		add_action( 'admin_post_userrelay_test', array( $this, 'handle_test' ) );
 		add_action( 'admin_post_userrelay_send', array( $this, 'handle_send' ) );
@@ -60,7 +66,18 @@ final class UserRelay_Admin {
 	 * Adds Settings → UserRelay.
 	 */
 	public function add_page(): void {
+		if ( is_multisite() ) {
+			add_submenu_page( 'settings.php', __( 'UserRelay', 'userrelay' ), __( 'UserRelay', 'userrelay' ), self::NETWORK_CAPABILITY, self::PAGE, array( $this, 'render' ) );
+			return;
+		}
 		add_options_page( __( 'UserRelay', 'userrelay' ), __( 'UserRelay', 'userrelay' ), self::CAPABILITY, self::PAGE, array( $this, 'render' ) );
+	}
+
+	/**
+	 * The capability that configures the plugin here.
+	 */
+	private static function capability(): string {
+		return is_multisite() ? self::NETWORK_CAPABILITY : self::CAPABILITY;
 	}
 
 	/**
@@ -70,23 +87,23 @@ final class UserRelay_Admin {
 		$this->authorize( 'userrelay_save' );
 		$notes = array();
 		if ( ! $this->settings->is_constant( 'USERRELAY_URL' ) && isset( $_POST['userrelay_url'] ) ) {
-			$url    = trim( sanitize_text_field( wp_unslash( $_POST['userrelay_url'] ) ) );
-			$scheme = wp_parse_url( $url, PHP_URL_SCHEME );
-			if ( '' === $url || in_array( $scheme, array( 'http', 'https' ), true ) ) {
-				update_option( 'userrelay_url', esc_url_raw( $url, array( 'http', 'https' ) ), 'no' );
+			$url     = trim( sanitize_text_field( wp_unslash( $_POST['userrelay_url'] ) ) );
+			$problem = '' === $url ? null : UserRelay_Settings::url_problem( $url );
+			if ( null === $problem ) {
+				$this->settings->save( 'USERRELAY_URL', esc_url_raw( $url, array( 'http', 'https' ) ) );
 			} else {
-				$notes[] = array( 'error', __( 'The relay URL must start with http:// or https://; it was not saved.', 'userrelay' ) );
+				$notes[] = array( 'error', $problem . ' ' . __( 'The relay URL was not saved.', 'userrelay' ) );
 			}
 		}
 		if ( ! $this->settings->is_constant( 'USERRELAY_SITE' ) && isset( $_POST['userrelay_site'] ) ) {
-			update_option( 'userrelay_site', sanitize_key( wp_unslash( $_POST['userrelay_site'] ) ), 'no' );
+			$this->settings->save( 'USERRELAY_SITE', sanitize_key( wp_unslash( $_POST['userrelay_site'] ) ) );
 		}
 		if ( ! $this->settings->is_constant( 'USERRELAY_KEY' ) && isset( $_POST['userrelay_key'] ) ) {
 			$key = trim( sanitize_text_field( wp_unslash( $_POST['userrelay_key'] ) ) );
 			if ( '' !== $key ) { // Blank keeps the saved key.
 				$problem = UserRelay_Settings::key_problem( $key );
 				if ( null === $problem ) {
-					update_option( 'userrelay_key', $key, 'no' );
+					$this->settings->save( 'USERRELAY_KEY', $key );
 				} else {
 					$notes[] = array( 'error', $problem . ' ' . __( 'The key was not saved.', 'userrelay' ) );
 				}
@@ -203,7 +220,7 @@ final class UserRelay_Admin {
 	 * Renders the page.
 	 */
 	public function render(): void {
-		if ( ! current_user_can( self::CAPABILITY ) ) {
+		if ( ! current_user_can( self::capability() ) ) {
 			return;
 		}
 		$flash = get_transient( $this->flash_key() );
@@ -222,10 +239,10 @@ final class UserRelay_Admin {
 		$this->field_row( 'USERRELAY_KEY', 'userrelay_key', __( 'Key', 'userrelay' ), $this->settings->key(), 'password', 'whsec_…' );
 		$reassign = $this->settings->delete_reassign();
 		$policies = array(
-			'USERRELAY_SYNC_ADMINS'     => $this->settings->sync_admins() ? __( 'yes: administrators are sent and may be overwritten', 'userrelay' ) : __( 'no (default): administrators are neither sent nor overwritten', 'userrelay' ),
+			'USERRELAY_SYNC_PRIVILEGED' => $this->settings->sync_privileged() ? __( 'yes: privileged users (administrators and any role that can manage the site, its users or its code) are sent and may be changed, and deliveries may give privileged roles', 'userrelay' ) : __( 'no (default): privileged users (administrators and any role that can manage the site, its users or its code) are neither sent nor changed, and no delivery gives a privileged role', 'userrelay' ),
 			/* translators: %d: user id. */
 			'USERRELAY_DELETE_REASSIGN' => null === $reassign ? __( "not set (default): a user who owns posts is not deleted; the relay is told why", 'userrelay' ) : ( 'delete' === $reassign ? __( "'delete': posts are deleted with the user", 'userrelay' ) : sprintf( __( 'posts go to user %d', 'userrelay' ), $reassign ) ),
-			'USERRELAY_META_DENY'       => implode( ', ', $this->settings->meta_deny_patterns() ),
+			'USERRELAY_META_DENY'       => __( 'Never synced: capabilities and user levels of every blog, session tokens, application passwords, per-screen settings, UserRelay\'s own keys, and any key that is not printable ASCII.', 'userrelay' ) . ( $this->settings->meta_deny_patterns() ? ' ' . __( 'Also denied here:', 'userrelay' ) . ' ' . implode( ', ', $this->settings->meta_deny_patterns() ) : '' ),
 		);
 		foreach ( $policies as $constant => $text ) {
 			printf( '<tr><th scope="row"><code>%s</code></th><td>%s</td></tr>', esc_html( $constant ), esc_html( $text ) );
@@ -337,7 +354,7 @@ final class UserRelay_Admin {
 	 * @param string $action Nonce action.
 	 */
 	private function authorize( string $action ): void {
-		if ( ! current_user_can( self::CAPABILITY ) ) {
+		if ( ! current_user_can( self::capability() ) ) {
 			wp_die( esc_html__( 'You are not allowed to change UserRelay settings.', 'userrelay' ), '', array( 'response' => 403 ) );
 		}
 		check_admin_referer( $action );
@@ -350,7 +367,7 @@ final class UserRelay_Admin {
 	 */
 	private function finish( array $flash ): void {
 		set_transient( $this->flash_key(), $flash, 5 * MINUTE_IN_SECONDS );
-		wp_safe_redirect( admin_url( 'options-general.php?page=' . self::PAGE ) );
+		wp_safe_redirect( is_multisite() ? network_admin_url( 'settings.php?page=' . self::PAGE ) : admin_url( 'options-general.php?page=' . self::PAGE ) );
 		exit;
 	}
 

@@ -2,10 +2,18 @@
 /**
  * Applying: the events the relay delivers, made real on this site, each once and on its own.
  *
+ * One applier at a time per site (a MariaDB named lock over the whole batch; not obtained in
+ * LOCK_WAIT seconds, every event is answered 503): parallel appliers deadlock in InnoDB
+ * (wp_insert_user() updates the user_count option row while another holds wp_usermeta locks).
  * Each event runs in its own database transaction and try/catch, so one bad event never fails
  * the others: it claims its origin in {prefix}userrelay_applied first (a repeat answers 208 and
  * changes nothing), has UserRelay_Delivery_Checks refuse what cannot be applied before anything
  * is written, then writes through core's APIs.
+ * All or nothing: a `query` filter watches every statement of the event's transaction. It runs
+ * before wpdb::flush(), so it sees the previous statement's error; after the first error it
+ * turns the event's further statements into no-ops (MariaDB rolled the transaction back on a
+ * deadlock, and anything after would autocommit). The last statement and the COMMIT are checked
+ * too. Such an event is rolled back and answered 503 with retry_after, never 200.
  * Reporting is suppressed meanwhile, so nothing applied here is sent back (no echo), and core's
  * "your email/password changed" mails are not sent: the change was made, and mailed, elsewhere.
  *
@@ -23,6 +31,12 @@ final class UserRelay_Applier {
 
 	/** Seconds of applying per request; events left over get no result and the relay resends them. */
 	const BUDGET = 20;
+
+	/** Seconds to wait for the site's apply lock before answering 503. */
+	const LOCK_WAIT = 10;
+
+	/** Seconds the relay is asked to wait before resending an event answered 503. */
+	const RETRY_AFTER = 5;
 
 	/** Profile fields of the protocol, as wp_insert_user() field names. */
 	const PROFILE_FIELDS = array(
@@ -64,6 +78,20 @@ final class UserRelay_Applier {
 	private $touched = 0;
 
 	/**
+	 * Whether the query filter watches statements (while an event's transaction is open).
+	 *
+	 * @var bool
+	 */
+	private $guarding = false;
+
+	/**
+	 * The first database error seen in the event in progress, or null.
+	 *
+	 * @var string|null
+	 */
+	private $db_error = null;
+
+	/**
 	 * Constructor.
 	 *
 	 * @param UserRelay_Settings $settings Settings.
@@ -84,21 +112,68 @@ final class UserRelay_Applier {
 	}
 
 	/**
-	 * Applies a batch; one result per event, in order, until the time budget is spent.
+	 * Applies a batch under the site's apply lock; one result per event, in order, until the
+	 * time budget is spent.
 	 *
 	 * @param array $events The "events" of the body.
 	 * @return array[] Results.
 	 */
 	public function apply_batch( array $events ): array {
+		global $wpdb;
 		$deadline = microtime( true ) + self::BUDGET;
-		$results  = array();
-		foreach ( $events as $event ) {
-			if ( microtime( true ) > $deadline ) {
-				break; // Missing results mean "not applied": the relay sends those again.
+		$lock     = self::lock_name();
+		$locked   = $wpdb->get_var( $wpdb->prepare( 'SELECT GET_LOCK(%s, %d)', $lock, self::LOCK_WAIT ) );
+		if ( '1' !== (string) $locked ) {
+			$why     = null === $locked ? 'cannot take the apply lock: ' . $wpdb->last_error : sprintf( 'another delivery is being applied here (waited %d s for it)', self::LOCK_WAIT );
+			$results = array();
+			foreach ( $events as $event ) {
+				$id        = is_array( $event ) && isset( $event['id'] ) && is_scalar( $event['id'] ) ? (string) $event['id'] : '';
+				$results[] = self::result( $id, 503, 0, $why );
 			}
-			$results[] = $this->apply_one( $event );
+			return $results;
+		}
+		$results = array();
+		add_filter( 'query', array( $this, 'guard_query' ), PHP_INT_MAX );
+		try {
+			foreach ( $events as $event ) {
+				if ( microtime( true ) > $deadline ) {
+					break; // Missing results mean "not applied": the relay sends those again.
+				}
+				$results[] = $this->apply_one( $event );
+			}
+		} finally {
+			remove_filter( 'query', array( $this, 'guard_query' ), PHP_INT_MAX );
+			$wpdb->query( $wpdb->prepare( 'SELECT RELEASE_LOCK(%s)', $lock ) );
 		}
 		return $results;
+	}
+
+	/**
+	 * The apply lock of this site (of the network on multisite, where users are shared): one
+	 * name per database and table prefix, within MariaDB's 64 characters.
+	 */
+	public static function lock_name(): string {
+		global $wpdb;
+		return 'userrelay_apply_' . md5( DB_NAME . '|' . $wpdb->base_prefix );
+	}
+
+	/**
+	 * The `query` filter while an event's transaction is open: notes the previous statement's
+	 * error (wpdb::flush() has not run yet), and once there is one, makes every further
+	 * statement of the event a no-op (query() then returns false).
+	 *
+	 * @param string $query The statement about to run.
+	 * @return string It, or '' to skip it.
+	 */
+	public function guard_query( $query ) {
+		global $wpdb;
+		if ( ! $this->guarding ) {
+			return $query;
+		}
+		if ( null === $this->db_error && '' !== (string) $wpdb->last_error ) {
+			$this->db_error = (string) $wpdb->last_error;
+		}
+		return null === $this->db_error ? $query : '';
 	}
 
 	/**
@@ -109,18 +184,23 @@ final class UserRelay_Applier {
 	 */
 	private function apply_one( $event ): array {
 		global $wpdb;
-		$id      = is_array( $event ) && isset( $event['id'] ) && is_scalar( $event['id'] ) ? (string) $event['id'] : '';
+		$id            = is_array( $event ) && isset( $event['id'] ) && is_scalar( $event['id'] ) ? (string) $event['id'] : '';
 		$user_id       = 0;
 		$this->touched = 0;
+		$this->db_error = null;
 		try {
 			$origin = $this->checks->origin( $event );
-			$wpdb->query( 'START TRANSACTION' );
-			$table   = self::table();
-			$claimed = $wpdb->query( $wpdb->prepare( "INSERT IGNORE INTO {$table} (origin_site, origin_event_id, user_id, applied_at) VALUES (%s, %s, 0, %d)", $origin['site'], $origin['event_id'], time() ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+			if ( false === $wpdb->query( 'START TRANSACTION' ) ) {
+				throw new UserRelay_Apply_Exception( 'cannot start a transaction: ' . $wpdb->last_error, 503 );
+			}
+			$this->guarding = true;
+			$table          = self::table();
+			$claimed        = $wpdb->query( $wpdb->prepare( "INSERT IGNORE INTO {$table} (origin_site, origin_event_id, user_id, applied_at) VALUES (%s, %s, 0, %d)", $origin['site'], $origin['event_id'], time() ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
 			if ( false === $claimed ) {
 				throw new UserRelay_Apply_Exception( 'cannot record the applied event: ' . $wpdb->last_error, 503 );
 			}
 			if ( 0 === $claimed ) {
+				$this->guarding = false;
 				$wpdb->query( 'ROLLBACK' );
 				$prior = (int) $wpdb->get_var( $wpdb->prepare( "SELECT user_id FROM {$table} WHERE origin_site = %s AND origin_event_id = %s", $origin['site'], $origin['event_id'] ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
 				return self::result( $id, 208, $prior );
@@ -137,19 +217,50 @@ final class UserRelay_Applier {
 					$wpdb->query( $wpdb->prepare( "INSERT IGNORE INTO {$table} (origin_site, origin_event_id, user_id, applied_at) VALUES (%s, %s, %d, %d)", $origin['site'], $merged, $user_id, time() ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
 				}
 			}
-			$wpdb->query( 'COMMIT' );
+			$this->guard_query( '' ); // The last statement's error, if any.
+			$this->guarding = false;
+			if ( null !== $this->db_error ) {
+				throw new UserRelay_Apply_Exception( 'database error while applying (rolled back): ' . $this->db_error, 503 );
+			}
+			if ( false === $wpdb->query( 'COMMIT' ) || '' !== (string) $wpdb->last_error ) {
+				$this->db_error = (string) $wpdb->last_error;
+				throw new UserRelay_Apply_Exception( 'the commit failed (rolled back): ' . $wpdb->last_error, 503 );
+			}
 			if ( $user_id ) {
 				$this->hooks->note_applied( $user_id, $origin );
 			}
 			return self::result( $id, $status, $user_id );
 		} catch ( UserRelay_Apply_Exception $refusal ) {
-			$this->roll_back( $this->touched );
-			return self::result( $id, $refusal->getCode() ? $refusal->getCode() : 422, 0, $refusal->getMessage() );
+			return $this->failed( $id, $refusal->getCode() ? $refusal->getCode() : 422, $refusal->getMessage() );
 		} catch ( Throwable $error ) {
-			$this->roll_back( $this->touched );
 			error_log( "UserRelay: applying event {$id} failed: " . $error->getMessage() . ' at ' . $error->getFile() . ':' . $error->getLine() ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
-			return self::result( $id, 500, 0, 'internal error while applying: ' . $error->getMessage() );
+			return $this->failed( $id, 500, 'internal error while applying: ' . $error->getMessage() );
 		}
+	}
+
+	/**
+	 * Rolls a failed event back and answers it. After a database error whatever the refusal
+	 * said, the answer is 503: the event may well apply when sent again.
+	 *
+	 * @param string $id     The delivery id.
+	 * @param int    $status The refusal's status.
+	 * @param string $error  The refusal's message.
+	 */
+	private function failed( string $id, int $status, string $error ): array {
+		if ( $this->guarding ) {
+			$this->guard_query( '' );
+		}
+		$this->guarding = false;
+		if ( null !== $this->db_error ) {
+			if ( 503 !== $status ) {
+				$error = 'database error while applying (rolled back): ' . $this->db_error;
+			}
+			$status = 503;
+			error_log( "UserRelay: event {$id} rolled back after a database error: {$this->db_error}" ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+		}
+		$this->roll_back( $this->touched, null !== $this->db_error );
+		$this->db_error = null;
+		return self::result( $id, $status, 0, $error );
 	}
 
 	/**
@@ -164,8 +275,11 @@ final class UserRelay_Applier {
 		$data    = $event['user'];
 		$user    = $this->find_user( $data, isset( $event['match'] ) && is_array( $event['match'] ) ? $event['match'] : array() );
 		$this->touched = $user ? $user->ID : 0;
+		if ( $user ) {
+			$this->checks->member( $user, $data['login'] );
+		}
 		if ( in_array( 'delete', $actions, true ) ) {
-			return array( 200, $user ? $this->delete( $user ) : 0 );
+			return array( 200, $user ? $this->delete( $user, $data['login'] ) : 0 );
 		}
 		if ( $user && ! empty( $event['backfill'] ) && isset( $event['occurred_at'] ) && is_numeric( $event['occurred_at'] ) && UserRelay_Snapshot::modified( $user ) > (float) $event['occurred_at'] ) {
 			// Initial sync: this user changed here after the source's snapshot was taken; the
@@ -174,7 +288,10 @@ final class UserRelay_Applier {
 		}
 		$roles = in_array( 'roles', $actions, true ) ? $this->checks->roles( $data ) : null;
 		$hash  = in_array( 'password', $actions, true ) ? $this->checks->hash( $data ) : null;
-		$this->checks->not_admin( $user, $roles, $data['login'] );
+		if ( in_array( 'metadata', $actions, true ) ) {
+			$this->checks->meta( $data );
+		}
+		$this->checks->not_privileged( $user, $roles, $data['login'] );
 		$status = 200;
 		if ( ! $user ) {
 			if ( ! in_array( 'create', $actions, true ) && empty( $event['create_missing'] ) ) {
@@ -288,8 +405,9 @@ final class UserRelay_Applier {
 	}
 
 	/**
-	 * Writes meta and deletes meta_deleted keys. Keys and values are slashed: the meta API
-	 * unslashes both, and backslashes would be lost.
+	 * Writes meta and deletes meta_deleted keys, all of them syncable (checked before anything
+	 * was written; checked again here, so no path can write a protected key). Keys and values
+	 * are slashed: the meta API unslashes both, and backslashes would be lost.
 	 *
 	 * @param int   $user_id Local user id.
 	 * @param array $data    The event's user.
@@ -297,27 +415,30 @@ final class UserRelay_Applier {
 	private function apply_meta( int $user_id, array $data ): void {
 		$meta = isset( $data['meta'] ) && is_array( $data['meta'] ) ? $data['meta'] : array();
 		foreach ( $meta as $key => $value ) {
-			if ( '' !== (string) $key && ! $this->settings->is_meta_denied( (string) $key ) ) {
-				update_user_meta( $user_id, wp_slash( (string) $key ), wp_slash( $value ) );
+			if ( $this->settings->is_meta_denied( (string) $key ) ) {
+				throw new UserRelay_Apply_Exception( (string) $this->settings->meta_problem( (string) $key ), 422 );
 			}
+			update_user_meta( $user_id, wp_slash( (string) $key ), wp_slash( $value ) );
 		}
 		$deleted = isset( $data['meta_deleted'] ) && is_array( $data['meta_deleted'] ) ? $data['meta_deleted'] : array();
 		foreach ( $deleted as $key ) {
-			if ( is_string( $key ) && '' !== $key && ! $this->settings->is_meta_denied( $key ) ) {
-				delete_user_meta( $user_id, wp_slash( $key ) );
+			if ( ! is_string( $key ) || $this->settings->is_meta_denied( $key ) ) {
+				throw new UserRelay_Apply_Exception( 'meta_deleted: ' . ( is_string( $key ) ? (string) $this->settings->meta_problem( $key ) : 'expected meta keys' ), 422 );
 			}
+			delete_user_meta( $user_id, wp_slash( $key ) );
 		}
 	}
 
 	/**
 	 * Deletes the user, never losing content unless told to (USERRELAY_DELETE_REASSIGN).
 	 *
-	 * @param WP_User $user The local user.
+	 * @param WP_User $user  The local user (a member of this site: checked before).
+	 * @param string  $login The event's login, for messages.
 	 * @return int Its id.
 	 * @throws UserRelay_Apply_Exception When the delete is refused.
 	 */
-	private function delete( WP_User $user ): int {
-		$this->checks->not_admin( $user, null, $user->user_login );
+	private function delete( WP_User $user, string $login ): int {
+		$this->checks->not_privileged( $user, null, $login );
 		$reassign = $this->checks->reassign_target( $user );
 		require_once ABSPATH . 'wp-admin/includes/user.php';
 		if ( ! wp_delete_user( $user->ID, $reassign ) ) {
@@ -345,11 +466,16 @@ final class UserRelay_Applier {
 	/**
 	 * Undoes a failed event's writes and forgets what the caches saw of them.
 	 *
-	 * @param int $user_id The user it touched, if known.
+	 * @param int  $user_id  The user it touched, if known.
+	 * @param bool $db_error Whether a database error caused it: then every cache of this
+	 *                       request may hold rolled-back rows (options, users), so all go.
 	 */
-	private function roll_back( int $user_id ): void {
+	private function roll_back( int $user_id, bool $db_error = false ): void {
 		global $wpdb;
 		$wpdb->query( 'ROLLBACK' );
+		if ( $db_error ) {
+			wp_cache_flush();
+		}
 		if ( $user_id ) {
 			self::quiet( true );
 			clean_user_cache( $user_id );
@@ -394,7 +520,7 @@ final class UserRelay_Applier {
 			$result['error'] = $error;
 		}
 		if ( 503 === $status ) {
-			$result['retry_after'] = 30;
+			$result['retry_after'] = self::RETRY_AFTER;
 		}
 		return $result;
 	}

@@ -1,8 +1,10 @@
 <?php
 /**
  * What a delivery must satisfy before the applier writes anything: its shape, roles that exist
- * here, a password hash this WordPress verifies, no administrator touched (unless
- * USERRELAY_SYNC_ADMINS), and no content lost by a delete (unless USERRELAY_DELETE_REASSIGN).
+ * here, meta keys that may be synced (UserRelay_Protected_Meta), a password hash this WordPress
+ * verifies, no privileged role given and no privileged user touched (UserRelay_Privileges;
+ * unless USERRELAY_SYNC_PRIVILEGED), on a network no user of another blog, and no content lost
+ * by a delete (unless USERRELAY_DELETE_REASSIGN).
  *
  * Each refusal is a UserRelay_Apply_Exception carrying the per-event status and a message that
  * names the field, role or setting involved. Nothing here writes.
@@ -131,21 +133,69 @@ final class UserRelay_Delivery_Checks {
 	}
 
 	/**
-	 * Refuses when the local user is an administrator or the event would make one, unless
-	 * USERRELAY_SYNC_ADMINS.
+	 * Refuses the whole event when its meta or meta_deleted names a key that may not be synced:
+	 * nothing of it is written.
+	 *
+	 * @param array $data The event's user.
+	 * @throws UserRelay_Apply_Exception (422 naming the key, 400 for a malformed list).
+	 */
+	public function meta( array $data ): void {
+		if ( isset( $data['meta'] ) && ! is_array( $data['meta'] ) ) {
+			throw new UserRelay_Apply_Exception( 'user.meta: expected an object of meta key to value', 400 );
+		}
+		if ( isset( $data['meta_deleted'] ) && ! is_array( $data['meta_deleted'] ) ) {
+			throw new UserRelay_Apply_Exception( 'user.meta_deleted: expected a list of meta keys', 400 );
+		}
+		$keys = array_map( 'strval', array_keys( isset( $data['meta'] ) ? $data['meta'] : array() ) );
+		foreach ( isset( $data['meta_deleted'] ) ? $data['meta_deleted'] : array() as $key ) {
+			if ( ! is_string( $key ) ) {
+				throw new UserRelay_Apply_Exception( 'user.meta_deleted: expected a list of meta keys (strings)', 400 );
+			}
+			$keys[] = $key;
+		}
+		foreach ( $keys as $key ) {
+			$problem = $this->settings->meta_problem( $key );
+			if ( null !== $problem ) {
+				throw new UserRelay_Apply_Exception( $problem . '; the event was not applied', 422 );
+			}
+		}
+	}
+
+	/**
+	 * Refuses when the local user is privileged or the event would give a privileged role,
+	 * unless the site opted in (USERRELAY_SYNC_PRIVILEGED or USERRELAY_SYNC_ADMINS).
 	 *
 	 * @param WP_User|null  $user  The matched local user.
 	 * @param string[]|null $roles The event's checked roles, when it sets roles.
 	 * @param string        $login The login, for the message.
-	 * @throws UserRelay_Apply_Exception (422) When an administrator is involved.
+	 * @throws UserRelay_Apply_Exception (422) When a privilege is involved.
 	 */
-	public function not_admin( ?WP_User $user, ?array $roles, string $login ): void {
-		if ( $this->settings->sync_admins() ) {
+	public function not_privileged( ?WP_User $user, ?array $roles, string $login ): void {
+		if ( $this->settings->sync_privileged() ) {
 			return;
 		}
-		$is_admin = $user && ( in_array( 'administrator', (array) $user->roles, true ) || is_super_admin( $user->ID ) );
-		if ( $is_admin || ( null !== $roles && in_array( 'administrator', $roles, true ) ) ) {
-			throw new UserRelay_Apply_Exception( sprintf( "user '%s' is or would become an administrator here; administrators are not synced unless USERRELAY_SYNC_ADMINS is true on this site", $login ), 422 );
+		$why = $user ? UserRelay_Privileges::user_problem( $user ) : null;
+		if ( null !== $why ) {
+			throw new UserRelay_Apply_Exception( sprintf( "user '%s' %s here: privileged users are not changed by deliveries unless USERRELAY_SYNC_PRIVILEGED is true on this site", $login, $why ), 422 );
+		}
+		foreach ( null === $roles ? array() : $roles as $role ) {
+			$grants = UserRelay_Privileges::role_grants( $role );
+			if ( $grants ) {
+				throw new UserRelay_Apply_Exception( sprintf( "role '%s' grants %s here: a delivery may not give a privileged role unless USERRELAY_SYNC_PRIVILEGED is true on this site", $role, implode( ', ', array_slice( $grants, 0, 3 ) ) . ( count( $grants ) > 3 ? ', ...' : '' ) ), 422 );
+			}
+		}
+	}
+
+	/**
+	 * On a network, refuses a matched user who is not a member of the blog this plugin serves.
+	 *
+	 * @param WP_User $user  The matched local user.
+	 * @param string  $login The login, for the message.
+	 * @throws UserRelay_Apply_Exception (422) For a user of another blog.
+	 */
+	public function member( WP_User $user, string $login ): void {
+		if ( ! $this->settings->is_member( (int) $user->ID ) ) {
+			throw new UserRelay_Apply_Exception( sprintf( "user '%s' exists on this network but is not a member of this site; the plugin changes only this site's users", $login ), 422 );
 		}
 	}
 

@@ -11,7 +11,7 @@
  * Canonical form of a group: the JSON (no escaped slashes or unicode) of its value, object keys
  * sorted; profile is an object of email and the profile fields, roles a sorted list, password
  * the stored hash, meta an object of key to (first) value, of the keys that may be synced (or
- * of those the relay names).
+ * of those the relay names, less any that may not: a protected key is never digested).
  *
  * @package UserRelay
  */
@@ -154,7 +154,10 @@ final class UserRelay_Digests {
 		$meta = array();
 		foreach ( (array) get_user_meta( $fields['id'] ) as $key => $values ) {
 			$key  = (string) $key;
-			$pick = null !== $meta_keys ? in_array( $key, $meta_keys, true ) : ! ( in_array( $key, UserRelay_Hooks::PROFILE_META, true ) || $this->settings->is_meta_denied( $key ) );
+			if ( $this->settings->is_meta_denied( $key ) ) {
+				continue; // Never digested, even when the relay names the key.
+			}
+			$pick = null !== $meta_keys ? in_array( $key, $meta_keys, true ) : ! in_array( $key, UserRelay_Hooks::PROFILE_META, true );
 			if ( $pick ) {
 				$meta[ $key ] = maybe_unserialize( is_array( $values ) ? reset( $values ) : $values );
 			}

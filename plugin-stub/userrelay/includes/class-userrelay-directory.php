@@ -5,8 +5,9 @@
  *
  * Each user is the protocol's "user" object (UserRelay_Snapshot::fields) with the stored
  * password hash, the roles, every meta key not deny-listed, and "modified": when the user's
- * data here last changed (UserRelay_Snapshot::modified). Administrators are left out unless
- * USERRELAY_SYNC_ADMINS, as they are from live events. Reads only; never writes.
+ * data here last changed (UserRelay_Snapshot::modified). Users that are not reported
+ * (UserRelay_Snapshot::reported: privileged ones unless USERRELAY_SYNC_PRIVILEGED, other blogs'
+ * on a network) are left out, as they are from live events. Reads only; never writes.
  *
  * @package UserRelay
  */
@@ -65,14 +66,14 @@ final class UserRelay_Directory {
 		return array(
 			'users'   => $users,
 			'next'    => $more ? $last : null,
-			'scanned' => count( $ids ), // Users looked at, administrators left out included.
+			'scanned' => count( $ids ), // Users looked at, those left out included.
 			'total'   => (int) $wpdb->get_var( "SELECT COUNT(*) FROM {$wpdb->users}" ), // phpcs:ignore WordPress.DB.PreparedSQL.NotPrepared
 		);
 	}
 
 	/**
 	 * The users a page looks at (IDs above $after, at most $limit, ID ascending) and, of those,
-	 * the ones this site syncs (administrators left out unless allowed), each with its stored
+	 * the ones this site syncs (privileged users and other blogs' left out), each with its stored
 	 * password hash. Two queries for the whole page: the IDs with their hashes, then
 	 * cache_users() for the users and all their meta. The initial sync and the digests read
 	 * users through this.
@@ -103,7 +104,7 @@ final class UserRelay_Directory {
 	}
 
 	/**
-	 * The user's meta that may be synced: not deny-listed, not core's profile keys (sent as
+	 * The user's meta that may be synced: syncable (not protected or denied), not core's profile keys (sent as
 	 * fields), not the roles (sent as roles). One value per key, as live events send.
 	 *
 	 * @param int $user_id User id.

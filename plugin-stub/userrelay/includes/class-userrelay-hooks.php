@@ -311,7 +311,9 @@ final class UserRelay_Hooks {
 			'at'    => microtime( true ),
 			'login' => (string) $user->user_login,
 			'email' => (string) $user->user_email,
-			'roles' => array_values( (array) $user->roles ),
+			'roles'    => array_values( (array) $user->roles ),
+			// Whether partners ever heard of this user (a privileged one or another blog's not).
+			'reported' => ( new UserRelay_Snapshot( $this->settings ) )->reported( $user ),
 		);
 	}
 

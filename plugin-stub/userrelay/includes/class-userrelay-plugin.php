@@ -49,8 +49,10 @@ final class UserRelay_Plugin {
 
 		self::$parts = compact( 'settings', 'outbox', 'hooks', 'applier', 'rest' );
 
-		$hooks->register();
-		$rest->register();
+		if ( $settings->serves_this_blog() ) { // On a network, one blog only (UserRelay_Settings::blog_id).
+			$hooks->register();
+			$rest->register();
+		}
 		if ( is_admin() ) {
 			( new UserRelay_Admin( $settings, $outbox ) )->register();
 		}

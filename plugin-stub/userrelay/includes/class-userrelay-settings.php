@@ -3,7 +3,9 @@
  * Settings: where the relay is, who this site is, its key, and the optional policies.
  *
  * Every setting is read from its wp-config.php constant when that is defined, else from the
- * option the Settings → UserRelay page saves. This class owns the meta deny list too, so the
+ * option the settings page saves: a site option on a multisite network (only the network admin
+ * configures the plugin there; per-blog options are ignored), a blog option otherwise. This
+ * class owns the meta rule too (UserRelay_Protected_Meta plus USERRELAY_META_DENY), so the
  * reporting side and the applying side can never disagree about which keys are private.
  * It must not print or log the key.
  *
@@ -34,23 +36,7 @@ final class UserRelay_Settings {
 	const KEY_MAX_BYTES = 64;
 
 	/**
-	 * Meta keys never reported nor written: sessions, capabilities (roles travel as roles),
-	 * per-screen admin state, credentials of Application Passwords, and our own keys.
-	 * '*' matches any run of characters.
-	 */
-	const DEFAULT_META_DENY = array(
-		'session_tokens',
-		'*capabilities',
-		'*user_level',
-		'*user-settings*',
-		'*dashboard_quick_press_last_post_id',
-		'community-events-location',
-		'_application_passwords',
-		'userrelay_*',
-	);
-
-	/**
-	 * The compiled deny list, built on first use.
+	 * The compiled USERRELAY_META_DENY patterns, built on first use ('' when there are none).
 	 *
 	 * @var string|null
 	 */
@@ -98,7 +84,45 @@ final class UserRelay_Settings {
 	 * Whether URL, site id and a valid key are all set.
 	 */
 	public function is_configured(): bool {
-		return '' !== $this->url() && '' !== $this->site() && null !== $this->hmac_key();
+		return '' !== $this->url() && null === self::url_problem( $this->url() ) && '' !== $this->site() && null !== $this->hmac_key();
+	}
+
+	/**
+	 * Why a relay URL is unusable, or null when it is https, or plain http to this machine
+	 * (127.0.0.0/8, ::1, localhost), as the relay allows plain http only for a site on its machine.
+	 *
+	 * @param string $url The relay URL.
+	 */
+	public static function url_problem( string $url ): ?string {
+		$scheme = strtolower( (string) wp_parse_url( $url, PHP_URL_SCHEME ) );
+		$host   = strtolower( trim( (string) wp_parse_url( $url, PHP_URL_HOST ), '[]' ) );
+		if ( ! in_array( $scheme, array( 'http', 'https' ), true ) || '' === $host ) {
+			/* translators: %s: the URL. */
+			return sprintf( __( 'The relay URL %s is not a valid http(s) URL.', 'userrelay' ), $url );
+		}
+		if ( 'http' === $scheme && ! self::is_loopback( $host ) ) {
+			/* translators: %s: the URL. */
+			return sprintf( __( 'The relay URL %s is plain http to another machine: the key\'s signatures and your users\' data would cross the network unencrypted. Use https:// (plain http is allowed only for a relay on this machine: 127.0.0.1, ::1 or localhost).', 'userrelay' ), $url );
+		}
+		return null;
+	}
+
+	/**
+	 * Whether a host name or address is this machine: localhost, 127.0.0.0/8 or ::1.
+	 *
+	 * @param string $host Host, without brackets.
+	 */
+	public static function is_loopback( string $host ): bool {
+		if ( 'localhost' === $host ) {
+			return true;
+		}
+		if ( false !== filter_var( $host, FILTER_VALIDATE_IP, FILTER_FLAG_IPV4 ) ) {
+			return 0 === strpos( $host, '127.' );
+		}
+		if ( false !== filter_var( $host, FILTER_VALIDATE_IP, FILTER_FLAG_IPV6 ) ) {
+			return inet_pton( $host ) === inet_pton( '::1' );
+		}
+		return false;
 	}
 
 	/**
@@ -110,9 +134,11 @@ final class UserRelay_Settings {
 		$problems = array();
 		if ( '' === $this->url() ) {
 			$problems[] = __( 'The relay URL is not set (USERRELAY_URL).', 'userrelay' );
-		} elseif ( ! in_array( wp_parse_url( $this->url(), PHP_URL_SCHEME ), array( 'http', 'https' ), true ) || ! wp_parse_url( $this->url(), PHP_URL_HOST ) ) {
-			/* translators: %s: the URL. */
-			$problems[] = sprintf( __( 'The relay URL %s is not a valid http(s) URL.', 'userrelay' ), $this->url() );
+		} else {
+			$url_problem = self::url_problem( $this->url() );
+			if ( null !== $url_problem ) {
+				$problems[] = $url_problem;
+			}
 		}
 		if ( '' === $this->site() ) {
 			$problems[] = __( "This site's id at the relay is not set (USERRELAY_SITE).", 'userrelay' );
@@ -157,10 +183,17 @@ final class UserRelay_Settings {
 	}
 
 	/**
-	 * USERRELAY_SYNC_ADMINS: whether administrators are reported and may be overwritten.
+	 * Whether privileged users (UserRelay_Privileges) are reported and may be changed, and
+	 * privileged roles given, by deliveries: USERRELAY_SYNC_PRIVILEGED, or the older
+	 * USERRELAY_SYNC_ADMINS (same meaning). Off by default.
 	 */
-	public function sync_admins(): bool {
-		return defined( 'USERRELAY_SYNC_ADMINS' ) && (bool) USERRELAY_SYNC_ADMINS;
+	public function sync_privileged(): bool {
+		foreach ( array( 'USERRELAY_SYNC_PRIVILEGED', 'USERRELAY_SYNC_ADMINS' ) as $constant ) {
+			if ( defined( $constant ) && (bool) constant( $constant ) ) {
+				return true;
+			}
+		}
+		return false;
 	}
 
 	/**
@@ -182,30 +215,89 @@ final class UserRelay_Settings {
 	}
 
 	/**
-	 * Every deny pattern: the defaults plus USERRELAY_META_DENY (comma-separated).
+	 * The site's extra deny patterns, USERRELAY_META_DENY (comma-separated; '*' matches any run
+	 * of characters; compared ignoring case, as the database compares keys).
 	 *
 	 * @return string[]
 	 */
 	public function meta_deny_patterns(): array {
 		$extra = defined( 'USERRELAY_META_DENY' ) ? explode( ',', (string) USERRELAY_META_DENY ) : array();
-		$extra = array_filter( array_map( 'trim', $extra ), 'strlen' );
-		return array_values( array_unique( array_merge( self::DEFAULT_META_DENY, $extra ) ) );
+		return array_values( array_unique( array_filter( array_map( 'trim', $extra ), 'strlen' ) ) );
 	}
 
 	/**
-	 * Whether a meta key must never be synced.
+	 * Whether a meta key must never be synced: not syncable by the shared rule
+	 * (UserRelay_Protected_Meta), or matching USERRELAY_META_DENY.
 	 *
 	 * @param string $key A user meta key.
 	 */
 	public function is_meta_denied( string $key ): bool {
+		return null !== $this->meta_problem( $key );
+	}
+
+	/**
+	 * Why a meta key must never be synced, or null when it may be.
+	 *
+	 * @param string $key A user meta key.
+	 */
+	public function meta_problem( string $key ): ?string {
+		$problem = UserRelay_Protected_Meta::problem( $key );
+		if ( null !== $problem ) {
+			return $problem;
+		}
 		if ( null === $this->deny_regex ) {
 			$parts = array();
 			foreach ( $this->meta_deny_patterns() as $pattern ) {
-				$parts[] = str_replace( '\*', '.*', preg_quote( $pattern, '/' ) );
+				$parts[] = str_replace( '\\*', '.*', preg_quote( $pattern, '/' ) );
 			}
-			$this->deny_regex = '/^(?:' . implode( '|', $parts ) . ')$/s';
+			$this->deny_regex = $parts ? '/^(?:' . implode( '|', $parts ) . ')$/is' : '';
 		}
-		return 1 === preg_match( $this->deny_regex, $key );
+		if ( '' !== $this->deny_regex && 1 === preg_match( $this->deny_regex, $key ) ) {
+			return sprintf( 'meta key %s is denied on this site (USERRELAY_META_DENY)', wp_json_encode( $key ) );
+		}
+		return null;
+	}
+
+	/**
+	 * The blog this plugin serves on a multisite network: USERRELAY_BLOG_ID, else the main site.
+	 * Elsewhere on the network it neither reports nor applies (full multisite support is to come).
+	 */
+	public function blog_id(): int {
+		if ( defined( 'USERRELAY_BLOG_ID' ) && (int) USERRELAY_BLOG_ID > 0 ) {
+			return (int) USERRELAY_BLOG_ID;
+		}
+		return is_multisite() ? (int) get_main_site_id() : (int) get_current_blog_id();
+	}
+
+	/**
+	 * Whether the current blog is the one this plugin serves (always, on a single site).
+	 */
+	public function serves_this_blog(): bool {
+		return ! is_multisite() || (int) get_current_blog_id() === $this->blog_id();
+	}
+
+	/**
+	 * Whether a user belongs to the blog this plugin serves (always, on a single site). On a
+	 * network users are shared; the plugin never lists, reports or changes anyone else.
+	 *
+	 * @param int $user_id User id.
+	 */
+	public function is_member( int $user_id ): bool {
+		return ! is_multisite() || is_user_member_of_blog( $user_id, $this->blog_id() );
+	}
+
+	/**
+	 * Saves a setting's option where raw() reads it: a site option on a network.
+	 *
+	 * @param string $constant One of the keys of self::OPTIONS.
+	 * @param string $value    The value.
+	 */
+	public function save( string $constant, string $value ): void {
+		if ( is_multisite() ) {
+			update_site_option( self::OPTIONS[ $constant ], $value );
+		} else {
+			update_option( self::OPTIONS[ $constant ], $value, 'no' );
+		}
 	}
 
 	/**
@@ -216,6 +308,9 @@ final class UserRelay_Settings {
 	private function raw( string $constant ): string {
 		if ( defined( $constant ) ) {
 			return (string) constant( $constant );
+		}
+		if ( is_multisite() ) {
+			return (string) get_site_option( self::OPTIONS[ $constant ], '' );
 		}
 		return (string) get_option( self::OPTIONS[ $constant ], '' );
 	}

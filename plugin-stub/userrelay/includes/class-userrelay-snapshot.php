@@ -4,8 +4,9 @@
  *
  * Loaded only at shutdown of a request that touched users. One event per user: the user as
  * they are now, with "actions" saying what changed, the password hash only when it changed (or
- * on create), changed meta in "meta" and removed keys in "meta_deleted". Administrators are
- * left out unless USERRELAY_SYNC_ADMINS; so are users without an email (the relay needs one).
+ * on create), changed meta in "meta" and removed keys in "meta_deleted" (syncable keys only,
+ * UserRelay_Protected_Meta). Privileged users are left out unless USERRELAY_SYNC_PRIVILEGED;
+ * so are users without an email (the relay needs one) and, on a network, other blogs' users.
  *
  * @package UserRelay
  */
@@ -54,8 +55,8 @@ final class UserRelay_Snapshot {
 			}
 			$created_here = isset( $users[ $user_id ] ) && $users[ $user_id ]['create'];
 			unset( $users[ $user_id ] );
-			if ( $created_here || ( ! $this->settings->sync_admins() && in_array( 'administrator', $gone['roles'], true ) ) ) {
-				continue; // Never reported as existing, or an administrator: nothing to tell.
+			if ( $created_here || ! $gone['reported'] ) {
+				continue; // Never reported as existing (created here, privileged, another blog's).
 			}
 			$events[] = $this->event(
 				$user_id,
@@ -128,7 +129,12 @@ final class UserRelay_Snapshot {
 		if ( in_array( 'metadata', $actions, true ) ) {
 			$meta    = array();
 			$removed = array_keys( $notes['meta_deleted'] );
+			$removed = array_values( array_filter( array_map( 'strval', $removed ), array( $this, 'syncable' ) ) );
 			foreach ( array_keys( $notes['meta'] ) as $key ) {
+				$key = (string) $key;
+				if ( ! $this->syncable( $key ) ) {
+					continue;
+				}
 				if ( metadata_exists( 'user', $user_id, $key ) ) {
 					// One value per key: a key holding several values sends its first.
 					$meta[ $key ] = get_user_meta( $user_id, $key, true );
@@ -144,13 +150,18 @@ final class UserRelay_Snapshot {
 	}
 
 	/**
-	 * Whether a user is reported at all: not an administrator (unless USERRELAY_SYNC_ADMINS),
+	 * Whether a user is reported at all (live events, users pages, digests, snapshots): on a
+	 * network, a member of the blog this plugin serves; not privileged (UserRelay_Privileges:
+	 * neither their data nor their password hash leaves, unless USERRELAY_SYNC_PRIVILEGED);
 	 * and with an email and a login (the relay needs both).
 	 *
 	 * @param WP_User $user The user.
 	 */
 	public function reported( WP_User $user ): bool {
-		if ( ! $this->settings->sync_admins() && ( in_array( 'administrator', (array) $user->roles, true ) || is_super_admin( $user->ID ) ) ) {
+		if ( ! $this->settings->is_member( (int) $user->ID ) ) {
+			return false;
+		}
+		if ( ! $this->settings->sync_privileged() && UserRelay_Privileges::is_privileged( $user ) ) {
 			return false;
 		}
 		if ( '' === (string) $user->user_email || '' === (string) $user->user_login ) {
@@ -158,6 +169,15 @@ final class UserRelay_Snapshot {
 			return false;
 		}
 		return true;
+	}
+
+	/**
+	 * Whether a meta key may be sent (the shared rule and USERRELAY_META_DENY).
+	 *
+	 * @param string $key Meta key.
+	 */
+	public function syncable( string $key ): bool {
+		return ! $this->settings->is_meta_denied( $key );
 	}
 
 	/**
@@ -200,7 +220,7 @@ final class UserRelay_Snapshot {
 	}
 
 	/**
-	 * Records when the user's data last changed (deny-listed by its userrelay_ prefix, and
+	 * Records when the user's data last changed (protected by its userrelay prefix, and
 	 * written with reporting off: it is bookkeeping, never a change to report).
 	 *
 	 * @param int   $user_id User id.
