@@ -34,12 +34,13 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from relay import deadletters, links, status
+from relay import deadletters, events, links, status
 from relay.appkeys import ADMIN_URL, CONFIG, COURIERS, DATABASE, KEYS, LINKS
 from relay.config import Config, parse_duration
 from relay.connection_test import run_connection_test
 from relay.errors import (
     ConfigError,
+    InvalidEvent,
     InvalidRequest,
     KeyStoreError,
     LinkNotReady,
@@ -57,6 +58,10 @@ T = TypeVar("T")
 
 TOKEN_ENV = "USERRELAY_ADMIN_TOKEN"
 MIN_TOKEN_LENGTH = 32
+#: The longest grace a key rotation may give the previous key (seconds), and the longest
+#: reason for a pause an admin may give.
+MAX_GRACE = 30 * 86400.0
+MAX_REASON_CHARS = 1000
 #: How long a stopping admin listener lets a request in progress finish (seconds).
 SHUTDOWN_GRACE = 5.0
 #: The relay application whose database, configuration and couriers the admin API uses.
@@ -174,6 +179,12 @@ async def _require_token(request: web.Request, handler: Handler) -> web.StreamRe
         log.error("admin_request_failed", path=request.path, reason=str(exc))
         return web.json_response({"error": f"the database failed: {exc}; try again later"},
                                  status=503)
+    except web.HTTPException:
+        raise  # aiohttp's own answers (405, 413, ...)
+    except Exception:  # a fault of ours: its traceback goes to the log, not to the caller
+        log.exception("admin_request_crashed", method=request.method, path=request.path)
+        return web.json_response({"error": "the relay failed to answer this request; its log "
+                                  "says why"}, status=500)
 
 
 def _relay(request: web.Request) -> web.Application:
@@ -194,13 +205,17 @@ async def _read(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if not await request.read():
+    body = await request.read()
+    if not body:
         return {}
     try:
-        document = await request.json()
-    except (ValueError, UnicodeDecodeError):
+        document = json.loads(body)  # ValueError covers UnicodeDecodeError
+        events.check_values(document, "")  # no text SQLite cannot store, no NaN, no 2^64
+    except (ValueError, RecursionError):
         raise InvalidRequest("the body is not JSON; send an object such as "
                              "{\"target\": \"shop\"}") from None
+    except InvalidEvent as exc:
+        raise InvalidRequest(exc.message) from None
     if not isinstance(document, dict):
         raise InvalidRequest("the body must be a JSON object such as {\"target\": \"shop\"}")
     return document
@@ -298,8 +313,12 @@ async def rotate_key(request: web.Request) -> web.Response:
     _fields(document, {"grace"})
     try:
         grace = parse_duration(document.get("grace", 0))
-    except ValueError as exc:
-        raise InvalidRequest(f"grace: got {document.get('grace')!r}; expected {exc}") from None
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(f"grace: got {str(document.get('grace'))[:40]!r}; expected "
+                             f"{exc}") from None
+    if not grace <= MAX_GRACE:
+        raise InvalidRequest(f"grace: got {grace:g} seconds; expected at most {MAX_GRACE:g} "
+                             "(30 days)")
     config = relay[CONFIG]
 
     def rotate() -> tuple[str, float | None]:
@@ -334,8 +353,9 @@ async def pause_link(request: web.Request) -> web.Response:
     document = await _body(request)
     _fields(document, {"reason"})
     reason = document.get("reason") or links.ADMIN_PAUSE
-    if not isinstance(reason, str):
-        raise InvalidRequest(f"reason: got {reason!r}; expected a string")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+        raise InvalidRequest(f"reason: got {str(reason)[:40]!r}; expected a text of at most "
+                             f"{MAX_REASON_CHARS} characters")
     await relay[DATABASE].transaction(links.pause, link, reason, time.time())
     await relay[LINKS].refresh()
     state = (await _read(request, links.read_states, relay[CONFIG]))[link]

@@ -65,8 +65,12 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     db = Database(config.database_path)
     await db.open()
+    try:
+        app[KEYS] = KeyStore(config.database_path, config.master_key_path)
+    except BaseException:
+        await db.close()  # its thread would keep the process alive after a failed start
+        raise
     app[DATABASE] = db
-    app[KEYS] = KeyStore(config.database_path, config.master_key_path)
     yield
     app[KEYS].close()
     await db.close()

@@ -19,6 +19,8 @@ site's error text is masked as log lines are (it may quote what it was sent).
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import sqlite3
 import time
@@ -39,7 +41,14 @@ MAX_LIMIT = 10_000
 #: Dead letters replayed per transaction, so a large replay never holds the writer for long
 #: (about 25 ms per batch): ingest commits go on between batches.
 REPLAY_BATCH = 500
-_UNIX_TIME = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
+_UNIX_TIME = re.compile(r"^\s*[0-9]{1,12}(?:\.[0-9]{1,9})?\s*$", re.ASCII)
+_ID_DIGITS = re.compile(r"[0-9]{1,19}")
+#: Delivery ids are SQLite integers.
+MAX_ID = 2**63 - 1
+#: Unix seconds a time window may name (the end of year 9999).
+MAX_TIME = 253_402_300_799
+#: Delivery ids one filter may name (each is a parameter of one SQL statement).
+MAX_IDS = 10_000
 
 
 @dataclass(frozen=True)
@@ -89,17 +98,21 @@ def parse_filter(document: dict[str, Any], config: Config, now: float | None = N
     elif isinstance(ids, int):
         ids = [ids]
     if not isinstance(ids, list) or not all(_is_id(i) for i in ids):
-        raise InvalidRequest(f"ids: got {ids!r}; expected delivery ids (positive integers)")
+        raise InvalidRequest(f"ids: got {_shown(ids)}; expected delivery ids (whole numbers "
+                             f"from 1 to {MAX_ID})")
+    if len(ids) > MAX_IDS:
+        raise InvalidRequest(f"ids: got {len(ids)}; at most {MAX_IDS} at once (or name a "
+                             "source, target or time window instead)")
     sites = {}
     for key in ("source", "target"):
         value = document.get(key)
-        if value is not None and value not in config.sites:
-            raise UnknownSite(f"{key}: no site {value!r} is configured; configured sites: "
+        if value is not None and (not isinstance(value, str) or value not in config.sites):
+            raise UnknownSite(f"{key}: no site {_shown(value)} is configured; configured sites: "
                               f"{', '.join(config.sites) or '(none)'}")
         sites[key] = value
     everything = document.get("all", False)
     if everything not in (True, False, "true", "false", "1", "0"):
-        raise InvalidRequest(f"all: got {everything!r}; expected true or false")
+        raise InvalidRequest(f"all: got {_shown(everything)}; expected true or false")
     return Filter(ids=tuple(sorted({int(i) for i in ids})), source=sites["source"],
                   target=sites["target"], since=parse_when(document.get("since"), "since", now),
                   until=parse_when(document.get("until"), "until", now),
@@ -110,7 +123,7 @@ def parse_limit(value: Any) -> int:
     if value is None:
         return DEFAULT_LIMIT
     if not _is_id(value) or int(value) > MAX_LIMIT:
-        raise InvalidRequest(f"limit: got {value!r}; expected a whole number from 1 to "
+        raise InvalidRequest(f"limit: got {_shown(value)}; expected a whole number from 1 to "
                              f"{MAX_LIMIT}")
     return int(value)
 
@@ -120,31 +133,46 @@ def parse_when(value: Any, name: str, now: float) -> float | None:
     such as ``30m``, ``2h``, ``1d``."""
     if value is None or value == "":
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int | float) and not isinstance(value, bool) \
+            and 0 <= value <= MAX_TIME:
         return float(value)
     if isinstance(value, str):
         if _UNIX_TIME.match(value):
             return float(value)
         try:
-            return now - parse_duration(value)
-        except ValueError:
-            pass
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
+            seconds = parse_duration(value)
+        except (ValueError, OverflowError):
             pass
         else:
+            if math.isfinite(seconds):
+                return now - seconds
+        try:
+            moment = datetime.fromisoformat(value.strip())
             return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-    raise InvalidRequest(f"{name}: got {value!r}; expected unix seconds, an ISO 8601 time such "
+        except (ValueError, OverflowError, OSError):
+            pass
+    raise InvalidRequest(f"{name}: got {_shown(value)}; expected unix seconds, an ISO 8601 "
+                         "time such "
                          "as 2026-11-27T13:00:00Z, or a duration ago such as 30m, 2h or 1d")
 
 
 def _is_id(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
+    """A whole number from 1 to 2^63 - 1 (SQLite's integers), or such a number in ASCII digits
+    (``str.isdigit`` would take "²", which ``int`` refuses)."""
     if isinstance(value, str):
-        return value.isdigit() and int(value) > 0
-    return isinstance(value, int) and value > 0
+        if not _ID_DIGITS.fullmatch(value.strip()):
+            return False
+        value = int(value)
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
+
+
+def _shown(value: Any) -> str:
+    """A value as the caller sent it, for an error message: short, and never failing."""
+    try:
+        text = repr(value)  # a lone surrogate is escaped
+    except (ValueError, RecursionError):  # an integer of thousands of digits
+        text = "a value"
+    return text if len(text) <= 80 else text[:80] + "…"
 
 
 def count(conn: sqlite3.Connection, flt: Filter) -> int:
@@ -158,16 +186,31 @@ def list_dead(conn: sqlite3.Connection, flt: Filter, limit: int = DEFAULT_LIMIT
     """The dead letters the filter names, the most recent first, at most ``limit``."""
     where, params = flt.where()
     # Pick the ids first: otherwise every matching row's payload is read before the sort.
+    # A payload SQLite cannot read as JSON (one stored with NaN before ingest refused it) is
+    # read here instead, so one old row cannot break the listing ("malformed JSON").
     rows = conn.execute(
-        "SELECT id, source, target, link, event_id, person, json_extract(payload, '$.user.login'), "
-        "json_extract(payload, '$.user.email'), actions, attempts, last_status, last_error, "
-        "created_at, updated_at FROM deliveries WHERE id IN (SELECT id FROM deliveries "
-        f"WHERE {where} ORDER BY updated_at DESC, id DESC LIMIT ?) "
+        "SELECT id, source, target, link, event_id, person, "
+        "iif(json_valid(payload), json_extract(payload, '$.user.login'), NULL), "
+        "iif(json_valid(payload), json_extract(payload, '$.user.email'), NULL), actions, "
+        "attempts, last_status, last_error, created_at, updated_at, "
+        "iif(json_valid(payload), NULL, payload) FROM deliveries WHERE id IN (SELECT id FROM "
+        f"deliveries WHERE {where} ORDER BY updated_at DESC, id DESC LIMIT ?) "
         "ORDER BY updated_at DESC, id DESC", [*params, limit]).fetchall()
     return [{"delivery": r[0], "source": r[1], "target": r[2], "link": r[3], "event_id": r[4],
-             "person": r[5], "login": r[6], "email": r[7], "actions": r[8].split(","),
+             "person": r[5], **_person(r[6], r[7], r[14]), "actions": r[8].split(","),
              "attempts": r[9], "last_status": r[10], "last_error": masked(r[11]),
              "queued_at": r[12], "dead_at": r[13]} for r in rows]
+
+
+def _person(login: Any, email: Any, unreadable: str | None) -> dict[str, Any]:
+    if unreadable is not None:
+        try:
+            user = json.loads(unreadable)["user"]
+            login, email = user.get("login"), user.get("email")
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            pass
+    return {"login": login if isinstance(login, str) else None,
+            "email": email if isinstance(email, str) else None}
 
 
 def in_batches(conn: sqlite3.Connection, flt: Filter) -> list[Filter]:

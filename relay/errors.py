@@ -13,6 +13,7 @@
      |    +-- InvalidEvent       400, names the offending field
      |    +-- InvalidRequest     400, an admin request or command: names the bad field
      +-- StoreUnavailable      the database cannot be written: answer 503, acknowledge nothing
+     +-- DatabaseUnusable      the database file cannot be opened at all: which path, why
      +-- SiteUnreadable        a site's users cannot be read for an initial sync: which, why
      +-- ReconcileFailed       a site could not be read for a reconciliation: which, why
 """
@@ -89,6 +90,11 @@ class InvalidRequest(RequestRejected):
 
 class StoreUnavailable(UserRelayError):
     """The database refused a write; nothing of the request was acknowledged."""
+
+
+class DatabaseUnusable(UserRelayError):
+    """The database cannot be opened (its folder cannot be made, it is not an SQLite file,
+    it is read-only, …): names the path, the reason and the setting."""
 
 
 class SiteUnreadable(UserRelayError):

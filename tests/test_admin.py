@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
@@ -306,3 +307,25 @@ async def test_an_action_on_an_unknown_site_or_link_names_what_exists(admin_rela
             (400, "why: unknown; expected reason"),
             (400, "grace: got 'soon'; expected a duration such as 30, '30s', '5m', '2h' or "
                   "'1d'")] == [(status, body["error"]) for status, body in answers]
+
+
+async def test_input_no_database_could_take_is_refused_not_answered_500(admin_relay: Any) -> None:
+    relay, _, api = await admin_relay()
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{api.url}/admin/dead/purge", data=b"[" * 20_000 + b"]" * 20_000,
+            headers={"Authorization": f"Bearer {api.token}"}) as resp:
+        nested = resp.status, await resp.json()
+
+    answers = [nested,
+        await api.call("GET", "/admin/dead", params={"ids": "²"}),
+        await api.call("GET", "/admin/dead", params={"limit": "²"}),
+        await api.call("GET", "/admin/dead", params={"ids": str(2**63)}),
+        await api.call("POST", "/admin/dead/replay", {"ids": [2**64]}),
+        await api.call("POST", "/admin/dead/purge", {"ids": [[[[[[[[[[1]]]]]]]]]] * 1}),
+        await api.call("POST", "/admin/sites/a/rotate-key", {"grace": 10**400}),
+        await api.call("POST", "/admin/links/a-b/pause", {"reason": "\ud800"}),
+    ]
+
+    assert [400] * len(answers) == [status for status, _ in answers], answers
+    assert ["the body is not JSON", "ids", "limit", "ids", "ids[0]", "ids", "grace", "reason"] == [
+        body["error"].split(";")[0].split(":")[0] for _, body in answers]

@@ -280,3 +280,33 @@ def test_purging_never_touches_a_pending_delivery(q: Queue) -> None:
     assert 0 == purged
     with sqlite3.connect(q.config.database_path) as conn:
         assert 2 == conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+
+
+def test_a_dead_letter_stored_with_a_payload_sqlite_cannot_read_still_lists(
+        q: Any, tmp_path: Path) -> None:
+    # Before ingest refused non-finite numbers, an event with NaN could be stored as it came.
+    q.accept(event("e1", 1, ["create"]), event("e2", 2, ["create"]))
+    q.send("b", DEAD)
+    q.conn.execute("UPDATE deliveries SET payload = replace(payload, '\"occurred_at\":', "
+                   "'\"occurred_at\":NaN,\"was\":') WHERE event_id = 'e1' AND target = 'b'")
+
+    letters = deadletters.list_dead(q.conn, Filter(target="b"))
+    listed = json.loads(run_cli("dead", "list", "--json", "--target", "b", "--config",
+                                str(config_file(q.config, tmp_path / "relay.yaml"))).stdout)
+
+    assert [("e2", "user2"), ("e1", "user1")] == [(d["event_id"], d["login"]) for d in letters]
+    assert ["e2", "e1"] == [d["event_id"] for d in listed["dead_letters"]]
+
+
+@pytest.mark.parametrize("query", [
+    {"ids": "²"}, {"limit": "²"}, {"ids": str(2**63)}, {"ids": "9" * 5000},
+    {"limit": str(2**64)}, {"since": "9" * 400}, {"since": "1e400h"}, {"until": "\udcff"},
+    {"ids": ",".join(str(i) for i in range(1, 10_002))},
+])
+def test_a_filter_no_database_could_take_is_refused_naming_the_field(
+        q: Any, query: dict[str, str]) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        deadletters.parse_filter(query, q.config, allow=frozenset({"limit"}))
+        deadletters.parse_limit(query.get("limit"))
+
+    assert refused.value.message.startswith(f"{next(iter(query))}: got")
