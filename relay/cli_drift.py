@@ -2,6 +2,9 @@
 
 See relay/reconcile.py for how the sites are compared and repaired.
 
+Like ``links start``, it stops at once, saying what to do, when a site of the link has not
+passed a connection test: an untested site is not contacted.
+
 Works with the daemon running or not: it reads both sites itself and opens the database itself
 (WAL); repairs are queued like any other event, and a running daemon's couriers find them at
 their next look at the queue.
@@ -17,8 +20,9 @@ from typing import Any
 
 from relay import config as config_module
 from relay import logs, reconcile
-from relay.errors import ConfigError
+from relay.errors import ConfigError, UserRelayError
 from relay.keystore import KeyStore
+from relay.links import LinkBook
 from relay.store import connect_sync, in_transaction
 
 #: Entries shown in the text report; ``--json`` has them all.
@@ -44,8 +48,13 @@ def _drift(args: argparse.Namespace) -> int:
     if args.link not in config.links:
         raise ConfigError(args.config, [f"links: no link {args.link!r}; configured links: "
                                         f"{', '.join(config.links) or '(none)'}"])
+    with LinkBook(config) as book:
+        state = book.state(args.link)
+    if state.missing:  # as `links start`: a site not tested is not contacted
+        raise UserRelayError(f"link {args.link!r} cannot be compared yet: "
+                             f"{'; '.join(state.missing)}")
     conn = connect_sync(config.database_path)
-    keys = KeyStore(config.database_path, config.master_key_path)
+    keys = KeyStore(config.database_path, config.master_key_path, config.flag)
 
     async def read(fn: Any, *fn_args: Any) -> Any:
         return fn(conn, *fn_args)

@@ -70,8 +70,8 @@ def _start(args: argparse.Namespace) -> int:
     else:
         print(f"{describe(config, after)}; what is queued for it goes out now")
     if not before.started:
-        print(f"Its initial sync sends the users the sites already have; userrelay links "
-              f"progress {args.link} shows how far it is.")
+        print(f"Its initial sync sends the users the sites already have; "
+              f"{config.command(f'links progress {args.link}')} shows how far it is.")
     return 0
 
 
@@ -91,8 +91,8 @@ def _pause(args: argparse.Namespace) -> int:
     config = config_module.load(args.config)
     with LinkBook(config) as book:
         state = book.pause(args.link, args.reason)
-    print(f"{describe(config, state)}. Events keep queueing; userrelay links start {args.link} "
-          "resumes it.")
+    print(f"{describe(config, state)}. Events keep queueing; "
+          f"{config.command(f'links start {args.link}')} resumes it.")
     return 0
 
 
@@ -102,7 +102,8 @@ def describe(config: Config, state: LinkState) -> str:
     if state.state == ACTIVE:
         return f"{head}: active, delivering"
     if state.state == TESTED:
-        return f"{head}: tested, not started; userrelay links start {state.link} starts it"
+        return (f"{head}: tested, not started; {config.command(f'links start {state.link}')} "
+                "starts it")
     if state.state == PAUSED:
         return f"{head}: paused: {state.reason}"
     resumes = " (it was started: it delivers again once tested)" if state.started else ""

@@ -101,7 +101,7 @@ def render(config: Config, report: ConnectionReport, states: dict[str, LinkState
     for link, state in states.items():
         lk = config.links[link]
         what = {ACTIVE: "active: it delivers",
-                TESTED: f"tested: start it with userrelay links start {link}"}.get(
+                TESTED: f"tested: start it with {config.command(f'links start {link}')}"}.get(
                     state.state, f"{state.state}: {state.reason}")
         lines.append(f"Link {link} ({lk.site} -> {lk.remote}, {lk.direction}): {what}")
     return "\n".join(lines)

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
+from relay import config_yaml
 from relay.constants import (
     ACTIONS,
     DIRECTIONS,
@@ -32,6 +31,13 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 #: Name of the systemd credential holding the master key ($CREDENTIALS_DIRECTORY/master.key).
 MASTER_KEY_CREDENTIAL = "master.key"
+#: The configuration file of a command given no --config: $USERRELAY_CONFIG, else this.
+DEFAULT_FILE = "config.yaml"
+
+
+def default_file() -> str:
+    """The file a command reads without --config: ``$USERRELAY_CONFIG``, else config.yaml."""
+    return os.environ.get("USERRELAY_CONFIG") or DEFAULT_FILE
 
 
 def parse_duration(value: Any) -> float:
@@ -70,6 +76,20 @@ def _text(value: Any) -> str:
     return value
 
 
+def _public_url(value: Any) -> str:
+    if value == "":
+        return ""
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+        ok = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok or parts is None or parts.query or parts.fragment:
+        raise ValueError("the relay's http(s):// address as the sites reach it, such as "
+                         "https://relay.example.com")
+    return str(value).rstrip("/")
+
+
 def _schedule(value: Any) -> tuple[float, ...]:
     if not isinstance(value, list) or not value:
         raise ValueError("a non-empty list of durations, e.g. [5s, 5m, 30m, 2h]")
@@ -97,12 +117,22 @@ SETTINGS: tuple[Setting, ...] = (
             "File holding the admin API's bearer token (one line, at least 32 characters); "
             "relative to this file. Empty: the token comes from the environment variable "
             "USERRELAY_ADMIN_TOKEN. With neither, the admin API is off."),
-    Setting("database", _text, "var/userrelay.sqlite3",
-            "SQLite file holding the queue, identities, receipts and keys; relative to this file."),
+    Setting("public_url", _public_url, "",
+            "The relay's address as the sites reach it (what `userrelay sites add` prints for "
+            "USERRELAY_URL), e.g. https://relay.example.com behind a reverse proxy with TLS. "
+            "Empty: the listener's own address, http://listen.host:listen.port."),
+    Setting("database", _text, "",
+            "SQLite file holding the queue, identities, receipts and keys; relative to this "
+            "file. Empty: var/NAME.sqlite3 beside this file, NAME being this file's name "
+            "without its extension (config.yaml: var/config.sqlite3), so two configurations "
+            "never share a database unless both name the same file."),
     Setting("master_key_file", _text, "",
-            "File with the key that encrypts site keys at rest; created with mode 0600 on first "
-            "use. Empty: 'master.key' beside the database. Under systemd, a credential named "
-            "'master.key' (LoadCredential=) takes precedence."),
+            "File with the key that encrypts site keys at rest (mode 0600). It is made only by "
+            "an explicit step: `userrelay init`, or the first `keys generate` or `sites add` "
+            "while the database holds no key, which say so. A missing or different master key "
+            "while the database holds keys is an error, never replaced. Empty: 'master.key' "
+            "beside the database. Under systemd, a credential named 'master.key' "
+            "(LoadCredential=) takes precedence."),
     Setting("ingest.max_body_bytes", _positive_int, 1_048_576,
             "Largest request body accepted from a site; larger ones get 413."),
     Setting("ingest.timestamp_tolerance", parse_duration, 300.0,
@@ -176,7 +206,28 @@ class Config:
 
     @property
     def database_path(self) -> Path:
-        return self.base_dir / str(self.values["database"])
+        return self.base_dir / (str(self.values["database"]) or default_database(self.source))
+
+    @property
+    def flag(self) -> str:
+        """`` --config FILE``, or nothing for the file a command reads by default."""
+        if self.source == default_file() or self.source.startswith("<"):
+            return ""
+        return f" --config {self.source}"
+
+    def command(self, text: str) -> str:
+        """``userrelay TEXT --config FILE``: a hint that works when pasted."""
+        return f"userrelay {text}{self.flag}"
+
+    @property
+    def relay_url(self) -> str:
+        """The relay's address as the sites reach it: ``public_url``, else the listener's."""
+        if self.values["public_url"]:
+            return str(self.values["public_url"])
+        host = str(self.values["listen.host"])
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.values['listen.port']}"
 
     @property
     def master_key_path(self) -> Path:
@@ -191,31 +242,55 @@ class Config:
         return self.database_path.parent / "master.key"
 
 
+#: The database of a configuration that names none, before it was named after the file.
+LEGACY_DATABASE = "var/userrelay.sqlite3"
+
+
+def default_database(source: str) -> str:
+    """``var/NAME.sqlite3`` for a configuration file ``NAME.yaml``: one database per file."""
+    stem = Path(source).stem if source and not source.startswith("<") else "userrelay"
+    return f"var/{stem or 'userrelay'}.sqlite3"
+
+
 def load(path: str | Path) -> Config:
-    """Read and validate a YAML configuration file."""
+    """Read and validate a YAML configuration file; every problem is a ``ConfigError``."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(str(path), ["is a folder, not a configuration file"]) from None
     except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(str(path), [f"not valid YAML{where}: {problem}"]) from None
-    return from_mapping(document or {}, source=str(path), base_dir=path.resolve().parent)
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileNotFoundError):
+            reason += (f" (in {Path.cwd()}; give the file with --config FILE, or set "
+                       "USERRELAY_CONFIG)")
+        raise ConfigError(str(path), [f"cannot read the file: {reason}"]) from None
+    document = config_yaml.parse(raw, str(path))
+    return from_text_document(document, source=str(path), base_dir=path.resolve().parent)
+
+
+def from_text_document(document: Any, source: str, base_dir: Path) -> Config:
+    """A parsed file's document validated: an empty file is an error, not a default relay."""
+    if document is None:
+        raise ConfigError(source, ["the file holds no settings; start from "
+                                   "config.example.yaml, or let `userrelay sites add "
+                                   f"--config {source}` write it"])
+    return from_mapping(document, source=source, base_dir=base_dir)
 
 
 def from_mapping(document: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
     """Validate an already parsed document; every problem is reported at once."""
     problems: list[str] = []
     if not isinstance(document, dict):
-        raise ConfigError(source, ["the top level must be a mapping of settings"])
-    values = _read_settings(document, problems)
-    sites = _read_sites(document.get("sites"), problems)
-    links = _read_links(document.get("links"), sites, problems)
+        raise ConfigError(source, [f"the top level must be a mapping of settings (key: value "
+                                   f"lines), not {type(document).__name__} {document!r:.60}"])
+    try:
+        values = _read_settings(document, problems)
+        sites = _read_sites(document.get("sites"), problems)
+        links = _read_links(document.get("links"), sites, problems)
+    except (TypeError, ValueError, RecursionError) as exc:
+        # A shape no check above foresaw: still one clear error, never a traceback.
+        raise ConfigError(source, problems + [f"cannot be read: {exc}"]) from None
     known = {s.key.split(".")[0] for s in SETTINGS} | {"sites", "links"}
     for key in document:
         if key not in known:
@@ -282,8 +357,8 @@ def _read_sites(raw: Any, problems: list[str]) -> dict[str, Site]:
         _unknown_keys(item, {"id", "label", "url", "allow_http"}, where, problems)
         site_id = item.get("id")
         if not isinstance(site_id, str) or not _ID.match(site_id):
-            problems.append(f"{where}.id: got {site_id!r}; expected lower-case letters, digits, "
-                            "'-' or '_' (at most 63)")
+            problems.append(f"{where}.id: {_got(item, 'id')}; expected lower-case letters, "
+                            "digits, '-' or '_' (at most 63)")
             continue
         where = f"sites[{i}] ({site_id})"
         if site_id in sites:
@@ -293,7 +368,10 @@ def _read_sites(raw: Any, problems: list[str]) -> dict[str, Site]:
             problems.append(f"{where}.allow_http: got {allow_http!r}; expected true or false")
             allow_http = False
         url = item.get("url")
-        _check_url(url, allow_http, f"{where}.url", problems)
+        if "url" not in item:
+            problems.append(f"{where}.url: missing; expected the site's https:// URL")
+        else:
+            _check_url(url, allow_http, f"{where}.url", problems)
         label = item.get("label", site_id)
         if not isinstance(label, str):
             problems.append(f"{where}.label: got {label!r}; expected a string")
@@ -302,11 +380,22 @@ def _read_sites(raw: Any, problems: list[str]) -> dict[str, Site]:
     return sites
 
 
+def _got(item: dict[str, Any], key: str) -> str:
+    """``missing`` for a key not given, else ``got VALUE``."""
+    return f"got {item[key]!r}" if key in item else "missing"
+
+
 def _check_url(url: Any, allow_http: bool, where: str, problems: list[str]) -> None:
     if not isinstance(url, str):
         problems.append(f"{where}: got {url!r}; expected the site's https:// URL")
         return
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - raises ValueError for e.g. http://[::1
+    except ValueError as exc:
+        problems.append(f"{where}: got {url!r}; not a URL ({exc}); expected an https:// URL "
+                        "such as https://shop.example.com")
+        return
     if parts.scheme == "http" and not allow_http:
         problems.append(f"{where}: got {url!r}; expected an https:// URL (plain http only with "
                         "allow_http: true, for loopback and tests)")
@@ -373,8 +462,8 @@ def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[s
             continue
         link_id = item.get("id")
         if not isinstance(link_id, str) or not _ID.match(link_id):
-            problems.append(f"{where}.id: got {link_id!r}; expected lower-case letters, digits, "
-                            "'-' or '_'")
+            problems.append(f"{where}.id: {_got(item, 'id')}; expected lower-case letters, "
+                            "digits, '-' or '_'")
             continue
         where = f"links[{i}] ({link_id})"
         if link_id in links:
@@ -383,15 +472,15 @@ def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[s
         ends = []
         for end in ("site", "remote"):
             value = item.get(end)
-            if value not in sites:
-                problems.append(f"{where}.{end}: got {value!r}; expected one of the sites: "
+            if not isinstance(value, str) or value not in sites:
+                problems.append(f"{where}.{end}: {_got(item, end)}; expected one of the sites: "
                                 f"{', '.join(sites) or '(none configured)'}")
             ends.append(value)
         if ends[0] == ends[1] and ends[0] is not None:
             problems.append(f"{where}.remote: got {ends[1]!r}; a site cannot link to itself")
         direction = item.get("direction")
         if direction not in DIRECTIONS:
-            problems.append(f"{where}.direction: got {direction!r}; expected one of "
+            problems.append(f"{where}.direction: {_got(item, 'direction')}; expected one of "
                             f"{', '.join(DIRECTIONS)}")
         sync = item.get("sync", ["users"])
         if isinstance(sync, str):

@@ -14,6 +14,11 @@ whether the key it tested is still the site's key.
     store = KeyStore(config.database_path, config.master_key_path)
     key = store.rotate("shop", grace=30 * 60)   # the old key is accepted for 30 more minutes
     store.end_grace("shop")                     # ... or no longer, from now
+
+The master key is never made behind the operator's back: opening a store whose database holds
+keys without their master key fails, naming the file. The first key generated while the
+database holds none makes the master key (``created_master`` says where), as does
+``userrelay init``.
 """
 
 from __future__ import annotations
@@ -26,9 +31,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from relay.crypto import MasterKey, SiteKey
+from relay.crypto import MasterKey, MasterKeyMissing, SiteKey
 from relay.errors import KeyStoreError
 from relay.store import connect_sync
+
+
+class MasterKeyLost(KeyStoreError):
+    """The database holds site keys, but their master key is missing or is another key."""
 
 
 def key_id(sealed: bytes) -> str:
@@ -45,14 +54,109 @@ class _Entry:
 
 
 class KeyStore:
-    def __init__(self, database: Path, master_key: Path) -> None:
+    def __init__(self, database: Path, master_key: Path, config_flag: str = "",
+                 require_master: bool = True) -> None:
+        """``config_flag``: `` --config FILE`` when a command was given one, for the hints.
+        ``require_master``: fail at once when stored keys lack their master key (not for
+        ``new_master_key``, which replaces it)."""
         self._conn = connect_sync(database)
-        self._master = MasterKey.load_or_create(master_key)
+        self._database = database
+        self._master_path = master_key
+        self._config_flag = config_flag
+        self._master: MasterKey | None = None
+        #: The master key file made by this store (the first key generated), if any.
+        self.created_master: Path | None = None
         self._marker = database.with_name(database.name + ".keys-changed")
-        if not self._marker.exists():
-            self._changed()
         self._seen: tuple[int, int, int] | None = None
         self._cache: dict[str, _Entry | None] = {}
+        self._problems: tuple[object, dict[str, str]] | None = None
+        try:
+            if require_master:
+                self._master_key()
+            if not self._marker.exists():
+                self._changed()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def stored_sites(self) -> list[str]:
+        """The sites with a key in the database."""
+        return [row[0] for row in self._conn.execute("SELECT site FROM site_keys ORDER BY site")]
+
+    def _master_key(self, create: bool = False) -> MasterKey | None:
+        """The master key; None while neither it nor any site key exists (unless ``create``)."""
+        if self._master is not None:
+            return self._master
+        try:
+            self._master = MasterKey.load(self._master_path)
+        except MasterKeyMissing:
+            stored = self.stored_sites()
+            if stored:
+                raise self.lost(f"the master key file {self._master_path} does not exist, but "
+                                f"the database {self._database} holds the keys of "
+                                f"{_sites(stored)} sealed with it") from None
+            if not create:
+                return None
+            self._master = MasterKey.create(self._master_path)
+            self.created_master = self._master_path
+        return self._master
+
+    def lost(self, what: str) -> MasterKeyLost:
+        return MasterKeyLost(
+            f"{what}. Restore that file from your backup; or, if it is lost for good, make a "
+            f"new master key and then a new key for every site: userrelay init "
+            f"--new-master-key{self._config_flag}")
+
+    def problems(self) -> dict[str, str]:
+        """Per site whose stored key cannot be opened, why (for ``/readyz``); recomputed only
+        when a key changed."""
+        seen = (self.version(), self._master is None)
+        if self._problems is not None and self._problems[0] == seen:
+            return self._problems[1]
+        found: dict[str, str] = {}
+        try:
+            rows = self._conn.execute("SELECT site, sealed, previous_sealed FROM site_keys"
+                                      ).fetchall()
+            for site, sealed, previous in rows:
+                try:
+                    master = self._master_key()
+                    assert master is not None  # rows exist, so it was loaded or raised
+                    master.open(bytes(sealed), site)
+                    if previous is not None:
+                        master.open(bytes(previous), site)
+                except KeyStoreError as exc:
+                    found[site] = str(exc)
+        except sqlite3.Error as exc:
+            found["*"] = f"the keys cannot be read: {exc}"
+        self._problems = (seen, found)
+        return found
+
+    def check(self) -> None:
+        """Raise ``MasterKeyLost`` when any stored key cannot be opened with the master key."""
+        unreadable = self.problems()
+        if unreadable:
+            raise self.lost(f"the master key file {self._master_path} does not open the keys "
+                            f"of {_sites(list(unreadable))} in {self._database}: it is not the "
+                            "key they were sealed with")
+
+    def new_master_key(self) -> tuple[list[str], Path | None]:
+        """A new master key, for when the old one is lost: every stored site key is removed
+        (none could be opened again). Returns the sites that had one and where the old file
+        was moved (None if there was none)."""
+        stored = self.stored_sites()
+        moved: Path | None = None
+        if self._master_path.exists():
+            moved = self._master_path.with_name(
+                f"{self._master_path.name}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(self._master_path, moved)
+        try:
+            self._conn.execute("DELETE FROM site_keys")
+        except sqlite3.Error as exc:
+            raise KeyStoreError(f"cannot remove the old site keys: {exc}") from None
+        self._master = MasterKey.create(self._master_path)
+        self.created_master = self._master_path
+        self._changed()
+        return stored, moved
 
     def close(self) -> None:
         self._conn.close()
@@ -106,9 +210,11 @@ class KeyStore:
             if row is None:
                 self._cache[site] = None
             else:
+                master = self._master_key()
+                assert master is not None  # a key is stored, so it was loaded or raised
                 sealed = bytes(row[0])
-                previous = None if row[1] is None else self._master.open(bytes(row[1]), site)
-                self._cache[site] = _Entry(self._master.open(sealed, site), key_id(sealed),
+                previous = None if row[1] is None else master.open(bytes(row[1]), site)
+                self._cache[site] = _Entry(master.open(sealed, site), key_id(sealed),
                                            previous, row[2])
         return self._cache[site]
 
@@ -121,6 +227,13 @@ class KeyStore:
         seconds, is still accepted from the site until then (never used to sign)."""
         key = SiteKey.generate()
         now = time.time() if now is None else now
+        master = self._master_key(create=True)
+        assert master is not None
+        others = {s: p for s, p in self.problems().items() if s != site}
+        if others:
+            raise self.lost(f"the master key file {self._master_path} does not open the keys "
+                            f"of {_sites(list(others))} in {self._database}: it is not the "
+                            "key they were sealed with")
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -133,7 +246,7 @@ class KeyStore:
                     "sealed = excluded.sealed, created_at = excluded.created_at, "
                     "previous_sealed = excluded.previous_sealed, "
                     "previous_until = excluded.previous_until",
-                    (site, self._master.seal(key), now, previous,
+                    (site, master.seal(key), now, previous,
                      now + grace if previous is not None else None))
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -165,3 +278,7 @@ class KeyStore:
         temporary = self._marker.with_suffix(f".{secrets.token_hex(4)}")
         temporary.write_text(secrets.token_hex(8))
         os.replace(temporary, self._marker)  # a new inode: every reader sees the change
+
+
+def _sites(sites: list[str]) -> str:
+    return ("site " if len(sites) == 1 else "sites ") + ", ".join(repr(s) for s in sites)

@@ -117,10 +117,10 @@ def site_tests(conn: sqlite3.Connection) -> dict[str, SiteTest]:
 def missing_test(config: Config, site: str, site_key_id: str | None,
                  test: SiteTest | None) -> str | None:
     """Why ``site`` has no current passing connection test (None when it has one)."""
-    run = f"run userrelay sites test {site}"
+    run = f"run {config.command(f'sites test {site}')}"
     if site_key_id is None:
-        return (f"site {site!r} has no key; run userrelay keys generate {site}, paste the key "
-                f"into the site, then {run}")
+        return (f"site {site!r} has no key; run {config.command(f'keys generate {site}')}, "
+                f"paste the key into the site, then {run}")
     url = config.sites[site].url
     if test is None or test.passed_fingerprint is None:
         failed = "" if test is None else f" (its last test, {when(test.tested_at)}, failed)"

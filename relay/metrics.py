@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from relay import queue
-from relay.appkeys import CONFIG, COURIER_TASKS, DATABASE, GROUP_COMMIT, METRICS
+from relay.appkeys import CONFIG, COURIER_TASKS, DATABASE, GROUP_COMMIT, KEYS, METRICS
 from relay.config import Config
 from relay.constants import DEAD, DONE, PENDING_STATES, READY
 
@@ -204,6 +204,10 @@ async def not_ready(app: web.Application, write: bool) -> dict[str, str]:
         problems["database"] = f"no answer within {PROBE_TIMEOUT:g}s"
     except sqlite3.Error as exc:
         problems["database"] = f"{'cannot be written' if write else 'does not answer'}: {exc}"
+    if write:  # a site whose key cannot be opened is refused: not ready (restart cannot cure)
+        unreadable = app[KEYS].problems()
+        if unreadable:
+            problems["keys"] = "; ".join(unreadable.values())
     return problems
 
 

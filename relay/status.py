@@ -115,12 +115,13 @@ def masked(text: str | None) -> str | None:
     return None if text is None else str(redact_secrets(None, "", {"text": text})["text"])
 
 
-def render(status: dict[str, Any]) -> str:
-    """The snapshot for a terminal."""
+def render(status: dict[str, Any], config_flag: str = "") -> str:
+    """The snapshot for a terminal; ``config_flag`` (`` --config FILE``) ends its hints."""
     now = status["at"]
     lines = ["Sites:"]
     for site_id, s in status["sites"].items():
-        no_key = "" if s["has_key"] else f"  NO KEY: run userrelay keys generate {site_id}"
+        no_key = "" if s["has_key"] else (f"  NO KEY: run userrelay keys generate {site_id}"
+                                              f"{config_flag}")
         lines.append(f"  {site_id} ({s['label']}, {s['url']}){no_key}")
         pending = s["pending"]
         age = s["oldest_pending_age"]

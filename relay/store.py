@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import structlog
 
-from relay.errors import StoreUnavailable
+from relay.errors import DatabaseUnusable, StoreUnavailable
 
 log = structlog.get_logger("relay.store")
 T = TypeVar("T")
@@ -166,11 +166,50 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 
 
 def connect_sync(path: Path) -> sqlite3.Connection:
-    """A plain connection with the relay's pragmas and schema, for the CLI and for key reads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-    prepare(conn)
+    """A plain connection with the relay's pragmas and schema, for the CLI and for key reads.
+
+    A database that cannot be opened is a ``DatabaseUnusable`` naming the path and why."""
+    make_folder(path)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    except sqlite3.Error as exc:
+        raise unusable(path, exc) from None
+    try:
+        prepare(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise unusable(path, exc) from None
     return conn
+
+
+def make_folder(path: Path) -> None:
+    """The database's folder, made if missing; ``DatabaseUnusable`` when it cannot be."""
+    if path.is_dir():
+        raise DatabaseUnusable(f"cannot open the database {path}: it is a folder, not a file "
+                               "(the setting `database` names the file itself)")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DatabaseUnusable(f"cannot open the database {path}: {folder} is a file, not a "
+                               "folder (the setting `database`)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnusable(f"cannot open the database {path}: cannot make its folder "
+                               f"{path.parent}: {exc.strerror or exc} (the setting `database`)"
+                               ) from None
+
+
+def unusable(path: Path, exc: BaseException) -> DatabaseUnusable:
+    reason = str(exc)
+    if "file is not a database" in reason:
+        reason += " (this file is not an SQLite database)"
+    elif "unable to open" in reason or "readonly" in reason or "read-only" in reason:
+        reason += (" (check that the file and its folder exist and that this user may "
+                   "write both)")
+    return DatabaseUnusable(f"cannot open the database {path}: {reason} (the setting "
+                            "`database`)")
 
 
 def prepare(conn: sqlite3.Connection) -> None:
@@ -222,9 +261,19 @@ class Database:
         self._aio: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._aio = await aiosqlite.connect(self.path, isolation_level=None, timeout=30)
-        await self.call(prepare)
+        make_folder(self.path)
+        try:
+            self._aio = await aiosqlite.connect(self.path, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise unusable(self.path, exc) from None
+        try:
+            await self.call(prepare)
+        except sqlite3.Error as exc:
+            await self.close()  # its thread would keep the process alive
+            raise unusable(self.path, exc) from None
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if self._aio is not None:

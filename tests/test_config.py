@@ -110,7 +110,7 @@ def test_check_config_says_ok_for_the_example() -> None:
                             capture_output=True, text=True, check=False)
 
     assert (0, "") == (result.returncode, result.stderr)
-    assert "OK (2 sites, 1 links)" in result.stdout
+    assert "OK (2 sites, 1 links; database " in result.stdout
 
 
 def test_every_setting_is_documented_with_its_default() -> None:

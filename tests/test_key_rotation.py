@@ -133,10 +133,11 @@ def test_keys_rotate_prints_the_new_key_once_with_where_to_paste_it(tmp_path: Pa
     assert ("The previous key is still accepted from the site until "
             f"{time.strftime('%H:%M:%S UTC', time.gmtime(until_))} (30 min).") in result.stdout
     assert ("Links of this site (a-b) deliver nothing until it passes a connection test with "
-            "the new key:\n\n    userrelay sites test b") in result.stdout
+            f"the new key:\n\n    userrelay sites test b --config {path}") in result.stdout
     with LinkBook(config) as book:
         assert book.state("a-b").reason == ("site 'b' has not passed a connection test since "
-                                            "its key changed; run userrelay sites test b")
+                                            "its key changed; run userrelay sites test b "
+                                            f"--config {path}")
 
 
 def test_keys_generate_also_resets_the_sites_test_and_says_so(tmp_path: Path) -> None:

@@ -220,12 +220,13 @@ def test_links_start_refuses_on_the_command_line_saying_what_to_run(tmp_path: Pa
     result = subprocess.run([sys.executable, "-m", "relay", "links", "start", "a-b", "--config",
                              str(path)], capture_output=True, text=True, check=False)
 
+    flag = f"--config {path}"  # each hint works when pasted: it names the same file
     assert 1 == result.returncode
     assert result.stderr == (
-        "userrelay: link 'a-b' cannot start: site 'a' has no key; run userrelay keys generate "
-        "a, paste the key into the site, then run userrelay sites test a; site 'b' has no key; "
-        "run userrelay keys generate b, paste the key into the site, then run userrelay sites "
-        "test b\n")
+        f"userrelay: link 'a-b' cannot start: site 'a' has no key; run userrelay keys generate "
+        f"a {flag}, paste the key into the site, then run userrelay sites test a {flag}; site "
+        f"'b' has no key; run userrelay keys generate b {flag}, paste the key into the site, "
+        f"then run userrelay sites test b {flag}\n")
 
 
 def test_a_database_made_by_the_previous_version_is_migrated_keeping_its_rows(

@@ -29,7 +29,7 @@ def document(tmp_path: Path, b_url: str, c_url: str, links: list[dict[str, Any]]
         "database": str(tmp_path / "relay.sqlite3"),
         "delivery": {"retry_schedule": [0.1], "jitter": 0, "timeout": 5, "lease": 10,
                      "shutdown_grace": 0.5},
-        "sites": [{"id": "a", "url": "http://127.0.0.1:9", "allow_http": True},
+        "sites": [{"id": "a", "url": "http://127.0.0.1:7", "allow_http": True},
                   {"id": "b", "url": b_url, "allow_http": True},
                   {"id": "c", "url": c_url, "allow_http": True}],
         "links": links,
@@ -136,11 +136,11 @@ async def test_a_broken_configuration_is_reported_and_the_running_one_stays(
 async def test_a_reload_cannot_move_the_relay_to_another_port_or_database(
         tmp_path: Path) -> None:
     path = write_config(tmp_path / "relay.yaml",
-                        document(tmp_path, "http://127.0.0.1:9", "http://127.0.0.1:9", [A_TO_B]))
+                        document(tmp_path, "http://127.0.0.1:19", "http://127.0.0.1:9", [A_TO_B]))
     relay = RelayProcess(path)
     await relay.start()
     try:
-        moved = document(tmp_path, "http://127.0.0.1:9", "http://127.0.0.1:9", [A_TO_B])
+        moved = document(tmp_path, "http://127.0.0.1:19", "http://127.0.0.1:9", [A_TO_B])
         moved["listen"]["port"] = relay.port + 1
         moved["database"] = str(tmp_path / "other.sqlite3")
         write_config(path, moved)

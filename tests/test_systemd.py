@@ -83,7 +83,7 @@ def relay_config(tmp_path: Path) -> Path:
         "listen": {"host": "127.0.0.1", "port": 0},
         "database": str(tmp_path / "relay.sqlite3"),
         "sites": [{"id": "a", "url": "http://127.0.0.1:9", "allow_http": True},
-                  {"id": "b", "url": "http://127.0.0.1:9", "allow_http": True}],
+                  {"id": "b", "url": "http://127.0.0.1:19", "allow_http": True}],
         "links": [{"id": "a-b", "site": "a", "remote": "b", "direction": "push"}],
     })
 
