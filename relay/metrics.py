@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import prometheus_client
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -26,6 +28,8 @@ from relay import queue
 from relay.appkeys import CONFIG, COURIER_TASKS, DATABASE, GROUP_COMMIT, KEYS, METRICS
 from relay.config import Config
 from relay.constants import DEAD, DONE, PENDING_STATES, READY
+
+log = structlog.get_logger("relay.metrics")
 
 # The *_created series would double every scrape's size; nothing of ours reads them.
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -39,6 +43,11 @@ DELIVERY_OUTCOMES = ("done", "retry", "dead", "paused")
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: How long /readyz waits for the database before it says it is not answering.
 PROBE_TIMEOUT = 5.0
+#: How long /readyz waits for another process's write lock before it says "locked".
+PROBE_LOCK_WAIT = 1.0
+#: Free space under which the disk holding the database counts as full (a group commit of a
+#: full batch of requests, with its WAL frames, needs about this much).
+MIN_FREE_BYTES = 1024 * 1024
 _OUTCOME_OF_STATE = {DONE: "done", READY: "retry", DEAD: "dead"}
 
 
@@ -198,10 +207,19 @@ async def not_ready(app: web.Application, write: bool) -> dict[str, str]:
     if stopped:
         problems["couriers"] = f"not running: {', '.join(stopped)}"
     try:
-        await asyncio.wait_for(app[DATABASE].call(_probe_write if write else _probe_read),
-                               PROBE_TIMEOUT)
+        if write:
+            problem = await asyncio.wait_for(app[DATABASE].call(
+                _probe_write, app[CONFIG].database_path), PROBE_TIMEOUT)
+            if problem:
+                problems["database"] = f"cannot be written: {problem}"
+        else:
+            await asyncio.wait_for(app[DATABASE].call(_probe_read), PROBE_TIMEOUT)
     except TimeoutError:
         problems["database"] = f"no answer within {PROBE_TIMEOUT:g}s"
+        if write and await asyncio.to_thread(_locked, app[CONFIG].database_path):
+            # Our writer waits for a lock another process holds (busy_timeout).
+            problems["database"] = (f"cannot be written: it is locked by another writer (the "
+                                    f"relay has waited more than {PROBE_TIMEOUT:g}s for it)")
     except sqlite3.Error as exc:
         problems["database"] = f"{'cannot be written' if write else 'does not answer'}: {exc}"
     if write:  # a site whose key cannot be opened is refused: not ready (restart cannot cure)
@@ -211,17 +229,64 @@ async def not_ready(app: web.Application, write: bool) -> dict[str, str]:
     return problems
 
 
-def _probe_write(conn: sqlite3.Connection) -> None:
-    """Take the write lock and grow the file by a page, then undo it: nothing reaches the disk.
+def _probe_write(conn: sqlite3.Connection, path: Path) -> str | None:
+    """Why the database cannot take a write now, or None. Runs on the writer's thread,
+    between two of its transactions; writes nothing.
 
-    A new table needs a new page, so a database that cannot grow (a full disk, a file at its
-    size limit) fails here, as does one that is read-only or locked by another writer.
+    A write that succeeds here could still fail at its commit (SQLite writes pages only then,
+    often over the WAL's old pages), so a full or read-only file system is asked directly;
+    the write lock is then taken (a writer of another process holds it: locked) and a page
+    added and given back (the file at its size limit).
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("CREATE TABLE readiness_probe (x)")
-    finally:
+    if conn.in_transaction:
+        # Left open by a commit that failed (a full disk, an I/O error): until it is rolled
+        # back every write would fail with "cannot start a transaction within a transaction".
         conn.execute("ROLLBACK")
+        log.warning("stale_transaction_rolled_back", database=str(path))
+    try:
+        disk = os.statvfs(path.parent)
+    except OSError as exc:
+        return f"its folder {path.parent} cannot be read: {exc.strerror or exc}"
+    if disk.f_flag & os.ST_RDONLY:
+        return f"the file system holding {path} is read-only"
+    free = disk.f_bavail * disk.f_frsize
+    if free < MIN_FREE_BYTES:
+        return (f"the disk holding {path} is full ({free} bytes free; at least "
+                f"{MIN_FREE_BYTES} needed)")
+    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        return f"{path} or its folder is not writable by the relay's user"
+    (busy,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    conn.execute(f"PRAGMA busy_timeout={int(PROBE_LOCK_WAIT * 1000)}")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE readiness_probe (x)")
+        finally:
+            conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return f"it is locked by another writer (another process holds a write " \
+                   f"transaction for more than {PROBE_LOCK_WAIT:g}s)"
+        raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(busy)}")
+    return None
+
+
+def _locked(path: Path) -> bool:
+    """Whether a writer holds the database's write lock now (asked without waiting)."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+    except sqlite3.Error:
+        return False
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as exc:
+        return "locked" in str(exc) or "busy" in str(exc)
+    finally:
+        conn.close()
 
 
 def _probe_read(conn: sqlite3.Connection) -> None:
