@@ -18,7 +18,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from relay import admin, queue, reconcile_schedule
+from relay import admin, guard, queue, reconcile_schedule
 from relay.appkeys import (
     CONFIG,
     COURIER_TASKS,
@@ -46,7 +46,13 @@ PRUNE_EVERY = 3600.0
 
 def create_app(config: Config, metrics: Metrics | None = None) -> web.Application:
     """``metrics``: counters to carry on with (a reload keeps them); new ones if not given."""
-    app = web.Application(client_max_size=config["ingest.max_body_bytes"])
+    app = web.Application(client_max_size=config["ingest.max_body_bytes"],
+                          middlewares=[guard.last_resort],
+                          handler_args={"keepalive_timeout": guard.IDLE_TIMEOUT})
+    # Connections past the file limit's share are refused at once (relay/guard.py).
+    guard.limit_connections(app, guard.connection_limit(
+        len(config.sites) * (config["delivery.in_flight"] + 2)))
+    app.cleanup_ctx.append(guard.quiet_accept_errors)
     app[CONFIG] = config
     app[METRICS] = metrics or Metrics()
     app[METRICS].know(config)
