@@ -19,8 +19,8 @@ from relay import admin
 from relay.config import LEGACY_DATABASE, Config, default_database
 from relay.crypto import MasterKey, MasterKeyMissing
 from relay.errors import ConfigError, KeyStoreError
+from relay.store import SQLITE_HEADER
 
-SQLITE_HEADER = b"SQLite format 3\0"
 
 
 def check(config: Config) -> None:

@@ -182,11 +182,24 @@ def connect_sync(path: Path) -> sqlite3.Connection:
     return conn
 
 
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\0"
+
+
 def make_folder(path: Path) -> None:
-    """The database's folder, made if missing; ``DatabaseUnusable`` when it cannot be."""
+    """The database's folder, made if missing; ``DatabaseUnusable`` when it cannot be, or
+    when ``path`` is something else than a database (SQLite would write over a short file)."""
     if path.is_dir():
         raise DatabaseUnusable(f"cannot open the database {path}: it is a folder, not a file "
                                "(the setting `database` names the file itself)")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError:
+        header = b""  # missing (made below) or unreadable (SQLite says why)
+    if header and header != SQLITE_HEADER:
+        raise DatabaseUnusable(f"cannot open the database {path}: it is not an SQLite "
+                               "database (another file has this name?); the setting `database`")
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
