@@ -24,7 +24,7 @@ PROFILE_FIELDS = ("first_name", "last_name", "nickname", "display_name", "url", 
 IDENTITY_FIELDS = ("login", "email")
 MAX_EVENTS_PER_REQUEST = 1000
 
-# What a WordPress site can store (docs/protocol.md, "Limits"): an event it could not apply
+# What a WordPress site can store (docs/adr/0008): an event it could not apply
 # is refused here, naming the field, rather than poisoning the batch it would travel in.
 #: User ids and any other integer: WordPress's columns are signed 64-bit integers.
 MAX_INTEGER = 2**63 - 1
