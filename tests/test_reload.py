@@ -227,3 +227,40 @@ async def test_a_configuration_that_cannot_start_is_undone_and_the_old_one_serve
     assert problems[0].lower().endswith("address already in use")
     assert 202 == status
     assert 2 == len([line for line in relay.lines if line["event"] == "admin_started"])
+
+
+@pytest.mark.parametrize(("broken", "expected"), [
+    (b"sites:\n  - id: a\n    label: caf\xe9\n", "not UTF-8 text"),
+    (b"links:\n  - id: a-b\n    site: [a]\n    remote: b\n    direction: push\n",
+     "links[0] (a-b).site: got ['a']"),
+    (b"sites:\n  - id: a\n    url: http://[::1\n    allow_http: true\n", "not a URL"),
+    (b"sites: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    (b"sites: " + b"[" * 30 + b"]" * 30 + b"\n", "nested too deeply"),
+    (b"links: []\nlinks: []\n", "the key 'links' is given twice"),
+])
+async def test_a_reload_of_any_malformed_file_keeps_the_relay_answering(
+        partner_factory: Any, tmp_path: Path, broken: bytes, expected: str) -> None:
+    b = await partner_factory()
+    path = write_config(tmp_path / "relay.yaml",
+                        document(tmp_path, b.url, "http://127.0.0.1:9", [A_TO_B]))
+    keys = generate_keys(config_module.load(path))
+    relay = RelayProcess(path)
+    await relay.start()
+    try:
+        path.write_bytes(broken)
+        assert relay.process is not None
+        relay.process.send_signal(signal.SIGHUP)
+        await logged(relay, "reload_rejected")
+        relay.process.send_signal(signal.SIGHUP)  # and again: still alive, still deaf to it
+        await logged(relay, "reload_rejected", count=2)
+
+        status, _ = await post_signed(relay.url, "a", keys["a"], [event("e1", 1, ["create"])])
+        await b.wait_for(lambda: len(b.events) == 1)
+    finally:
+        assert 0 == await relay.terminate()
+
+    problems = [line["problem"] for line in relay.lines if line["event"] == "reload_problem"]
+    assert 202 == status
+    assert 2 == len([line for line in relay.lines if line["event"] == "reload_rejected"])
+    assert any(expected in p for p in problems), problems
+    assert not any("Traceback" in raw for raw in relay.raw)
