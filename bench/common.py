@@ -28,6 +28,7 @@ from relay import links, signatures
 from relay.crypto import SiteKey
 from relay.keystore import KeyStore
 from relay.links import LinkBook
+from relay.signatures import Direction
 
 SERVER_CORE, LOAD_CORE = "0", "1"
 
@@ -128,8 +129,9 @@ def wrk_script(workdir: Path, key: SiteKey, count: int, site: str = "a",
     lines = []
     for n in range(1, count + 1):
         events = [one_event(n * per_request + i) for i in range(per_request)]
-        body = json.dumps({"events": events}, separators=(",", ":"))
-        h = signatures.headers(key, body.encode(), f"msg_bench_{n}")
+        body = json.dumps(signatures.envelope("events", site, events=events),
+                          separators=(",", ":"))
+        h = signatures.headers(key, body.encode(), Direction.TO_RELAY, f"msg_bench_{n}")
         # JSON bodies hold no tab or newline, so a tab-separated line carries one request.
         lines.append("\t".join([h["webhook-id"], h["webhook-timestamp"],
                                 h["webhook-signature"], body]))
@@ -144,7 +146,7 @@ function init(args)
     local id, ts, sig, body = line:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
     requests[#requests + 1] = wrk.format("POST", "/v1/sites/{site}/events", {{
       ["webhook-id"] = id, ["webhook-timestamp"] = ts, ["webhook-signature"] = sig,
-      ["content-type"] = "application/json"}}, body)
+      ["content-type"] = "application/json", ["userrelay-protocol"] = "2"}}, body)
   end
 end
 function request()

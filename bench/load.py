@@ -21,18 +21,21 @@ import aiohttp
 from bench.common import one_event
 from relay import signatures
 from relay.crypto import SiteKey
+from relay.signatures import Direction
 
 
 async def run(url: str, site: str, key: SiteKey, rate: float, seconds: float, first: int) -> dict:
     total = int(rate * seconds)
-    bodies = [json.dumps({"events": [one_event(first + n)]}).encode() for n in range(total)]
+    bodies = [json.dumps(signatures.envelope("events", site, events=[one_event(first + n)])
+                         ).encode() for n in range(total)]
     counts = {"sent": 0, "accepted": 0, "refused": 0, "errors": 0}
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def send(body: bytes) -> None:
             try:
                 async with session.post(f"{url}/v1/sites/{site}/events", data=body,
-                                        headers=signatures.headers(key, body)) as resp:
+                                        headers=signatures.headers(key, body,
+                                                                   Direction.TO_RELAY)) as resp:
                     await resp.read()
                     counts["accepted" if resp.status == 202 else "refused"] += 1
             except (aiohttp.ClientError, TimeoutError, OSError):

@@ -12,8 +12,9 @@ from pathlib import Path
 from aiohttp import web
 
 from relay import signatures
-from relay.constants import PLUGIN_EVENTS_PATH
 from relay.crypto import SiteKey
+from relay.plugin_client import plugin_url
+from relay.signatures import Direction
 
 COUNT = web.AppKey("count", list)
 
@@ -21,14 +22,17 @@ COUNT = web.AppKey("count", list)
 async def take(request: web.Request) -> web.Response:
     body = await request.read()
     h = request.headers
-    signatures.verify([request.app[KEY]], h.get("webhook-id"), h.get("webhook-timestamp"),
-                      h.get("webhook-signature"), body, 300)
-    events = json.loads(body)["events"]
+    signatures.verify([request.app[KEY]], Direction.TO_SITE, h.get("webhook-id"),
+                      h.get("webhook-timestamp"), h.get("webhook-signature"), body, 300)
+    document = json.loads(body)
+    signatures.check_envelope(document, "events", document.get("site"))
+    events = document["events"]
     first = request.app[COUNT][0]
     request.app[COUNT][0] += len(events)
     # Each person gets a user id of their own here, as on a real site.
     return web.json_response({"results": [{"id": e["id"], "status": 200, "user_id": first + n + 1}
-                                          for n, e in enumerate(events)]})
+                                          for n, e in enumerate(events)]},
+                             headers={"userrelay-protocol": "2"})
 
 
 async def count(request: web.Request) -> web.Response:
@@ -42,7 +46,7 @@ def main() -> None:
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app[KEY] = SiteKey(Path(sys.argv[2]).read_text().strip())
     app[COUNT] = [0]
-    app.router.add_post(PLUGIN_EVENTS_PATH, take)
+    app.router.add_post(plugin_url("", "events"), take)
     app.router.add_get("/count", count)
     try:
         import uvloop

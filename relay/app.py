@@ -28,6 +28,7 @@ from relay.appkeys import (
     KEYS,
     LINKS,
     METRICS,
+    REPLAYS,
     ROUTER,
 )
 from relay.backfill import Backfiller
@@ -36,8 +37,9 @@ from relay.deliver import Courier
 from relay.keystore import KeyStore
 from relay.links import LinkGate
 from relay.metrics import Metrics, metrics_page, readyz
-from relay.receive import healthz, ping, receive_events
+from relay.receive import healthz, ping, ping_protocol_1, receive_events
 from relay.routing import Router
+from relay.signatures import ReplayGuard
 from relay.store import Database, GroupCommit
 
 log = structlog.get_logger("relay.app")
@@ -57,10 +59,12 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
     app[METRICS] = metrics or Metrics()
     app[METRICS].know(config)
     app[ROUTER] = Router(config)
+    app[REPLAYS] = ReplayGuard(config["ingest.timestamp_tolerance"])
     app.cleanup_ctx.extend([database_ctx, group_commit_ctx, delivery_ctx, backfill_ctx,
                             reconcile_schedule.schedule_ctx, admin_ctx])
     app.router.add_post("/v1/sites/{site}/events", receive_events)
-    app.router.add_get("/v1/sites/{site}/ping", ping)
+    app.router.add_post("/v1/sites/{site}/ping", ping)
+    app.router.add_get("/v1/sites/{site}/ping", ping_protocol_1)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)

@@ -11,6 +11,7 @@ from relay.config import Config
 from relay.keystore import KeyStore
 from relay.links import LinkGate
 from relay.routing import Router
+from relay.signatures import ReplayGuard
 from relay.store import Database, GroupCommit
 
 if TYPE_CHECKING:  # relay.metrics reads these keys: name its type only for the type checker
@@ -30,5 +31,7 @@ LINKS = web.AppKey("links", LinkGate)
 COURIER_TASKS: web.AppKey[list[asyncio.Task[None]]] = web.AppKey("courier_tasks")
 # The counters and gauges behind /metrics; kept across a reload (see create_app).
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+# The webhook-ids of signed pings accepted within the timestamp window: each is taken once.
+REPLAYS = web.AppKey("replays", ReplayGuard)
 # Set by admin_ctx when the admin API listens: its address (http://host:port).
 ADMIN_URL = web.AppKey("admin_url", str)

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 
-from relay import queue, signatures
+from relay import queue
 from relay.config import Config, Link
-from relay.constants import PLUGIN_USERS_PATH
 from relay.errors import InvalidEvent, SiteUnreadable, StoreUnavailable
 from relay.events import Event, parse_event
 from relay.keystore import KeyStore
+from relay.plugin_client import PluginClient
 from relay.routing import Route, Router
 from relay.store import Database, GroupCommit
 
@@ -223,24 +223,22 @@ async def fetch_page(session: aiohttp.ClientSession, config: Config, keys: KeySt
                      cursor: Cursor, limit: int, timeout: float) -> Page:
     """One page of the source's users after the cursor, signed like a ping."""
     site = config.sites[cursor.source]
-    url = site.url + PLUGIN_USERS_PATH
     key = keys.get(site.id)
     if key is None:
         raise SiteUnreadable(f"site {site.id!r} has no key; run userrelay keys generate "
                              f"{site.id}")
+    client = PluginClient(site.id, site.url, key, session, timeout)
+    url = client.url("users")
     try:
-        async with session.get(url, params={"after": str(cursor.after), "limit": str(limit)},
-                               headers=signatures.headers(key, b""), allow_redirects=False,
-                               timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            status, body = resp.status, await resp.content.read(MAX_ANSWER_BYTES)
+        reply = await client.call("users", max_answer=MAX_ANSWER_BYTES, after=cursor.after,
+                                  limit=limit)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise SiteUnreadable(f"cannot reach {url}: {error}") from None
-    if status != 200:
-        text = body[:200].decode("utf-8", "replace").strip()
-        raise SiteUnreadable(f"site {site.id!r} answered {status} at {url}"
-                             + (f": {text}" if text else ""))
-    return parse_page(body, cursor, url)
+        raise SiteUnreadable(client.unreachable("users", exc)) from None
+    if reply.status != 200:
+        raise SiteUnreadable(f"site {site.id!r} answered {reply.status} at {url}"
+                             + reply.excerpt() + (reply.protocol_hint()
+                                                  if reply.status in (400, 401, 404) else ""))
+    return parse_page(reply.body, cursor, url)
 
 
 # --- the daemon's runner ----------------------------------------------------------------------

@@ -38,15 +38,16 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from relay import __version__, signatures
+from relay import __version__
 from relay.config import Config
 from relay.crypto import SiteKey
 from relay.keystore import KeyStore
 from relay.links import LinkBook, SiteTest
+from relay.plugin_client import PluginClient
 from relay.routing import Router
+from relay.signatures import PROTOCOL
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
-PING_PATH = "/wp-json/userrelay/v1/ping"
 #: Seconds each step may take; the ping includes the plugin's own ping of the relay (5 s).
 DEFAULT_TIMEOUT = 15.0
 CLOCK_WARN, CLOCK_FAIL = 30.0, 300.0
@@ -243,20 +244,18 @@ class _Run:
     async def _ping(self, key: SiteKey, url: str,
                     session: aiohttp.ClientSession) -> tuple[dict[str, Any], float | None]:
         """The signed ping; returns the plugin's answer and the site's clock minus ours."""
-        ping = url + PING_PATH
+        client = PluginClient(self.site_id, url, key, session, self.timeout)
+        ping = client.url("ping")
         site, title = self.site_id, "relay -> site ping"
         sent = time.time()
         try:
-            async with session.get(ping, params={"check_relay": "1"},
-                                   headers=signatures.headers(key, b""), allow_redirects=False,
-                                   timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
-                status, body = resp.status, await resp.content.read(65536)
-                date, location = resp.headers.get("Date"), resp.headers.get("Location", "")
+            reply = await client.call("ping", check_relay=True)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self.add("ping", title, FAIL, f"no answer from {ping}: {error}",
+            self.add("ping", title, FAIL, f"no answer: {client.unreachable('ping', exc)}",
                      "is the site up? Look at its web server's error log")
             return {}, None
+        status, body = reply.status, reply.body
+        date, location = reply.headers.get("Date"), reply.headers.get("Location", "")
         middle = (sent + time.time()) / 2
         answer = _json(body)
         clock = _clock(answer.get("time"), date, middle)
@@ -278,20 +277,26 @@ class _Run:
             self.add("ping", title, FAIL, f"the plugin on site {site!r} has no valid key yet",
                      f"paste the key of site {site!r} into USERRELAY_KEY in its wp-config.php (or "
                      f"Settings > UserRelay); userrelay keys rotate {site} makes a new one")
+        elif status in (400, 401, 403, 404) and code == "userrelay_protocol_version":
+            self.add("ping", title, FAIL, f"the plugin on site {site!r} speaks another version "
+                     f"of the protocol: {answer.get('message', '')}",
+                     "use a plugin and a relay of the same protocol version (docs/protocol.md)")
         elif status in (401, 403):
             self.add("ping", title, FAIL, f"the site refused the relay's signature ({status}): "
                      f"the key pasted into WordPress differs from the relay's key for site "
-                     f"{site!r}",
+                     f"{site!r}{reply.protocol_hint()}",
                      f"paste the current key of site {site!r} into USERRELAY_KEY in its "
                      f"wp-config.php (or Settings > UserRelay); if it is lost, "
                      f"userrelay keys rotate {site} makes a new one")
         elif status == 404:
             wordpress = code == "rest_no_route"
             self.add("ping", title, FAIL, f"{ping} answered 404: " + (
-                "WordPress is there but the UserRelay plugin is not active" if wordpress else
+                "WordPress is there but the UserRelay plugin is not active, or it is an older "
+                f"version that does not speak protocol {PROTOCOL}" if wordpress else
                 "the UserRelay plugin is not active there, or the site URL is wrong"),
-                "activate the UserRelay plugin (wp-admin > Plugins) and check the site's url in "
-                "the relay config: the WordPress address, e.g. https://shop.example.com")
+                "activate the UserRelay plugin (wp-admin > Plugins), with the version that comes "
+                "with this relay, and check the site's url in the relay config: the WordPress "
+                "address, e.g. https://shop.example.com")
         elif 300 <= status < 400:
             self.add("ping", title, FAIL, f"{ping} redirects to {location or '?'} ({status})",
                      "set the site's url in the relay config to the address it redirects to")

@@ -20,11 +20,6 @@ KEY_BYTES = 32
 #: Incoming requests whose timestamp is further than this from our clock are refused.
 TIMESTAMP_TOLERANCE_SECONDS = 300
 
-#: Where the companion plugin takes deliveries, relative to a site's URL.
-PLUGIN_EVENTS_PATH = "/wp-json/userrelay/v1/events"
-#: Where the plugin lists its users, a page at a time, for a link's initial sync (signed GET).
-PLUGIN_USERS_PATH = "/wp-json/userrelay/v1/users"
-
 #: States of a delivery (one event for one target site).
 #: waiting: queued behind an earlier delivery of the same person to the same target;
 #: ready: the head of its person's line, due at ``run_at``; leased: being sent;

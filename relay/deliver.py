@@ -10,27 +10,26 @@ burning every queued delivery's attempts against a site that is down.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
 import aiohttp
 import structlog
 
-from relay import answers, queue, signatures
-from relay.config import Config, Site
+from relay import answers, queue
 from relay.answers import Kind
-from relay.constants import DEAD, DONE, PLUGIN_EVENTS_PATH, READY
+from relay.config import Config, Site
+from relay.constants import DEAD, DONE, READY
 from relay.keystore import KeyStore
 from relay.links import LinkGate
 from relay.metrics import Metrics
+from relay.plugin_client import PluginClient, plugin_url
 from relay.queue import Claimed, Outcome
 from relay.retry import RetryPolicy
 from relay.store import Database
 
 log = structlog.get_logger("relay.deliver")
 IDLE_POLL = 5.0  # seconds between looks at the queue when nothing woke the courier
-MAX_ANSWER_BYTES = 4 * 1024 * 1024
 NO_KEY_WAIT = 30.0  # seconds a target without a key is left alone before the next look
 
 
@@ -44,9 +43,8 @@ class Courier:
         self._metrics = metrics or Metrics()
         self._links = links
         self._db, self._keys, self._session, self._gate = db, keys, session, gate
-        self._url = site.url + PLUGIN_EVENTS_PATH
+        self._timeout = config["delivery.timeout"]
         self._batch_size = config["delivery.batch_size"]
-        self._timeout = aiohttp.ClientTimeout(total=config["delivery.timeout"])
         self._lease = config["delivery.lease"]
         self._policy = RetryPolicy(config["delivery.retry_schedule"], config["delivery.jitter"],
                                    config["delivery.max_attempts"], config["delivery.max_age"],
@@ -55,6 +53,7 @@ class Courier:
         self._wakeup = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._held_until = 0.0
+        self._url = plugin_url(site.url, "events")
         self._stopping = False
         self.counters = {"done": 0, "retried": 0, "dead": 0, "requests": 0}
 
@@ -142,32 +141,28 @@ class Courier:
             # Held since the claim (a new key the site cannot know yet, a pause): give it back.
             await asyncio.shield(self._db.transaction(queue.release, batch, now))
             return
-        body = json.dumps({"events": [{"id": str(d.id), **d.payload} for d in batch]},
-                          separators=(",", ":")).encode()
+        client = PluginClient(self.site.id, self.site.url, key, self._session, self._timeout)
         self.counters["requests"] += 1
         sent = time.monotonic()
         try:
-            async with self._session.post(self._url, data=body,
-                                          headers=signatures.headers(key, body),
-                                          timeout=self._timeout, allow_redirects=False) as resp:
-                status = resp.status
-                answer = await resp.content.read(MAX_ANSWER_BYTES)
-                headers = resp.headers
+            reply = await client.call("events", events=[{"id": str(d.id), **d.payload}
+                                                        for d in batch])
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._metrics.request_took(self.site.id, time.monotonic() - sent)
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            await self._retry_all(batch, None, f"cannot reach {self._url}: {error}", None)
+            await self._retry_all(batch, None, client.unreachable("events", exc), None)
             return
         self._metrics.request_took(self.site.id, time.monotonic() - sent)
-        verdict = answers.judge([str(d.id) for d in batch], status, headers, answer, now)
+        verdict = answers.judge([str(d.id) for d in batch], reply.status, reply.headers,
+                                reply.body, now)
         if verdict.kind is Kind.RESULTS:
             await self._settle([self._outcome(d, verdict.results.get(str(d.id)))
                                 for d in batch])
         elif verdict.kind is Kind.RETRY:
             await self._retry_all(batch, verdict.status, verdict.error, verdict.retry_after)
         elif verdict.kind is Kind.PAUSE:
-            await self._pause(batch, _pause_reason(self.site, self._url, verdict.status or 0,
-                                                   verdict.error))
+            status = verdict.status or 0
+            await self._pause(batch, _pause_reason(self.site, self._url, status, verdict.error)
+                              + ("" if status == 410 else reply.protocol_hint()))
         elif len(batch) > 1:
             await self._split(batch, verdict)
         else:

@@ -9,6 +9,7 @@
      |    +-- UnknownSite        404
      |    +-- UnknownLink        404
      |    +-- BadSignature       401
+     |    +-- ProtocolMismatch   400, the peer speaks another protocol version: names both
      |    +-- BodyTooLarge       413
      |    +-- InvalidEvent       400, names the offending field
      |    +-- InvalidRequest     400, an admin request or command: names the bad field
@@ -72,6 +73,12 @@ class UnknownLink(RequestRejected):
 
 class BadSignature(RequestRejected):
     status = 401
+
+
+class ProtocolMismatch(RequestRejected):
+    """The request is of another protocol version than ours; the message names both."""
+
+    status = 400
 
 
 class BodyTooLarge(RequestRejected):

@@ -16,6 +16,7 @@ from typing import Any
 
 from relay.constants import ACTIONS
 from relay.errors import InvalidEvent
+from relay.signatures import check_envelope
 
 #: Profile fields: sent when create or edit is allowed.
 PROFILE_FIELDS = ("first_name", "last_name", "nickname", "display_name", "url", "registered",
@@ -75,7 +76,8 @@ def kind_of(actions: frozenset[str] | set[str]) -> str:
     return "update"
 
 
-def parse_batch(body: bytes) -> list[Event]:
+def parse_batch(body: bytes, envelope: tuple[str, str] | None = None) -> list[Event]:
+    """``envelope``: the operation and site a signed body must name (protocol 2), if any."""
     try:
         document = _load(body)
     except UnicodeDecodeError as exc:
@@ -84,6 +86,8 @@ def parse_batch(body: bytes) -> list[Event]:
         raise InvalidEvent(f"the body is not JSON: {exc}") from None
     except RecursionError:
         raise InvalidEvent(f"the body nests deeper than {MAX_DEPTH} levels") from None
+    if envelope is not None:
+        check_envelope(document, *envelope)
     if not isinstance(document, dict) or not isinstance(document.get("events"), list):
         raise InvalidEvent("events: expected an object {\"events\": [...]}")
     raw_events = document["events"]

@@ -7,6 +7,7 @@ status each and carry a message safe to show the sender (never a key).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 
@@ -14,11 +15,21 @@ import structlog
 from aiohttp import web
 
 from relay import __version__, metrics, signatures
-from relay.appkeys import CONFIG, COURIERS, GROUP_COMMIT, KEYS, METRICS, ROUTER
-from relay.errors import BadSignature, BodyTooLarge, RequestRejected, StoreUnavailable, UnknownSite
+from relay.appkeys import CONFIG, COURIERS, GROUP_COMMIT, KEYS, METRICS, REPLAYS, ROUTER
+from relay.errors import (
+    BadSignature,
+    BodyTooLarge,
+    InvalidRequest,
+    RequestRejected,
+    StoreUnavailable,
+    UnknownSite,
+)
 from relay.events import parse_batch
+from relay.signatures import PROTOCOL, PROTOCOL_HEADER, Direction
 
 log = structlog.get_logger("relay.receive")
+#: Every answer of a signed route says which protocol it speaks.
+PROTOCOL_ANSWER = {PROTOCOL_HEADER: str(PROTOCOL)}
 
 
 def answers_errors(
@@ -32,7 +43,8 @@ def answers_errors(
         except RequestRejected as exc:
             log.warning("request_rejected", site=request.match_info.get("site"),
                         status=exc.status, reason=exc.message)
-            return web.json_response({"error": exc.message}, status=exc.status)
+            return web.json_response({"error": exc.message}, status=exc.status,
+                                     headers=PROTOCOL_ANSWER)
         except StoreUnavailable as exc:
             log.error("request_not_stored", site=request.match_info.get("site"), reason=str(exc))
             return web.json_response({"error": f"not stored, send again later: {exc}"},
@@ -41,11 +53,21 @@ def answers_errors(
 
 
 async def authenticated_body(request: web.Request) -> tuple[str, bytes]:
-    """The site a request comes from and its body, once its signature is checked."""
+    """The site a request comes from and its body, once its signature is checked.
+
+    What can be refused before the body is read is: an unknown site, another protocol, missing
+    headers, a timestamp outside the window. The signature is of the site → relay secret
+    (relay/signatures.py), so nothing the relay signed for a site is taken here.
+    """
     config = request.app[CONFIG]
     site = request.match_info["site"]
     if site not in config.sites:
         raise UnknownSite(f"no site {site!r} is configured at this relay")
+    h = request.headers
+    tolerance = config["ingest.timestamp_tolerance"]
+    signatures.check_header_shape(h.get("webhook-id"), h.get("webhook-timestamp"),
+                                  h.get("webhook-signature"), tolerance)
+    signatures.check_protocol(h.get(PROTOCOL_HEADER), f"site {site!r}")
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -55,19 +77,20 @@ async def authenticated_body(request: web.Request) -> tuple[str, bytes]:
     keys = request.app[KEYS].accepted(site)
     if not keys:
         raise BadSignature(f"site {site!r} has no key at the relay yet")
-    h = request.headers
-    signatures.verify(keys, h.get("webhook-id"), h.get("webhook-timestamp"),
-                      h.get("webhook-signature"), body, config["ingest.timestamp_tolerance"])
+    signatures.verify(keys, Direction.TO_RELAY, h.get("webhook-id"), h.get("webhook-timestamp"),
+                      h.get("webhook-signature"), body, tolerance)
     return site, body
 
 
 @metrics.counted
 @answers_errors
 async def receive_events(request: web.Request) -> web.Response:
+    """A second use of a ``webhook-id`` gets the first answer and changes nothing (the
+    receipts cover the whole retry horizon, far longer than the timestamp window)."""
     app = request.app
     site, body = await authenticated_body(request)
     h = request.headers
-    events = parse_batch(body)
+    events = parse_batch(body, ("events", site))
     routes = app[ROUTER].routes_from(site)
     status, answer, repeat = await app[GROUP_COMMIT].submit(
         metrics.accept, site, h["webhook-id"], events, routes, time.time())
@@ -75,14 +98,32 @@ async def receive_events(request: web.Request) -> web.Response:
     if answer.get("deliveries"):
         for route in routes:
             app[COURIERS][route.target].wake()
-    return web.json_response(answer, status=status)
+    return web.json_response(answer, status=status, headers=PROTOCOL_ANSWER)
 
 
 @answers_errors
 async def ping(request: web.Request) -> web.Response:
-    """``GET /v1/sites/{site}/ping``, signed: Test Connection from the site's side."""
-    site, _ = await authenticated_body(request)
-    return web.json_response({"site": site, "relay": __version__, "time": time.time()})
+    """``POST /v1/sites/{site}/ping``, signed: Test Connection from the site's side. Each
+    signed ping is taken once."""
+    site, body = await authenticated_body(request)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise InvalidRequest("the body is not JSON") from None
+    signatures.check_envelope(document, "ping", site)
+    request.app[REPLAYS].first_use(request.headers["webhook-id"])
+    return web.json_response({"site": site, "relay": __version__, "time": time.time()},
+                             headers=PROTOCOL_ANSWER)
+
+
+@answers_errors
+async def ping_protocol_1(request: web.Request) -> web.Response:
+    """``GET /v1/sites/{site}/ping``: how protocol 1 pinged; answered with what to do."""
+    site = request.match_info["site"]
+    offered = request.headers.get(PROTOCOL_HEADER)
+    signatures.check_protocol(offered if offered != str(PROTOCOL) else "2 with GET",
+                              f"site {site!r}")
+    raise AssertionError("unreachable")  # check_protocol refused it
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -37,11 +37,12 @@ from typing import Any
 import aiohttp
 import structlog
 
-from relay import __version__, queue, signatures
+from relay import __version__, queue
 from relay.config import Config, Link
 from relay.errors import ReconcileFailed
 from relay.events import parse_batch
 from relay.keystore import KeyStore
+from relay.plugin_client import PluginClient
 from relay.routing import Router, allowed_by
 
 log = structlog.get_logger("relay.reconcile")
@@ -124,13 +125,12 @@ class SiteReader:
         key = keys.get(site)
         if key is None:
             raise ReconcileFailed(f"site {site!r} has no key; run userrelay keys generate {site}")
-        self.site, self._key, self._session = site, key, session
-        self._base = config.sites[site].url.rstrip("/") + "/wp-json/userrelay/v1"
+        self.site = site
+        self._client = PluginClient(site, config.sites[site].url, key, session, TIMEOUT)
 
     async def digests(self, after: int, limit: int, fields: str
                       ) -> tuple[list[SiteUser], int | None]:
-        answer = await self._request("GET", "/digests", b"",
-                                     {"after": str(after), "limit": str(limit), "fields": fields})
+        answer = await self._request("digests", after=after, limit=limit, fields=fields)
         users = [SiteUser(int(u["id"]), str(u["email"]), str(u["login"]),
                           float(u["modified"]), dict(u.get("digests") or {}))
                  for u in answer["users"]]
@@ -139,32 +139,30 @@ class SiteReader:
     async def snapshots(self, ids: list[int]) -> dict[int, dict[str, Any]]:
         found: dict[int, dict[str, Any]] = {}
         for start in range(0, len(ids), SNAPSHOTS_PER_REQUEST):
-            body = json.dumps({"ids": ids[start:start + SNAPSHOTS_PER_REQUEST]}).encode()
-            answer = await self._request("POST", "/snapshots", body, {})
+            answer = await self._request("snapshots",
+                                         ids=ids[start:start + SNAPSHOTS_PER_REQUEST])
             found.update({int(u["id"]): u for u in answer["users"]})
         return found
 
-    async def _request(self, method: str, path: str, body: bytes,
-                       params: dict[str, str]) -> dict[str, Any]:
-        url = self._base + path
+    async def _request(self, operation: str, **params: Any) -> dict[str, Any]:
         try:
-            async with self._session.request(
-                    method, url, data=body or None, params=params,
-                    headers=signatures.headers(self._key, body), allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as response:
-                text = await response.text()
-                if response.status != 200:
-                    raise ReconcileFailed(f"site {self.site!r} answered {method} {path} with "
-                                          f"{response.status}: {text[:200]}")
-                answer = json.loads(text)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ReconcileFailed(f"site {self.site!r} could not be reached at {url}: "
-                                  f"{exc or type(exc).__name__}") from None
-        except json.JSONDecodeError:
-            raise ReconcileFailed(f"site {self.site!r} answered {path} with something other "
-                                  "than JSON") from None
+            reply = await self._client.call(operation, **params)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise ReconcileFailed(f"site {self.site!r} could not be reached: "
+                                  f"{self._client.unreachable(operation, exc)}") from None
+        if reply.status != 200:
+            raise ReconcileFailed(f"site {self.site!r} answered {operation} with "
+                                  f"{reply.status}{reply.excerpt()}"
+                                  + (reply.protocol_hint() if reply.status in (400, 401, 404)
+                                     else ""))
+        try:
+            answer = reply.json()
+        except ValueError:
+            raise ReconcileFailed(f"site {self.site!r} answered {operation} with something "
+                                  "other than JSON") from None
         if not isinstance(answer, dict):
-            raise ReconcileFailed(f"site {self.site!r} answered {path} with an unexpected body")
+            raise ReconcileFailed(f"site {self.site!r} answered {operation} with an unexpected "
+                                  "body")
         return answer
 
 

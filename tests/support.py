@@ -23,6 +23,7 @@ from relay.crypto import SiteKey
 from relay.errors import BadSignature
 from relay.keystore import KeyStore
 from relay.links import LinkBook
+from relay.signatures import Direction
 
 Responder = Callable[[dict[str, Any]], Awaitable[web.Response] | web.Response]
 
@@ -68,6 +69,18 @@ def event(event_id: str, user_id: int, actions: list[str], email: str | None = N
     return {"id": event_id, "occurred_at": time.time(), "actions": actions, "user": body}
 
 
+def as_plugin(key: SiteKey | None, headers: Any, body: bytes, operation: str,
+              now: float | None = None) -> dict[str, Any]:
+    """What a protocol-2 plugin checks of a relay's request: the relay -> site signature with
+    ``key`` (``BadSignature`` if not), and a body naming ``operation``. Returns the body."""
+    signatures.verify([key] if key else [], Direction.TO_SITE, headers.get("webhook-id"),
+                      headers.get("webhook-timestamp"), headers.get("webhook-signature"), body,
+                      300, now=now)
+    document: dict[str, Any] = json.loads(body)
+    assert document.get("operation") == operation, document.get("operation")
+    return document
+
+
 @dataclass
 class Partner:
     """A real HTTP server standing in for a site's plugin; records what it receives."""
@@ -98,10 +111,9 @@ class Partner:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         if self.key is not None:
-            h = request.headers
-            signatures.verify([self.key], h.get("webhook-id"), h.get("webhook-timestamp"),
-                              h.get("webhook-signature"), body, 300)
-        document = json.loads(body)
+            document = as_plugin(self.key, request.headers, body, "events")
+        else:
+            document = json.loads(body)
         document["received_at"] = time.time()
         async with self.arrived:
             self.requests.append(document)
@@ -111,17 +123,16 @@ class Partner:
             if asyncio.iscoroutine(response):
                 response = await response
             return response  # type: ignore[return-value]
-        return web.json_response({"results": [self.applied(e) for e in document["events"]]})
+        return web.json_response({"results": [self.applied(e) for e in document["events"]]},
+                                 headers={"userrelay-protocol": "2"})
 
     async def ping(self, request: web.Request) -> web.Response:
         """The plugin's signed ping, ``?check_relay=1`` included, on this site's clock."""
         now = time.time() + self.clock_offset
-        date = {"Date": formatdate(now, usegmt=True)}
-        h = request.headers
+        date = {"Date": formatdate(now, usegmt=True), "userrelay-protocol": "2"}
         try:
-            signatures.verify([self.key] if self.key else [], h.get("webhook-id"),
-                              h.get("webhook-timestamp"), h.get("webhook-signature"), b"", 300,
-                              now=now)
+            document = as_plugin(self.key, request.headers, await request.read(), "ping",
+                                 now=now)
         except BadSignature as exc:
             code = ("userrelay_stale_timestamp" if exc.message.startswith("webhook-timestamp")
                     else "userrelay_bad_signature")
@@ -130,7 +141,7 @@ class Partner:
         answer: dict[str, Any] = {"site": self.site_id, "wordpress": self.wordpress,
                                   "plugin": "0.1.0", "hash_formats": self.hash_formats,
                                   "time": now}
-        if request.query.get("check_relay") == "1":
+        if document.get("check_relay"):
             answer["relay_check"] = await self.check_relay(now)
         return web.json_response(answer, headers=date)
 
@@ -140,9 +151,11 @@ class Partner:
         url = self.relay_url or ""
         assert self.key is not None
         try:
-            async with aiohttp.ClientSession() as session, session.get(
-                    f"{url}/v1/sites/{self.site_id}/ping",
-                    headers=signatures.headers(self.key, b"", now=now)) as resp:
+            body = json.dumps(signatures.envelope("ping", str(self.site_id))).encode()
+            async with aiohttp.ClientSession() as session, session.post(
+                    f"{url}/v1/sites/{self.site_id}/ping", data=body,
+                    headers=signatures.headers(self.key, body, Direction.TO_RELAY,
+                                               now=now)) as resp:
                 status, body = resp.status, await resp.json(content_type=None)
         except (aiohttp.ClientError, OSError) as exc:
             return {"url": url, "status": None, "error": f"cURL error 7: {exc}"}
@@ -175,8 +188,9 @@ class Relay:
     async def post(self, site_id: str, events: list[dict[str, Any]],
                    webhook_id: str | None = None, key: SiteKey | None = None,
                    timestamp: float | None = None) -> tuple[int, Any]:
-        body = json.dumps({"events": events}).encode()
-        headers = signatures.headers(key or self.keys[site_id], body, webhook_id, timestamp)
+        body = json.dumps(signatures.envelope("events", site_id, events=events)).encode()
+        headers = signatures.headers(key or self.keys[site_id], body, Direction.TO_RELAY,
+                                     webhook_id, timestamp)
         resp = await self.client.post(f"/v1/sites/{site_id}/events", data=body, headers=headers)
         return resp.status, await resp.json()
 
@@ -293,10 +307,10 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
 async def post_signed(url: str, site_id: str, key: SiteKey, events: list[dict[str, Any]],
                       webhook_id: str | None = None) -> tuple[int, Any]:
     import aiohttp
-    body = json.dumps({"events": events}).encode()
+    body = json.dumps(signatures.envelope("events", site_id, events=events)).encode()
     async with aiohttp.ClientSession() as session, session.post(
             f"{url}/v1/sites/{site_id}/events", data=body,
-            headers=signatures.headers(key, body, webhook_id)) as resp:
+            headers=signatures.headers(key, body, Direction.TO_RELAY, webhook_id)) as resp:
         return resp.status, await resp.json()
 
 

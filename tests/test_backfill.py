@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from relay import backfill, signatures, status
+from relay import backfill, status
 from relay import config as config_module
 from relay.app import create_app
 from relay.cli import main
@@ -23,7 +23,7 @@ from relay.config import Config, Link
 from relay.crypto import SiteKey
 from relay.links import LinkBook
 from relay.store import connect_sync
-from tests.support import Partner, Relay, generate_keys, secret, site, until
+from tests.support import Partner, Relay, as_plugin, generate_keys, secret, site, until
 
 EVERYTHING = ["create", "edit", "delete", "password", "roles", "metadata"]
 
@@ -45,11 +45,9 @@ class Directory:
         return str(self.server.make_url("")).rstrip("/")
 
     async def page(self, request: web.Request) -> web.Response:
-        h = request.headers
         assert self.key is not None
-        signatures.verify([self.key], h.get("webhook-id"), h.get("webhook-timestamp"),
-                          h.get("webhook-signature"), await request.read(), 300)
-        after, limit = int(request.query["after"]), int(request.query["limit"])
+        document = as_plugin(self.key, request.headers, await request.read(), "users")
+        after, limit = int(document["after"]), int(document["limit"])
         self.asked.append(after)
         if after in self.held:
             await self.held[after].wait()
@@ -82,7 +80,7 @@ async def world(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> Any
                    ) -> tuple[Directory, Partner, Config, Any]:
         directory = Directory({i: a_user(i) for i in range(1, count + 1)})
         app = web.Application()
-        app.router.add_get("/wp-json/userrelay/v1/users", directory.page)
+        app.router.add_post("/wp-json/userrelay/v1/users", directory.page)
         directory.server = await aiohttp_server(app)
         b = Partner(respond=responder)
         b_app = web.Application()

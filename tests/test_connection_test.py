@@ -81,6 +81,7 @@ async def test_a_wrong_key_in_wordpress_fails_naming_the_key(two_sites: Any) -> 
     assert not report.passed
     assert ping.detail == ("the site refused the relay's signature (401): the key pasted into "
                            "WordPress differs from the relay's key for site 'b'")
+
     assert "USERRELAY_KEY" in ping.fix and "userrelay keys rotate b" in ping.fix
     assert "skip" == only(report, "relay_check").status
 
@@ -91,7 +92,7 @@ async def test_no_plugin_at_the_url_fails_with_404(aiohttp_server: Any, relay_fa
         return web.json_response({"code": "rest_no_route", "message": "No route was found",
                                   "data": {"status": 404}}, status=404)
     wordpress_only = web.Application()
-    wordpress_only.router.add_get("/wp-json/userrelay/v1/ping", no_route)
+    wordpress_only.router.add_post("/wp-json/userrelay/v1/ping", no_route)
     wordpress = await aiohttp_server(wordpress_only)
     nothing = await aiohttp_server(web.Application())
     relay = await relay_factory(settings(tmp_path, [
@@ -102,7 +103,8 @@ async def test_no_plugin_at_the_url_fails_with_404(aiohttp_server: Any, relay_fa
     not_wordpress = only(await connection_test(relay.config, "b"), "ping")
 
     assert without_plugin.detail.endswith(
-        "answered 404: WordPress is there but the UserRelay plugin is not active")
+        "answered 404: WordPress is there but the UserRelay plugin is not active, or it is an "
+        "older version that does not speak protocol 2")
     assert not_wordpress.detail.endswith(
         "answered 404: the UserRelay plugin is not active there, or the site URL is wrong")
     assert "activate the UserRelay plugin" in not_wordpress.fix

@@ -11,6 +11,7 @@ import pytest
 from relay import signatures
 from relay.crypto import SiteKey
 from relay.keystore import KeyStore
+from relay.signatures import Direction
 from tests.support import event
 
 
@@ -78,7 +79,8 @@ async def test_a_body_that_is_not_json_gets_400(two_sites: Any) -> None:
     body = b"events=1"
 
     resp = await relay.client.post("/v1/sites/a/events", data=body,
-                                   headers=signatures.headers(relay.keys["a"], body))
+                                   headers=signatures.headers(relay.keys["a"], body,
+                                                              Direction.TO_RELAY))
 
     assert 400 == resp.status
     assert (await resp.json())["error"].startswith("the body is not JSON")
@@ -177,13 +179,19 @@ async def test_an_answer_says_what_was_done_with_each_event(two_sites: Any) -> N
 
 async def test_a_signed_ping_says_the_relay_knows_the_site_and_its_key(two_sites: Any) -> None:
     relay, _ = await two_sites()
-    good = signatures.headers(relay.keys["a"], b"")
-    wrong = signatures.headers(relay.keys["b"], b"")
 
-    ok = await relay.client.get("/v1/sites/a/ping", headers=good)
-    refused = await relay.client.get("/v1/sites/a/ping", headers=wrong)
-    unknown = await relay.client.get("/v1/sites/zz/ping", headers=good)
+    def ping(site: str, key: str) -> tuple[bytes, dict[str, str]]:
+        body = json.dumps(signatures.envelope("ping", site)).encode()
+        return body, signatures.headers(relay.keys[key], body, Direction.TO_RELAY)
+
+    ok = await relay.client.post("/v1/sites/a/ping", data=ping("a", "a")[0],
+                                 headers=ping("a", "a")[1])
+    refused = await relay.client.post("/v1/sites/a/ping", data=ping("a", "b")[0],
+                                      headers=ping("a", "b")[1])
+    unknown = await relay.client.post("/v1/sites/zz/ping", data=ping("zz", "a")[0],
+                                      headers=ping("zz", "a")[1])
 
     assert (200, 401, 404) == (ok.status, refused.status, unknown.status)
     assert "a" == (await ok.json())["site"]
+    assert "2" == ok.headers["userrelay-protocol"]
     assert [] == relay.db("SELECT * FROM receipts")

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from relay import cli_drift, reconcile, signatures, status
+from relay import cli_drift, reconcile, status
 from relay.config import Config
 from relay.crypto import SiteKey
 from relay.errors import BadSignature, ReconcileFailed
 from relay.keystore import KeyStore
 from relay.links import LinkBook
 from relay.store import connect_sync, in_transaction
-from tests.support import generate_keys, mark_tested, settings, site, until
+from tests.support import as_plugin, generate_keys, mark_tested, settings, site, until
 
 ALL = ["create", "edit", "delete", "password", "roles", "metadata"]
 PROFILE = ("first_name", "last_name", "nickname", "display_name", "url", "description", "locale")
@@ -54,19 +54,17 @@ class StandIn:
                   "meta": user["meta"]}
         return {g: hashlib.sha256(canonical(values[g]).encode()).hexdigest() for g in groups}
 
-    def check(self, request: web.Request, body: bytes) -> None:
+    def check(self, request: web.Request, body: bytes, operation: str) -> dict[str, Any]:
         assert self.key is not None
         try:
-            signatures.verify([self.key], request.headers.get("webhook-id"),
-                              request.headers.get("webhook-timestamp"),
-                              request.headers.get("webhook-signature"), body, 300)
+            return as_plugin(self.key, request.headers, body, operation)
         except BadSignature as exc:
             raise web.HTTPUnauthorized(text=json.dumps({"error": str(exc)})) from None
 
     async def digests(self, request: web.Request) -> web.Response:
-        self.check(request, b"")
-        after, limit = int(request.query["after"]), int(request.query["limit"])
-        groups = [g for g in request.query["fields"].split(",") if g]
+        document = self.check(request, await request.read(), "digests")
+        after, limit = int(document["after"]), int(document["limit"])
+        groups = [g for g in document["fields"].split(",") if g]
         self.pages.append((after, limit))
         ids = sorted(i for i in self.users if i > after)[:limit]
         users = [{"id": i, "email": self.users[i]["email"], "login": self.users[i]["login"],
@@ -76,9 +74,7 @@ class StandIn:
                                   "next": ids[-1] if len(ids) == limit else None})
 
     async def snapshots(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.check(request, body)
-        ids = json.loads(body)["ids"]
+        ids = self.check(request, await request.read(), "snapshots")["ids"]
         return web.json_response({"users": [self.users[i] for i in ids if i in self.users]})
 
 
@@ -87,7 +83,7 @@ async def stand_in(aiohttp_server: Any) -> Callable[[str], Awaitable[StandIn]]:
     async def make(name: str) -> StandIn:
         plugin = StandIn(name)
         app = web.Application()
-        app.router.add_get("/wp-json/userrelay/v1/digests", plugin.digests)
+        app.router.add_post("/wp-json/userrelay/v1/digests", plugin.digests)
         app.router.add_post("/wp-json/userrelay/v1/snapshots", plugin.snapshots)
         server = await aiohttp_server(app)
         plugin.url = str(server.make_url("")).rstrip("/")
@@ -271,13 +267,13 @@ async def test_the_last_run_is_shown_in_the_status(world: Any) -> None:
 async def test_a_site_that_refuses_fails_the_run_and_says_why(world: Any) -> None:
     w = await world()
     w.b.check = _refuse  # type: ignore[method-assign]  # as a site with another key does
-    with pytest.raises(ReconcileFailed, match="site 'b' answered GET /digests with 401"):
+    with pytest.raises(ReconcileFailed, match="site 'b' answered digests with 401"):
         await w.drift()
     last = status.snapshot(w.conn, w.config)["links"]["a-b"]["last_reconcile"]
     assert "401" in last["error"]
 
 
-def _refuse(request: web.Request, body: bytes) -> None:
+def _refuse(request: web.Request, body: bytes, operation: str) -> None:
     raise web.HTTPUnauthorized(text='{"error": "refused"}')
 
 

@@ -17,6 +17,7 @@ wp_clear_scheduled_hook( 'userrelay_flush' );
 // phpcs:disable WordPress.DB.DirectDatabaseQuery
 $wpdb->query( "DROP TABLE IF EXISTS {$wpdb->prefix}userrelay_outbox" );
 $wpdb->query( "DROP TABLE IF EXISTS {$wpdb->prefix}userrelay_applied" );
+$wpdb->query( "DROP TABLE IF EXISTS {$wpdb->base_prefix}userrelay_seen" );
 
 // Options: userrelay_url, _site, _key, _install_id, _flush_token, _status, _db_version; then
 // the settings page's flash transients (userrelay_flash_{user id}).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.cookiejar
-import json
 import re
 import urllib.error
 import urllib.parse
@@ -11,22 +10,16 @@ import urllib.request
 
 import pytest
 
-from relay import signatures
 from relay.crypto import SiteKey
-from tests.e2e.world import World
+from tests.e2e.world import World, post_to_plugin
 from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
 
 
 def signed_ping(site: Site, key: SiteKey) -> tuple[int, dict[str, object]]:
-    request = urllib.request.Request(f"{site.url}/wp-json/userrelay/v1/ping",
-                                     headers=signatures.headers(key, b""))
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+    status, answer = post_to_plugin(site, key, "ping")
+    return status, answer
 
 
 def test_the_plugin_answers_a_ping_signed_with_its_sites_key(world: World) -> None:

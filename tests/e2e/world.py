@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,10 @@ from typing import Any
 import yaml
 
 from relay import config as config_module
+from relay import signatures
+from relay.crypto import SiteKey
 from relay.keystore import KeyStore
+from relay.signatures import Direction
 from tests.e2e.wplab import Lab, Site
 from tests.support import output_file, record, secret_key
 
@@ -225,3 +230,33 @@ def build_world(base: Path, ports: tuple[int, int] | None = None) -> Iterator[Wo
             yield World(lab, sites["a"], sites["b"], relay)
         finally:
             relay.stop()
+
+
+# --- talking to a plugin as the relay does (protocol 2) ----------------------------------------
+
+def signed_for_plugin(site: Site, key: SiteKey, operation: str, **params: Any
+                      ) -> tuple[bytes, dict[str, str]]:
+    """A body for ``operation`` on ``site`` and its headers, signed as the relay signs."""
+    body = json.dumps(signatures.envelope(operation, site.name, **params)).encode()
+    return body, signatures.headers(key, body, Direction.TO_SITE)
+
+
+def send(url: str, body: bytes | None, headers: dict[str, str], method: str = "POST"
+         ) -> tuple[int, Any]:
+    """One HTTP request; its status and JSON answer (None when the answer is not JSON)."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, None
+
+
+def post_to_plugin(site: Site, key: SiteKey, operation: str, **params: Any) -> tuple[int, Any]:
+    """``operation`` sent to ``site``'s plugin as the relay sends it; status and answer."""
+    body, headers = signed_for_plugin(site, key, operation, **params)
+    return send(f"{site.url}/wp-json/userrelay/v1/{operation}", body, headers)

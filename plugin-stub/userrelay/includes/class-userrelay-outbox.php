@@ -297,7 +297,7 @@ final class UserRelay_Outbox {
 				$parts[] = $part;
 				$size   += strlen( $part ) + 1;
 			}
-			$body = '{"events":[' . implode( ',', $parts ) . ']}';
+			$body = $this->client->events_body( $parts );
 			// The same batch sent again keeps its webhook-id, so the relay answers it from its receipt.
 			$webhook_id = sprintf( 'msg_%s_%d-%d_%s', self::install_id(), $ids[0], end( $ids ), substr( md5( implode( ',', $ids ) ), 0, 8 ) );
 			$answer     = $this->client->post_events( $body, $webhook_id );

@@ -19,7 +19,7 @@ if ( ! defined( 'ABSPATH' ) ) {
 final class UserRelay_Plugin {
 
 	/** Bump when the tables change; dbDelta() then runs on the next request. */
-	const DB_VERSION = '1';
+	const DB_VERSION = '2';
 
 	const OPTION_DB_VERSION = 'userrelay_db_version';
 
@@ -153,7 +153,8 @@ CREATE TABLE {$applied} (
   applied_at bigint(20) unsigned NOT NULL,
   PRIMARY KEY  (origin_site,origin_event_id),
   KEY applied_at (applied_at)
-) {$charset};"
+) {$charset};
+" . UserRelay_Replay_Guard::schema( $charset )
 		);
 		update_option( self::OPTION_DB_VERSION, self::DB_VERSION, 'yes' );
 	}

@@ -41,9 +41,18 @@ final class UserRelay_Relay_Client {
 	}
 
 	/**
+	 * The signed body of a batch: the operation, this site and the events (already JSON).
+	 *
+	 * @param string[] $events Each event's JSON.
+	 */
+	public function events_body( array $events ): string {
+		return '{"operation":"events","site":' . wp_json_encode( $this->settings->site() ) . ',"events":[' . implode( ',', $events ) . ']}';
+	}
+
+	/**
 	 * POSTs one signed batch to {relay}/v1/sites/{site}/events.
 	 *
-	 * @param string $body       JSON {"events": [...]}.
+	 * @param string $body       JSON made by events_body().
 	 * @param string $webhook_id Stable for the same batch, so a repeat changes nothing.
 	 * @param int    $timeout    Seconds.
 	 * @return array{status: int|null, body: string, error: string|null, retry_after: int|null, date: int|null}
@@ -83,8 +92,8 @@ final class UserRelay_Relay_Client {
 	}
 
 	/**
-	 * GET {relay}/v1/sites/{site}/ping, signed over an empty body: does the relay know this site
-	 * and accept its key? 200 says yes; 401 and 404 say what is wrong. Stores nothing.
+	 * POST {relay}/v1/sites/{site}/ping, signed: does the relay know this site and accept its
+	 * key? 200 says yes; 401 and 404 say what is wrong. Stores nothing.
 	 *
 	 * @return array{status: int|null, body: string, error: string|null, retry_after: int|null, date: int|null}
 	 */
@@ -93,12 +102,14 @@ final class UserRelay_Relay_Client {
 		if ( null === $key ) {
 			return self::failure( implode( ' ', $this->settings->problems() ) );
 		}
-		$response = wp_remote_get(
+		$body     = UserRelay_Signature::envelope( 'ping', $this->settings->site() );
+		$response = wp_remote_post(
 			$this->settings->url() . '/v1/sites/' . rawurlencode( $this->settings->site() ) . '/ping',
 			array(
 				'timeout'     => self::TEST_TIMEOUT,
 				'redirection' => 0,
-				'headers'     => UserRelay_Signature::headers( $key, 'msg_ping_' . wp_generate_password( 16, false ), '' ),
+				'headers'     => UserRelay_Signature::headers( $key, 'msg_ping_' . wp_generate_password( 20, false ), $body ),
+				'body'        => $body,
 				'user-agent'  => 'UserRelay-Plugin/' . USERRELAY_PLUGIN_VERSION . '; ' . home_url(),
 			)
 		);

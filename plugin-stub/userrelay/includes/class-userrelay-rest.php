@@ -1,11 +1,14 @@
 <?php
 /**
- * REST routes under userrelay/v1: events (deliveries from the relay), ping, users (pages of
- * this site's users, for the initial sync) and flush.
+ * REST routes under userrelay/v1: the relay's operations (events: deliveries; ping: Test
+ * Connection; users: pages of users for an initial sync; digests and snapshots: reconciliation;
+ * nudge: send the outbox now), each a signed POST (protocol 2, docs/protocol.md), and flush.
  *
- * events, ping and users are public in WordPress terms (no logged-in user): the relay authenticates
- * with a Standard Webhooks signature made with this site's key, checked in permission_callback
- * over the raw body. flush is our own loopback, authenticated by a random token option.
+ * The relay's routes are public in WordPress terms (no logged-in user): permission_callback
+ * checks the relay -> site signature over the raw body, that the body names this route's
+ * operation and this site, and that its webhook-id is used for the first time. Parameters are
+ * read from that signed body only. flush is our own loopback, authenticated by a random token
+ * option.
  *
  * @package UserRelay
  */
@@ -20,6 +23,23 @@ if ( ! defined( 'ABSPATH' ) ) {
 final class UserRelay_REST {
 
 	const REST_NAMESPACE = 'userrelay/v1';
+
+	/** The relay's operations, each a signed POST to its own route, and their callbacks. */
+	const OPERATIONS = array(
+		'events'    => 'receive_events',
+		'ping'      => 'ping',
+		'users'     => 'users',
+		'digests'   => 'digests',
+		'snapshots' => 'snapshots',
+		'nudge'     => 'nudge',
+	);
+
+	/**
+	 * The signed body of the request being served, once check_signed() accepted it.
+	 *
+	 * @var array
+	 */
+	private $signed = array();
 
 	/**
 	 * Settings.
@@ -60,112 +80,35 @@ final class UserRelay_REST {
 	 */
 	public function register(): void {
 		add_action( 'rest_api_init', array( $this, 'register_routes' ) );
+		add_filter( 'rest_post_dispatch', array( $this, 'name_protocol' ), 10, 3 );
 	}
 
 	/**
 	 * Registers the routes.
 	 */
 	public function register_routes(): void {
-		register_rest_route(
-			self::REST_NAMESPACE,
-			'/events',
-			array(
-				'methods'             => WP_REST_Server::CREATABLE,
-				'callback'            => array( $this, 'receive_events' ),
-				// Public: the relay has no WordPress login; its signature over the raw body is checked here.
-				'permission_callback' => array( $this, 'check_signature' ),
-				'args'                => array(
-					'events' => array(
-						// Items are checked one by one when applied: a malformed one must not fail the batch.
-						'description' => __( 'The deliveries, as docs/protocol.md describes them.', 'userrelay' ),
-						'type'        => 'array',
-						'required'    => true,
+		foreach ( self::OPERATIONS as $operation => $callback ) {
+			register_rest_route(
+				self::REST_NAMESPACE,
+				'/' . $operation,
+				array(
+					array(
+						'methods'             => WP_REST_Server::CREATABLE,
+						'callback'            => array( $this, $callback ),
+						// Public: the relay has no WordPress login. Its signature over the raw body (the
+						// relay -> site secret), the operation the body names and the webhook-id's first
+						// use are checked here. Parameters are read from the signed body only.
+						'permission_callback' => array( $this, 'check_signed' ),
 					),
-				),
-			)
-		);
-		register_rest_route(
-			self::REST_NAMESPACE,
-			'/ping',
-			array(
-				'methods'             => WP_REST_Server::READABLE,
-				'callback'            => array( $this, 'ping' ),
-				// Public: signed by the relay like a delivery (over an empty body).
-				'permission_callback' => array( $this, 'check_signature' ),
-				'args'                => array(
-					'check_relay' => array(
-						'description' => __( 'Also send a signed ping to the relay and report its answer (the relay\'s connection test).', 'userrelay' ),
-						'type'        => 'boolean',
-						'default'     => false,
+					array(
+						'methods'             => WP_REST_Server::READABLE,
+						'callback'            => array( $this, 'protocol_1' ),
+						// Public: it only answers that a GET is protocol 1, with what to do.
+						'permission_callback' => '__return_true',
 					),
-				),
-			)
-		);
-		register_rest_route(
-			self::REST_NAMESPACE,
-			'/users',
-			array(
-				'methods'             => WP_REST_Server::READABLE,
-				'callback'            => array( $this, 'users' ),
-				// Public: signed by the relay like a ping (over an empty body).
-				'permission_callback' => array( $this, 'check_signature' ),
-				'args'                => array(
-					'after' => array(
-						'description' => __( 'Last user ID of the previous page (0 for the first page).', 'userrelay' ),
-						'type'        => 'integer',
-						'minimum'     => 0,
-						'default'     => 0,
-					),
-					'limit' => array(
-						'description' => __( 'Users per page.', 'userrelay' ),
-						'type'        => 'integer',
-						'minimum'     => 1,
-						'maximum'     => UserRelay_Directory::MAX_LIMIT,
-						'default'     => 200,
-					),
-				),
-			)
-		);
-		register_rest_route(
-			self::REST_NAMESPACE,
-			'/digests',
-			array(
-				'methods'             => WP_REST_Server::READABLE,
-				'callback'            => array( $this, 'digests' ),
-				// Public: signed by the relay like a ping (over an empty body).
-				'permission_callback' => array( $this, 'check_signature' ),
-				'args'                => array(
-					'after'  => array(
-						'description' => __( 'The last user id of the previous page (0 to start).', 'userrelay' ),
-						'type'        => 'integer',
-						'minimum'     => 0,
-						'default'     => 0,
-					),
-					'limit'  => array(
-						'description' => __( 'Users per page.', 'userrelay' ),
-						'type'        => 'integer',
-						'minimum'     => 1,
-						'maximum'     => UserRelay_Digests::MAX_LIMIT,
-						'default'     => 500,
-					),
-					'fields' => array(
-						'description' => __( 'Field groups to digest: profile, roles, password, meta (or meta:key1,key2).', 'userrelay' ),
-						'type'        => 'string',
-						'default'     => 'profile,roles',
-					),
-				),
-			)
-		);
-		register_rest_route(
-			self::REST_NAMESPACE,
-			'/snapshots',
-			array(
-				'methods'             => WP_REST_Server::CREATABLE,
-				'callback'            => array( $this, 'snapshots' ),
-				// Public: signed by the relay over the raw body, like a delivery.
-				'permission_callback' => array( $this, 'check_signature' ),
-			)
-		);
+				)
+			);
+		}
 		register_rest_route(
 			self::REST_NAMESPACE,
 			'/flush',
@@ -186,19 +129,87 @@ final class UserRelay_REST {
 	}
 
 	/**
-	 * permission_callback of the signed routes.
+	 * Every answer of our routes names the protocol it speaks (rest_post_dispatch).
+	 *
+	 * @param WP_HTTP_Response $response The answer.
+	 * @param WP_REST_Server   $server   The server.
+	 * @param WP_REST_Request  $request  The request.
+	 * @return WP_HTTP_Response
+	 */
+	public function name_protocol( $response, $server, $request ) {
+		if ( $response instanceof WP_HTTP_Response && 0 === strpos( (string) $request->get_route(), '/' . self::REST_NAMESPACE . '/' ) ) {
+			$response->header( UserRelay_Signature::PROTOCOL_HEADER, (string) UserRelay_Signature::PROTOCOL );
+		}
+		return $response;
+	}
+
+	/**
+	 * permission_callback of the signed routes: protocol, signature, operation, first use.
 	 *
 	 * @param WP_REST_Request $request The request.
 	 * @return true|WP_Error
 	 */
-	public function check_signature( WP_REST_Request $request ) {
-		return UserRelay_Signature::verify(
+	public function check_signed( WP_REST_Request $request ) {
+		$operation = substr( (string) $request->get_route(), strlen( '/' . self::REST_NAMESPACE . '/' ) );
+		if ( ! isset( self::OPERATIONS[ $operation ] ) ) {
+			return new WP_Error( 'userrelay_unknown_operation', __( 'Unknown operation.', 'userrelay' ), array( 'status' => 404 ) );
+		}
+		$body     = (string) $request->get_body();
+		$verified = UserRelay_Signature::verify(
 			$this->settings->hmac_key(),
 			$request->get_header( 'webhook-id' ),
 			$request->get_header( 'webhook-timestamp' ),
 			$request->get_header( 'webhook-signature' ),
-			(string) $request->get_body()
+			$body
 		);
+		if ( true !== $verified ) {
+			// A protocol-1 relay signs with the key itself: say so rather than "wrong key".
+			$protocol = UserRelay_Signature::check_protocol( $request->get_header( UserRelay_Signature::PROTOCOL_HEADER ) );
+			return true === $protocol ? $verified : $protocol;
+		}
+		$document = UserRelay_Signature::envelope_of( $body, $operation, $this->settings->site() );
+		if ( is_wp_error( $document ) ) {
+			return $document;
+		}
+		$first = UserRelay_Replay_Guard::first_use( (string) $request->get_header( 'webhook-id' ) );
+		if ( true !== $first ) {
+			return $first;
+		}
+		$this->signed = $document;
+		return true;
+	}
+
+	/**
+	 * GET on a signed route: how protocol 1 asked. Answers what to do.
+	 *
+	 * @param WP_REST_Request $request The request.
+	 * @return WP_Error
+	 */
+	public function protocol_1( WP_REST_Request $request ): WP_Error {
+		$offered = $request->get_header( UserRelay_Signature::PROTOCOL_HEADER );
+		$error   = UserRelay_Signature::check_protocol( null === $offered || (string) UserRelay_Signature::PROTOCOL === $offered ? '1' : $offered );
+		return $error instanceof WP_Error ? $error : new WP_Error( 'userrelay_protocol_version', '', array( 'status' => 400 ) );
+	}
+
+	/**
+	 * An integer parameter of the signed body, within bounds; a WP_Error (400) naming it if not.
+	 *
+	 * @param string $name    The parameter.
+	 * @param int    $default When absent.
+	 * @param int    $min     Smallest allowed.
+	 * @param int    $max     Largest allowed.
+	 * @return int|WP_Error
+	 */
+	private function int_param( string $name, int $default, int $min, int $max ) {
+		if ( ! array_key_exists( $name, $this->signed ) ) {
+			return $default;
+		}
+		$value = $this->signed[ $name ];
+		if ( ! is_int( $value ) || $value < $min || $value > $max ) {
+			/* translators: 1: parameter name, 2: smallest, 3: largest. */
+			return new WP_Error( 'userrelay_bad_param', sprintf( __( '%1$s: expected a whole number from %2$d to %3$d.', 'userrelay' ), $name, $min, $max ), array( 'status' => 400 ) );
+		}
+		return $value;
 	}
 
 	/**
@@ -222,19 +233,19 @@ final class UserRelay_REST {
 	 * @return WP_REST_Response|WP_Error
 	 */
 	public function receive_events( WP_REST_Request $request ) {
-		// The signature covers the raw body: read the events from it, not from parsed params.
-		$document = json_decode( (string) $request->get_body(), true );
-		if ( ! is_array( $document ) || ! isset( $document['events'] ) || ! is_array( $document['events'] ) || ! wp_is_numeric_array( $document['events'] ) ) {
-			return new WP_Error( 'userrelay_bad_body', __( 'Expected a JSON body {"events": [...]}.', 'userrelay' ), array( 'status' => 400 ) );
+		// Read from the signed body (check_signed), never from parameters WordPress merged in.
+		$events = isset( $this->signed['events'] ) ? $this->signed['events'] : null;
+		if ( ! is_array( $events ) || ! wp_is_numeric_array( $events ) ) {
+			return new WP_Error( 'userrelay_bad_body', __( 'Expected a signed body {"operation": "events", "site": ..., "events": [...]}.', 'userrelay' ), array( 'status' => 400 ) );
 		}
 		if ( function_exists( 'set_time_limit' ) ) {
 			@set_time_limit( 60 ); // phpcs:ignore WordPress.PHP.NoSilencedErrors.Discouraged -- May be disabled; the applier keeps to its own budget anyway.
 		}
-		return new WP_REST_Response( array( 'results' => $this->applier->apply_batch( $document['events'] ) ), 200 );
+		return new WP_REST_Response( array( 'results' => $this->applier->apply_batch( $events ) ), 200 );
 	}
 
 	/**
-	 * GET /ping: who we are, what we can take and our clock (the relay's connection test).
+	 * POST /ping: who we are, what we can take and our clock (the relay's connection test).
 	 * With check_relay, also whether the relay accepts a ping signed here (the other way).
 	 *
 	 * @param WP_REST_Request $request The request.
@@ -245,35 +256,52 @@ final class UserRelay_REST {
 			'site'         => $this->settings->site(),
 			'wordpress'    => get_bloginfo( 'version' ),
 			'plugin'       => USERRELAY_PLUGIN_VERSION,
+			'protocol'     => UserRelay_Signature::PROTOCOL,
 			'hash_formats' => UserRelay_Delivery_Checks::hash_formats(),
 			'time'         => microtime( true ),
 		);
-		if ( $request->get_param( 'check_relay' ) ) {
+		if ( ! empty( $this->signed['check_relay'] ) ) {
 			$answer['relay_check'] = ( new UserRelay_Relay_Client( $this->settings ) )->relay_check();
 		}
 		return new WP_REST_Response( $answer, 200 );
 	}
 
 	/**
-	 * GET /users: one page of this site's users, for the relay's initial sync.
+	 * POST /users: one page of this site's users, for the relay's initial sync.
 	 *
 	 * @param WP_REST_Request $request The request.
-	 * @return WP_REST_Response
+	 * @return WP_REST_Response|WP_Error
 	 */
 	public function users( WP_REST_Request $request ) {
-		$page = ( new UserRelay_Directory( $this->settings ) )->page( (int) $request->get_param( 'after' ), (int) $request->get_param( 'limit' ) );
-		return new WP_REST_Response( $page, 200 );
+		$after = $this->int_param( 'after', 0, 0, PHP_INT_MAX );
+		$limit = $this->int_param( 'limit', 200, 1, UserRelay_Directory::MAX_LIMIT );
+		foreach ( array( $after, $limit ) as $value ) {
+			if ( is_wp_error( $value ) ) {
+				return $value;
+			}
+		}
+		return new WP_REST_Response( ( new UserRelay_Directory( $this->settings ) )->page( $after, $limit ), 200 );
 	}
 
 	/**
-	 * GET /digests: one page of per-user digests (reconciliation; see UserRelay_Digests).
+	 * POST /digests: one page of per-user digests (reconciliation; see UserRelay_Digests).
 	 *
 	 * @param WP_REST_Request $request The request.
-	 * @return WP_REST_Response
+	 * @return WP_REST_Response|WP_Error
 	 */
 	public function digests( WP_REST_Request $request ) {
-		$page = ( new UserRelay_Digests( $this->settings ) )->page( (int) $request->get_param( 'after' ), (int) $request->get_param( 'limit' ), (string) $request->get_param( 'fields' ) );
-		return new WP_REST_Response( $page, 200 );
+		$after  = $this->int_param( 'after', 0, 0, PHP_INT_MAX );
+		$limit  = $this->int_param( 'limit', 500, 1, UserRelay_Digests::MAX_LIMIT );
+		$fields = isset( $this->signed['fields'] ) ? $this->signed['fields'] : 'profile,roles';
+		foreach ( array( $after, $limit ) as $value ) {
+			if ( is_wp_error( $value ) ) {
+				return $value;
+			}
+		}
+		if ( ! is_string( $fields ) ) {
+			return new WP_Error( 'userrelay_bad_param', __( 'fields: expected a string such as "profile,roles,meta".', 'userrelay' ), array( 'status' => 400 ) );
+		}
+		return new WP_REST_Response( ( new UserRelay_Digests( $this->settings ) )->page( $after, $limit, $fields ), 200 );
 	}
 
 	/**
@@ -283,11 +311,27 @@ final class UserRelay_REST {
 	 * @return WP_REST_Response|WP_Error
 	 */
 	public function snapshots( WP_REST_Request $request ) {
-		$document = json_decode( (string) $request->get_body(), true );
-		if ( ! is_array( $document ) || ! isset( $document['ids'] ) || ! is_array( $document['ids'] ) ) {
-			return new WP_Error( 'userrelay_bad_body', __( 'Expected a JSON body {"ids": [...]}.', 'userrelay' ), array( 'status' => 400 ) );
+		$ids = isset( $this->signed['ids'] ) ? $this->signed['ids'] : null;
+		if ( ! is_array( $ids ) || ! wp_is_numeric_array( $ids ) ) {
+			return new WP_Error( 'userrelay_bad_body', __( 'ids: expected a list of user ids.', 'userrelay' ), array( 'status' => 400 ) );
 		}
-		return new WP_REST_Response( array( 'users' => ( new UserRelay_Digests( $this->settings ) )->snapshots( $document['ids'] ) ), 200 );
+		return new WP_REST_Response( array( 'users' => ( new UserRelay_Digests( $this->settings ) )->snapshots( $ids ) ), 200 );
+	}
+
+	/**
+	 * POST /nudge: the relay is back (or took something after failing): send the outbox now,
+	 * in the background, instead of waiting out the current backoff.
+	 *
+	 * @param WP_REST_Request $request The request.
+	 * @return WP_REST_Response
+	 */
+	public function nudge( WP_REST_Request $request ) {
+		$waiting = $this->outbox->count();
+		if ( $waiting && $this->settings->is_configured() ) {
+			$this->outbox->retry_now();
+			$this->outbox->maybe_kick();
+		}
+		return new WP_REST_Response( array( 'waiting' => $waiting ), 202 );
 	}
 
 	/**

@@ -1,0 +1,107 @@
+"""The one door to a site's plugin: every call the relay makes to a companion plugin.
+
+It owns the plugin's paths, the signing (protocol 2: the relay → site secret, a body naming its
+operation and site), the cap on an answer's size and how a failed call is described. What an
+answer *means* stays with the caller (delivery, initial sync, reconciliation, connection test),
+each of which knows its own operation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from relay import signatures
+from relay.crypto import SiteKey
+from relay.signatures import PROTOCOL, PROTOCOL_HEADER, Direction
+
+#: Where the plugin's routes live, relative to a site's URL.
+PLUGIN_BASE = "/wp-json/userrelay/v1"
+#: The operations a plugin takes, each a signed POST to its own route.
+OPERATIONS = ("events", "ping", "users", "digests", "snapshots", "nudge")
+#: The most of an answer that is read; a larger one is cut (and then fails to parse).
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+
+
+def plugin_url(site_url: str, operation: str) -> str:
+    """The URL of one of a plugin's routes on a site."""
+    return f"{site_url.rstrip('/')}{PLUGIN_BASE}/{operation}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A plugin's answer: its status, body (cut at the call's ``max_answer``) and headers."""
+
+    url: str
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+    @property
+    def speaks_our_protocol(self) -> bool:
+        return self.headers.get(PROTOCOL_HEADER) == str(PROTOCOL)
+
+    def excerpt(self, size: int = 200) -> str:
+        text = self.body[:size].decode("utf-8", "replace").strip()
+        return f": {text}" if text else ""
+
+    def json(self) -> Any:
+        """The body as JSON (``ValueError`` when it is not)."""
+        return json.loads(self.body)
+
+    def protocol_hint(self) -> str:
+        """For a refusal: a hint when the answer does not come from a protocol-2 plugin."""
+        if self.speaks_our_protocol:
+            return ""
+        return (f" (the answer does not say it speaks UserRelay protocol {PROTOCOL}: if the "
+                "plugin on the site is an older version, update it)")
+
+
+class PluginClient:
+    """Signed calls to one site's plugin, through a shared ``aiohttp`` session."""
+
+    def __init__(self, site_id: str, site_url: str, key: SiteKey,
+                 session: aiohttp.ClientSession, timeout: float) -> None:
+        self.site_id, self._site_url = site_id, site_url
+        self._key, self._session = key, session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    def url(self, operation: str) -> str:
+        return plugin_url(self._site_url, operation)
+
+    def body(self, operation: str, **params: Any) -> bytes:
+        """The signed body of ``operation`` (its envelope and parameters)."""
+        return json.dumps(signatures.envelope(operation, self.site_id, **params),
+                          separators=(",", ":")).encode()
+
+    async def call(self, operation: str, timeout: float | None = None,
+                   max_answer: int = MAX_ANSWER_BYTES, **params: Any) -> Answer:
+        """POST ``operation`` with ``params``; the answer, whatever its status.
+
+        Raises ``aiohttp.ClientError``, ``TimeoutError`` or ``OSError`` when no answer came:
+        ``unreachable`` words them.
+        """
+        if operation not in OPERATIONS:
+            raise ValueError(f"unknown plugin operation {operation!r}")
+        return await self.post(operation, self.body(operation, **params), timeout, max_answer)
+
+    async def post(self, operation: str, body: bytes, timeout: float | None = None,
+                   max_answer: int = MAX_ANSWER_BYTES) -> Answer:
+        """POST a body made by ``body`` (a caller that must know its size first)."""
+        url = self.url(operation)
+        headers = signatures.headers(self._key, body, Direction.TO_SITE)
+        async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False,
+                timeout=self._timeout if timeout is None else aiohttp.ClientTimeout(
+                    total=timeout)) as resp:
+            content = await resp.content.read(max_answer)
+            return Answer(url, resp.status, content, resp.headers)
+
+    def unreachable(self, operation: str, exc: BaseException) -> str:
+        """Why a call got no answer, in one line naming the URL."""
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return f"cannot reach {self.url(operation)}: {error}"
