@@ -266,7 +266,27 @@ def load(path: str | Path) -> Config:
                        "USERRELAY_CONFIG)")
         raise ConfigError(str(path), [f"cannot read the file: {reason}"]) from None
     document = config_yaml.parse(raw, str(path))
-    return from_text_document(document, source=str(path), base_dir=path.resolve().parent)
+    config = from_text_document(document, source=str(path), base_dir=path.resolve().parent)
+    problems = legacy_database(config)
+    if problems:
+        raise ConfigError(config.source, problems)
+    return config
+
+
+def legacy_database(config: Config) -> list[str]:
+    """A configuration naming no database, beside the file earlier versions used by default:
+    which one is its own is the operator's to say (nothing is moved, nothing created)."""
+    if config["database"] or config.source.startswith("<"):
+        return []
+    legacy = config.base_dir / LEGACY_DATABASE
+    if config.database_path.exists() or not legacy.exists():
+        return []
+    return [f"database: not set, so this configuration's database is "
+            f"{default_database(config.source)} (named after the file), which does not exist "
+            f"yet; {legacy} exists, the default of earlier versions. If it holds this "
+            f"configuration's data, add `database: {LEGACY_DATABASE}` to {config.source}; "
+            f"if it is another configuration's, add `database: "
+            f"{default_database(config.source)}` to start a new one"]
 
 
 def from_text_document(document: Any, source: str, base_dir: Path) -> Config:

@@ -25,8 +25,9 @@ from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from relay import config as config_module
+from relay import config_yaml
 from relay.config import Config
-from relay.errors import ConfigError, SetupRefused
+from relay.errors import SetupRefused
 
 TEMPLATE = """\
 # UserRelay configuration, started by `userrelay sites add`.
@@ -37,15 +38,16 @@ listen:
   host: 127.0.0.1        # the public listener; sites POST their events here
   port: 8480
 
-# The SQLite file with the queue, identities and (encrypted) site keys.
-# Relative paths are relative to this file.
-database: var/userrelay.sqlite3
+# The SQLite file with the queue, identities and (encrypted) site keys; relative paths
+# are relative to this file. Each configuration has its own.
+database: {database}
 """
 
 #: The comment above a ``sites`` or ``links`` list added to a file that had none.
 _ABOUT = {
     "sites": "The WordPress sites; each has one API key (kept encrypted in the database).",
     "links": "What each site sends to or takes from a remote site (see docs/configuration.md).",
+    "public_url": "The relay's address as the WordPress sites reach it (their USERRELAY_URL).",
 }
 _NESTED_KEY = re.compile(r"^[^\s#-][^#]*:\s*(#.*)?$")
 
@@ -59,24 +61,25 @@ class ConfigFile:
         if not self.exists and not path.parent.is_dir():
             raise SetupRefused(f"cannot create {path}: the folder {path.parent} does not exist")
         try:
-            self.original = path.read_text(encoding="utf-8") if self.exists else TEMPLATE
+            self.original = path.read_text(encoding="utf-8") if self.exists else ""
         except OSError as exc:
             raise SetupRefused(f"cannot read {path}: {exc.strerror}") from None
-        self.text = self.original
+        # A new or empty file starts from the template.
+        self.text = self.original if self.original.strip() else \
+            TEMPLATE.format(database=config_module.default_database(str(path)))
         #: The configuration as the relay reads it now; an invalid file is refused here.
         self.config = self.validate(self.text)
 
     def validate(self, text: str) -> Config:
         """``text`` read as the relay reads a file; raises ``ConfigError`` naming every problem."""
-        try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(str(self.path), [f"not valid YAML: {exc}"]) from None
-        return config_module.from_mapping(document or {}, source=str(self.path),
-                                          base_dir=self.path.resolve().parent)
+        document = config_yaml.parse(text, str(self.path))
+        return config_module.from_text_document(document, source=str(self.path),
+                                                base_dir=self.path.resolve().parent)
 
-    def add(self, site: dict[str, Any] | None = None, link: dict[str, Any] | None = None) -> None:
-        """Append ``site`` to ``sites`` and ``link`` to ``links``; validates the result."""
+    def add(self, site: dict[str, Any] | None = None, link: dict[str, Any] | None = None,
+            settings: dict[str, Any] | None = None) -> None:
+        """Append ``site`` to ``sites`` and ``link`` to ``links``, and set top-level
+        ``settings`` (a new one at the end); validates the result."""
         yaml_rt = _round_trip(self.text)
         try:
             document = yaml_rt.load(self.text)
@@ -84,6 +87,13 @@ class ConfigFile:
             raise SetupRefused(f"cannot edit {self.path}: {exc}") from None
         if document is None:
             document = CommentedMap()
+        for key, value in (settings or {}).items():
+            if key in document:
+                document[key] = _plain(value)
+            else:  # at the end: a comment above another key stays with that key
+                document[key] = _plain(value)
+                if key in _ABOUT:
+                    document.yaml_set_comment_before_after_key(key, before="\n" + _ABOUT[key])
         for key, item in (("sites", site), ("links", link)):
             if item is not None:
                 _append(document, key, _mapping(item))

@@ -1,11 +1,12 @@
 """``userrelay sites add``: the guided set-up of a site, its key and its link to a remote site.
 
-Owns the questions and their order: the site (id, label, address), the relay's address as the
-site reaches it, then the link to an existing site (sync type, direction, actions each way,
-matching). On a terminal each question is asked with its default in brackets and asked again,
-with the reason, until the answer is valid; a flag given answers its question. Without a
-terminal only flags are used. Nothing is written until every answer is in and the edited file
-passes the relay's own validation (``relay.config_file``); Ctrl-C or end of input writes nothing.
+Owns the questions and their order: the site (id, label, address), the relay's public URL as
+the sites reach it (asked once, then kept as ``public_url``), then the link to an existing
+site (sync type, direction, actions each way, matching). On a terminal each question is
+asked with its default in brackets and asked again, with the reason, until the answer is
+valid; a flag given answers its question. Without a terminal only flags are used. Nothing is
+written until every answer is in and the edited file passes the relay's own validation
+(``relay.config_file``); Ctrl-C or end of input writes nothing.
 The new key is shown once, never written to the configuration or a log.
 """
 
@@ -93,8 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser, default_config: str) -> None:
     flag("--url", "URL", "the WordPress site's https:// address")
     parser.add_argument("--allow-http", action="store_true",
                         help=f"accept an http:// address; only for a loopback host ({LOOPBACK})")
-    flag("--relay-url", "URL", "the relay's address as the site reaches it, for USERRELAY_URL "
-         "(default: http://listen.host:listen.port)")
+    parser.add_argument("--public-url", "--relay-url", dest="public_url", metavar="URL",
+                        help="the relay's address as the sites reach it (the setting "
+                        "public_url, printed for USERRELAY_URL); asked the first time, "
+                        "default: public_url, else http://listen.host:listen.port")
     flag("--remote", "SITE", "an existing site to link the new site to")
     flag("--link-id", "LINK", "the link's id (default: SITE-REMOTE)")
     flag("--sync", "TYPE", "what is synced: users (orders, posts: coming soon)")
@@ -136,18 +139,16 @@ class Wizard:
                      f"{'' if file.exists else ' (a new file)'}. Ctrl-C stops without writing.\n")
         config = file.config
         site = self._site(config, file.path)
-        relay_url = self._answer("--relay-url", self.args.relay_url,
-                                 "The relay's address as that site reaches it (USERRELAY_URL)",
-                                 _default_relay_url(config), _relay_url_problem)
+        relay_url, settings = self._public_url(config)
         link = self._link(config, file.path, site["id"])
-        file.add(site, link)
+        file.add(site, link, settings)
         self.say(_summary(site, link))
         if self.prompt and not self.prompt.confirm(f"Write this to {file.path} and make the "
                                                    "site's key?", True):
             self.say("Nothing was written.")
             return
         try:
-            store = KeyStore(config.database_path, config.master_key_path)
+            store = KeyStore(config.database_path, config.master_key_path, config.flag)
         except (OSError, sqlite3.Error) as exc:
             raise SetupRefused(f"cannot open the keys in {config.database_path}: "
                                f"{getattr(exc, 'strerror', None) or exc}; nothing was written"
@@ -159,9 +160,40 @@ class Wizard:
             except BaseException:
                 store.revoke(site["id"])
                 raise
+            created = store.created_master
         finally:
             store.close()
+        if created is not None:
+            self.say(f"\nMade the master key {created} (mode 0600): it encrypts the site keys "
+                     "in the database. Back it up apart from the database.")
         self.say(_handover(site, link, key.secret, relay_url, self.args.config))
+        relay_host, site_host = urlsplit(relay_url).hostname, urlsplit(site["url"]).hostname
+        if relay_host and site_host and _is_loopback(relay_host) and not _is_loopback(site_host):
+            self.say(f"\nNote: {relay_url} is an address of this machine only; {site['url']} "
+                     f"reaches it only if that WordPress runs here too. Otherwise set "
+                     f"public_url in {self.args.config} to the relay's address as the site "
+                     "reaches it (behind a reverse proxy with TLS: docs/operations.md), reload "
+                     "the relay, and put that address in USERRELAY_URL.")
+
+    def _public_url(self, config: Config) -> tuple[str, dict[str, Any]]:
+        """The relay's address as the sites reach it: ``public_url``, asked (and written to
+        the file) the first time; ``--public-url`` answers it. Returns it and the settings to
+        write."""
+        given = self.args.public_url
+        if given is None and config["public_url"]:
+            return config.relay_url, {}
+        if self.prompt and given is None:
+            self.say("The relay's public URL: the address the WordPress sites reach the relay "
+                     "at (written as public_url). Behind a reverse proxy with TLS it is "
+                     "https://relay.example.com (docs/operations.md); the listener's own "
+                     f"address, {config.relay_url}, reaches it only from this machine.")
+        if self.prompt is None and given is None:
+            return config.relay_url, {}  # flags only: the listener, as before; nothing written
+        url = self._answer("--public-url", given, "The relay's public URL", config.relay_url,
+                           _relay_url_problem).rstrip("/")
+        # Written even when taken as offered: it is not asked again, and the file says where
+        # the sites send to.
+        return url, {"public_url": url}
 
     def _check_flags(self) -> None:
         args = self.args
@@ -369,13 +401,6 @@ def _relay_url_problem(url: str) -> str | None:
     if parts.scheme in ("http", "https") and parts.hostname:
         return None
     return f"got {url!r}; expected the relay's http(s):// address, such as http://127.0.0.1:8480"
-
-
-def _default_relay_url(config: Config) -> str:
-    host = str(config["listen.host"])
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"http://{f'[{host}]' if ':' in host else host}:{config['listen.port']}"
 
 
 def _summary(site: dict[str, Any], link: dict[str, Any] | None) -> str:

@@ -16,11 +16,10 @@ import tempfile
 from pathlib import Path
 
 from relay import admin
-from relay.config import LEGACY_DATABASE, Config, default_database
+from relay.config import Config
 from relay.crypto import MasterKey, MasterKeyMissing
 from relay.errors import ConfigError, KeyStoreError
 from relay.store import SQLITE_HEADER
-
 
 
 def check(config: Config) -> None:
@@ -31,7 +30,7 @@ def check(config: Config) -> None:
 
 
 def problems(config: Config) -> list[str]:
-    found = legacy_database(config) + shared_urls(config)
+    found = shared_urls(config)
     database = config.database_path
     trouble = database_problem(database)
     if trouble:
@@ -42,21 +41,6 @@ def problems(config: Config) -> list[str]:
     except ConfigError as exc:
         found.extend(exc.problems)
     return found
-
-
-def legacy_database(config: Config) -> list[str]:
-    """A configuration naming no database, beside the file earlier versions used by default."""
-    if config["database"] or config.source.startswith("<"):
-        return []
-    legacy = config.base_dir / LEGACY_DATABASE
-    if config.database_path.exists() or not legacy.exists():
-        return []
-    return [f"database: not set, so this configuration's database is "
-            f"{default_database(config.source)} (named after the file), which does not exist "
-            f"yet; {legacy} exists, the default of earlier versions. If it holds this "
-            f"configuration's data, add `database: {LEGACY_DATABASE}` to {config.source}; "
-            f"if it is another configuration's, add `database: "
-            f"{default_database(config.source)}` to start a new one"]
 
 
 def shared_urls(config: Config) -> list[str]:

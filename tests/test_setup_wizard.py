@@ -313,7 +313,7 @@ def test_on_a_terminal_each_question_is_asked_and_an_invalid_answer_asked_again(
     screen.answer("Label, for people [blog]: ", "The blog")
     screen.answer("The WordPress site's address (https://…): ", "http://127.0.0.1:8081")
     screen.answer("127.0.0.1 is on this machine. Allow plain http for it? [y/N]: ", "y")
-    screen.answer("(USERRELAY_URL) [http://127.0.0.1:8480]: ", "")
+    screen.answer("The relay's public URL [http://127.0.0.1:8480]: ", "")
     screen.answer("Link blog to which existing site (shop; 'none' for no link) [shop]: ", "")
     screen.answer("Link id [blog-shop]: ", "")
     screen.expect("Orders and posts are coming soon.")
