@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from relay import config_yaml
+from relay import config_yaml, protected_meta
 from relay.constants import (
     ACTIONS,
     DIRECTIONS,
@@ -191,6 +191,9 @@ class Link:
     match_by: str = "email"
     reconcile_every: float | None = None   # seconds between reconciliations; None: off
     reconcile_repair: bool = False         # a scheduled reconciliation also repairs
+    #: The meta keys the link carries (exact, or a prefix ending in ``*``); None: every key
+    #: that may be synced at all (relay/protected_meta.py).
+    meta_keys: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -474,7 +477,7 @@ def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[s
         problems.append(f"links: got {raw!r}; expected a list of links")
         return links
     fields = {"id", "site", "remote", "sync", "direction", "incoming", "outgoing", "match_by",
-              "reconcile"}
+              "reconcile", "meta_keys"}
     for i, item in enumerate(raw):
         where = f"links[{i}]"
         if not isinstance(item, dict):
@@ -527,5 +530,23 @@ def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[s
             incoming=_actions(item.get("incoming"), f"{where}.incoming", problems),
             outgoing=_actions(item.get("outgoing"), f"{where}.outgoing", problems),
             match_by=str(match_by),
+            meta_keys=_meta_keys(item.get("meta_keys"), f"{where}.meta_keys", problems),
         )
     return links
+
+
+def _meta_keys(raw: Any, where: str, problems: list[str]) -> tuple[str, ...] | None:
+    """A link's allow-list of meta keys: exact keys, or prefixes ending in ``*``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+        problems.append(f"{where}: got {raw!r}; expected a list of meta keys, e.g. "
+                        "[billing_*, favourite_colour]")
+        return None
+    for key in raw:
+        bare = key[:-1] if key.endswith("*") else key
+        why = protected_meta.problem(bare) if bare else "an empty key or a bare '*'"
+        if why is not None or "*" in bare:
+            problems.append(f"{where}: {key!r} cannot be synced: "
+                            f"{why or 'a * may only end a prefix'}")
+    return tuple(raw)

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from relay import protected_meta
 from relay.constants import ACTIONS
 from relay.errors import InvalidEvent
 from relay.signatures import check_envelope
@@ -311,8 +312,12 @@ def _check_depth(value: Any, where: str) -> None:
                            "objects")
 
 
-def for_target(event: Event, allowed: frozenset[str]) -> tuple[frozenset[str], dict[str, Any]]:
-    """The actions and user fields of ``event`` that a target allowed to receive ``allowed``."""
+def for_target(event: Event, allowed: frozenset[str],
+               meta_keys: tuple[tuple[str, ...], ...] = ()
+               ) -> tuple[frozenset[str], dict[str, Any]]:
+    """The actions and user fields of ``event`` that a target allowed to receive ``allowed``;
+    meta only as far as it may be synced at all and ``meta_keys`` (the links' allow-lists)
+    allow it (relay/protected_meta.py)."""
     actions = event.actions & allowed
     user = {name: event.user[name] for name in IDENTITY_FIELDS}
     if actions & {"create", "edit"}:
@@ -322,8 +327,8 @@ def for_target(event: Event, allowed: frozenset[str]) -> tuple[frozenset[str], d
     if "roles" in actions:
         user["roles"] = list(event.user["roles"])
     if "metadata" in actions:
-        user["meta"] = dict(event.user.get("meta", {}))
-        user["meta_deleted"] = list(event.user.get("meta_deleted", []))
+        user["meta"], user["meta_deleted"] = protected_meta.carried(
+            event.user.get("meta", {}), event.user.get("meta_deleted", []), meta_keys)
     return actions, user
 
 

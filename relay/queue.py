@@ -80,7 +80,7 @@ def accept(conn: sqlite3.Connection, site: str, webhook_id: str, events: list[Ev
         person, new = identity.resolve(conn, site, event.user_id, event.user["email"],
                                        event.user["login"], match_by)
         for route in routes:
-            actions, user = for_target(event, route.actions)
+            actions, user = for_target(event, route.actions, route.meta_keys)
             if not actions:
                 continue
             payload = {

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from relay import __version__, metrics, signatures
+from relay import __version__, metrics, protected_meta, signatures
 from relay.appkeys import CONFIG, COURIERS, GROUP_COMMIT, KEYS, METRICS, REPLAYS, ROUTER
 from relay.errors import (
     BadSignature,
@@ -91,6 +91,13 @@ async def receive_events(request: web.Request) -> web.Response:
     site, body = await authenticated_body(request)
     h = request.headers
     events = parse_batch(body, ("events", site))
+    for e in events:
+        if "meta" in e.user or "meta_deleted" in e.user:
+            refused = protected_meta.refused_keys(e.user.get("meta", {}),
+                                                  e.user.get("meta_deleted", []))
+            if refused:  # never forwarded (relay/events.py for_target); worth a look
+                log.warning("meta_not_forwarded", site=site, event_id=e.id,
+                            keys=[k[:80] for k in refused[:10]], count=len(refused))
     routes = app[ROUTER].routes_from(site)
     status, answer, repeat = await app[GROUP_COMMIT].submit(
         metrics.accept, site, h["webhook-id"], events, routes, time.time())

@@ -261,6 +261,10 @@ class Reconciler:
         report = Report(link.id, run, link.direction, groups, now,
                         users={link.site: 0, link.remote: 0})
         fields = ",".join(groups)
+        if "meta" in groups and link.meta_keys and not any(k.endswith("*")
+                                                            for k in link.meta_keys):
+            # Only the keys the link carries (a prefix cannot be named: then every key).
+            fields += ":" + ",".join(link.meta_keys)
         pending = {link.site: _Pending(), link.remote: _Pending()}
         streams = {s: _stream(r, fields, self._page) for s, r in self._readers.items()}
         live = list(streams)

@@ -22,6 +22,8 @@ class Route:
     link: str                # the link deliveries are accounted to (the source's, if it has one)
     actions: frozenset[str]  # what the target may receive
     match_by: str            # how the target finds the person on first contact
+    #: The allow-lists of meta keys of the links between the two (each must allow a key).
+    meta_keys: tuple[tuple[str, ...], ...] = ()
 
 
 def allowed_by(link: Link, source: str, target: str) -> frozenset[str]:
@@ -51,7 +53,8 @@ class Router:
                                                    for lk in links))
                 if allowed:
                     owner = next((lk for lk in links if lk.site == source), links[0])
-                    routes.append(Route(target, owner.id, allowed, owner.match_by))
+                    routes.append(Route(target, owner.id, allowed, owner.match_by, tuple(
+                        lk.meta_keys for lk in links if lk.meta_keys is not None)))
             self._routes[source] = routes
 
     def routes_from(self, source: str) -> list[Route]:
