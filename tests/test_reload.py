@@ -264,3 +264,41 @@ async def test_a_reload_of_any_malformed_file_keeps_the_relay_answering(
     assert 2 == len([line for line in relay.lines if line["event"] == "reload_rejected"])
     assert any(expected in p for p in problems), problems
     assert not any("Traceback" in raw for raw in relay.raw)
+
+
+async def test_no_request_fails_while_reloads_follow_each_other_under_load(
+        partner_factory: Any, tmp_path: Path) -> None:
+    b = await partner_factory()
+    path = write_config(tmp_path / "relay.yaml",
+                        document(tmp_path, b.url, "http://127.0.0.1:9", [A_TO_B]))
+    keys = generate_keys(config_module.load(path))
+    relay = RelayProcess(path)
+    await relay.start()
+    statuses: list[int | str] = []
+    reloading = True
+
+    async def client(n: int) -> None:
+        i = 0
+        while reloading:
+            i += 1
+            try:
+                status, _ = await post_signed(relay.url, "a", keys["a"],
+                                              [event(f"c{n}-{i}", 1000 * n + i, ["create"])])
+            except Exception as exc:  # what a site's plugin would see: a failed send
+                statuses.append(f"{type(exc).__name__}: {exc}")
+            else:
+                statuses.append(status)
+    try:
+        clients = [asyncio.create_task(client(n)) for n in range(8)]
+        assert relay.process is not None
+        for count in range(1, 21):
+            relay.process.send_signal(signal.SIGHUP)
+            await logged(relay, "relay_reloaded", count=count)
+        reloading = False
+        await asyncio.gather(*clients)
+    finally:
+        reloading = False
+        assert 0 == await relay.terminate()
+
+    assert len(statuses) > 40
+    assert {202} == set(statuses), [s for s in statuses if s != 202][:5]
