@@ -76,8 +76,13 @@ final class UserRelay_Privileges {
 	 */
 	public static function dangerous_in( array $capabilities ): array {
 		$found = array();
+		foreach ( self::DANGEROUS as $capability ) { // In the list's order: the telling ones first.
+			if ( ! empty( $capabilities[ $capability ] ) ) {
+				$found[] = $capability;
+			}
+		}
 		foreach ( $capabilities as $capability => $granted ) {
-			if ( $granted && self::is_dangerous( (string) $capability ) ) {
+			if ( $granted && 0 === strpos( (string) $capability, self::DANGEROUS_PREFIX ) ) {
 				$found[] = (string) $capability;
 			}
 		}
