@@ -94,7 +94,8 @@ def main() -> None:
         fuzz = Fuzzed(Path(folder))
         try:
             started = time.monotonic()
-            tally = fuzz.run(run(fuzz, args.requests, args.seed))
+            tally = asyncio.run_coroutine_threadsafe(run(fuzz, args.requests, args.seed),
+                                                     fuzz.loop).result()
             took = time.monotonic() - started
         finally:
             fuzz.close()
