@@ -183,6 +183,7 @@ def test_drift_on_an_untested_link_stops_before_contacting_a_site(tmp_path: Path
     path = tmp_path / "relay.yaml"
     path.write_text(TWO_SITES + LINK)
     userrelay("keys", "generate", "shop", "--config", path)
+    userrelay("keys", "generate", "branch", "--config", path)
 
     result = userrelay("drift", "shop-branch", "--config", path)
 
