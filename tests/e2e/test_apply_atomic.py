@@ -5,19 +5,15 @@ each arrives exactly once with all its data (role and meta), whatever deadlocks 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from typing import Any
 
 import pytest
 
-from relay import signatures
 from relay.crypto import SiteKey
-from tests.e2e.world import World, wait_until
+from tests.e2e.world import World, post_to_plugin, wait_until
 from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
@@ -27,15 +23,10 @@ USERS = 200
 
 def deliver(site: Site, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """POSTs a signed delivery straight to the site's plugin, as the relay would; its results."""
-    body = json.dumps({"events": events}).encode()
     key = SiteKey(str(site.constants["USERRELAY_KEY"]))
-    request = urllib.request.Request(f"{site.url}/wp-json/userrelay/v1/events", data=body,
-                                     method="POST", headers=signatures.headers(key, body))
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return json.loads(answer.read())["results"]  # type: ignore[no-any-return]
-    except urllib.error.HTTPError as error:
-        raise AssertionError(f"the plugin answered {error.code}: {error.read()[:500]!r}") from None
+    status, answer = post_to_plugin(site, key, "events", events=events)
+    assert 200 == status, f"the plugin answered {status}: {answer!r}"
+    return answer["results"]  # type: ignore[no-any-return]
 
 
 def test_an_event_meeting_a_database_error_is_rolled_back_and_answered_503(
@@ -55,12 +46,13 @@ def test_an_event_meeting_a_database_error_is_rolled_back_and_answered_503(
          "--user=root", f"--database={b.database}"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdin is not None and holder.stdout is not None
+    output = holder.stdout
     try:
         world.lab.db_query("mysql", "SET GLOBAL innodb_lock_wait_timeout = 2")
         holder.stdin.write("START TRANSACTION; SELECT option_value FROM wp_options WHERE "
                            "option_name = 'user_count' FOR UPDATE; SELECT 'held';\n")
         holder.stdin.flush()
-        wait_until("the other session holds the row", lambda: "held" in holder.stdout.readline())
+        wait_until("the other session holds the row", lambda: "held" in output.readline())
 
         [result] = deliver(b, [new])
 
@@ -70,7 +62,7 @@ def test_an_event_meeting_a_database_error_is_rolled_back_and_answered_503(
         holder.stdin.write("ROLLBACK;\n")
         holder.stdin.close()
         holder.wait(30)
-        holder.stdout.close()
+        output.close()
         world.lab.db_query("mysql", "SET GLOBAL innodb_lock_wait_timeout = 50")
 
     [again] = deliver(b, [new])

@@ -5,19 +5,15 @@ user holding it, and such users are not reported, unless the site opted in.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from relay import signatures
 from relay.crypto import SiteKey
-from tests.e2e.world import World
+from tests.e2e.world import World, post_to_plugin
 from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
@@ -25,15 +21,10 @@ pytestmark = pytest.mark.wordpress
 
 def deliver(site: Site, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """POSTs a signed delivery straight to the site's plugin, as the relay would; its results."""
-    body = json.dumps({"events": events}).encode()
     key = SiteKey(str(site.constants["USERRELAY_KEY"]))
-    request = urllib.request.Request(f"{site.url}/wp-json/userrelay/v1/events", data=body,
-                                     method="POST", headers=signatures.headers(key, body))
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return json.loads(answer.read())["results"]  # type: ignore[no-any-return]
-    except urllib.error.HTTPError as error:
-        raise AssertionError(f"the plugin answered {error.code}: {error.read()[:500]!r}") from None
+    status, answer = post_to_plugin(site, key, "events", events=events)
+    assert 200 == status, f"the plugin answered {status}: {answer!r}"
+    return answer["results"]  # type: ignore[no-any-return]
 
 
 def event(login: str, email: str, actions: list[str], **user: Any) -> dict[str, Any]:
@@ -53,9 +44,10 @@ def make_user(site: Site, role: str) -> tuple[int, str, str]:
 
 
 def state(site: Site, uid: int) -> dict[str, Any] | None:
-    return site.php_json(f"""$u = get_userdata({uid});
+    seen: dict[str, Any] | None = site.php_json(f"""$u = get_userdata({uid});
         echo json_encode($u ? ['roles' => array_values($u->roles), 'email' => $u->user_email,
             'pass' => $u->user_pass, 'first_name' => $u->first_name] : null);""")
+    return seen
 
 
 @pytest.fixture
