@@ -184,20 +184,27 @@ def connect_sync(path: Path) -> sqlite3.Connection:
 
 #: The first bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\0"
+#: The smallest database file that is not empty: one page of the smallest size.
+MIN_DATABASE_BYTES = 512
 
 
 def make_folder(path: Path) -> None:
-    """The database's folder, made if missing; ``DatabaseUnusable`` when it cannot be, or
-    when ``path`` is something else than a database (SQLite would write over a short file)."""
+    """The database's folder, made if missing; ``DatabaseUnusable`` when it cannot be.
+
+    It never opens the database file itself: closing any descriptor of that file drops every
+    POSIX lock this process holds on it, those of its open SQLite connections included (the
+    daemon opens connections for key reads while its writer is open), which corrupts the
+    database. A file that is not a database is refused by SQLite itself ("file is not a
+    database", worded by ``unusable``), except one shorter than a page, which SQLite would
+    take for an empty database and write over: that is refused here by its size alone."""
     if path.is_dir():
         raise DatabaseUnusable(f"cannot open the database {path}: it is a folder, not a file "
                                "(the setting `database` names the file itself)")
     try:
-        with open(path, "rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
+        size = path.stat().st_size
     except OSError:
-        header = b""  # missing (made below) or unreadable (SQLite says why)
-    if header and header != SQLITE_HEADER:
+        size = 0  # missing (made below) or unreadable (SQLite says why)
+    if 0 < size < MIN_DATABASE_BYTES:
         raise DatabaseUnusable(f"cannot open the database {path}: it is not an SQLite "
                                "database (another file has this name?); the setting `database`")
     folder = path.parent
