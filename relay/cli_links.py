@@ -13,14 +13,15 @@ import json
 import sys
 from typing import Any
 
-from relay import backfill
+from relay import backfill, cli_remove
 from relay import config as config_module
 from relay.config import Config
 from relay.links import ACTIVE, PAUSED, TESTED, LinkBook, LinkState
 
 
 def register(commands: Any, default_config: str) -> None:
-    links = commands.add_parser("links", help="links between sites: list, start, pause, progress")
+    links = commands.add_parser("links", help="links between sites: list, start, pause, "
+                                "progress, edit, remove")
     actions = links.add_subparsers(dest="links_command", metavar="ACTION", required=True)
 
     listing = actions.add_parser("list", help="every link, its state and what it lacks")
@@ -47,6 +48,7 @@ def register(commands: Any, default_config: str) -> None:
     pause.add_argument("--reason", help="why, shown in status and logs")
     pause.add_argument("--config", default=default_config, help="YAML configuration file")
     pause.set_defaults(run=_pause)
+    cli_remove.register_links(actions, default_config, "YAML configuration file")
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import importlib
 import json
 from typing import Any
 
+from relay import cli_remove
 from relay import config as config_module
 from relay.config import Config
 from relay.connection_test import (
@@ -35,8 +36,8 @@ MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
 
 def register(commands: Any, default_config: str) -> None:
-    sites = commands.add_parser("sites", help="the WordPress sites: add one (guided), test "
-                                "its connection")
+    sites = commands.add_parser("sites", help="the WordPress sites: add one (guided), list, "
+                                "test its connection, remove")
     actions = sites.add_subparsers(dest="sites_command", metavar="ACTION", required=True)
     for name in SITES_MODULES:
         importlib.import_module(name).register_sites(actions, default_config)
@@ -52,6 +53,7 @@ def register_sites(actions: Any, default_config: str) -> None:
     test.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                       help=f"seconds each step may take (default {DEFAULT_TIMEOUT:g})")
     test.set_defaults(run=_test)
+    cli_remove.register_sites(actions, default_config, "YAML configuration file")
 
 
 def _test(args: argparse.Namespace) -> int:

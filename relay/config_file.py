@@ -107,6 +107,49 @@ class ConfigFile:
         self.validate(text)
         self.text = text
 
+    def remove(self, key: str, item_id: str) -> None:
+        """Take the item ``item_id`` out of the ``key`` list (sites or links), keeping every
+        other line and comment; validates the result."""
+        document = self._load_round_trip()
+        sequence = document.get(key) if document is not None else None
+        index = next((i for i, item in enumerate(sequence or [])
+                      if isinstance(item, dict) and item.get("id") == item_id), None)
+        if sequence is None or index is None:
+            raise SetupRefused(f"{self.path} has no {key[:-1]} {item_id!r}")
+        del sequence[index]
+        if not sequence:
+            del document[key]
+        self._dump(document)
+
+    def edit(self, key: str, item_id: str, changes: dict[str, Any]) -> None:
+        """Set ``changes`` on the item ``item_id`` of the ``key`` list, keeping comments;
+        a value of None removes that key (its default applies); validates the result."""
+        document = self._load_round_trip()
+        item = next((item for item in (document or {}).get(key) or []
+                     if isinstance(item, dict) and item.get("id") == item_id), None)
+        if item is None:
+            raise SetupRefused(f"{self.path} has no {key[:-1]} {item_id!r}")
+        for name, value in changes.items():
+            if value is None:
+                item.pop(name, None)
+            else:
+                item[name] = _plain(value)
+        self._dump(document)
+
+    def _load_round_trip(self) -> Any:
+        self._yaml = _round_trip(self.text)
+        try:
+            return self._yaml.load(self.text)
+        except YAMLError as exc:
+            raise SetupRefused(f"cannot edit {self.path}: {exc}") from None
+
+    def _dump(self, document: Any) -> None:
+        buffer = io.StringIO()
+        self._yaml.dump(document, buffer)
+        text = buffer.getvalue()
+        self.validate(text)
+        self.text = text
+
     def write(self) -> None:
         """Save the edited text atomically, keeping the file's mode and owner."""
         try:

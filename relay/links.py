@@ -189,6 +189,35 @@ def record_test(conn: sqlite3.Connection, site: str, url: str, site_key_id: str,
                      "passed_fingerprint = ? WHERE site = ?", (now, url, digest, site))
 
 
+def pending(conn: sqlite3.Connection, links: list[str], site: str | None = None
+            ) -> dict[str, int]:
+    """Deliveries not yet settled on ``links`` (and, with ``site``, to or from that site):
+    how many per state (waiting, ready, leased)."""
+    marks = ",".join("?" * len(links)) or "NULL"
+    rows = conn.execute(
+        f"SELECT state, COUNT(*) FROM deliveries WHERE state IN ('waiting', 'ready', 'leased') "
+        f"AND (link IN ({marks}) OR target = ? OR source = ?) GROUP BY state",
+        (*links, site, site)).fetchall()
+    return {str(state): int(count) for state, count in rows}
+
+
+def retire(conn: sqlite3.Connection, links: list[str], site: str | None, reason: str,
+           now: float) -> int:
+    """Dead-letter what is queued on ``links`` (and to or from ``site``), with ``reason``:
+    kept, listed by ``userrelay dead list``, replayable should the link come back. Returns
+    how many. Their link states and the site's tests go (added again, each starts as a
+    draft); the site's key is the key store's to remove."""
+    marks = ",".join("?" * len(links)) or "NULL"
+    moved = conn.execute(
+        f"UPDATE deliveries SET state = 'dead', lease_until = NULL, last_error = ?, "
+        f"updated_at = ? WHERE state IN ('waiting', 'ready', 'leased') AND (link IN ({marks}) "
+        f"OR target = ? OR source = ?)", (reason, now, *links, site, site)).rowcount
+    conn.execute(f"DELETE FROM link_states WHERE link IN ({marks})", links)
+    if site is not None:
+        conn.execute("DELETE FROM site_tests WHERE site = ?", (site,))
+    return int(moved)
+
+
 def _known(config: Config, link: str) -> None:
     if link not in config.links:
         raise ConfigError(config.source, [f"links: no link {link!r}; configured links: "
@@ -256,6 +285,12 @@ class LinkBook:
                     checks: list[dict[str, Any]], now: float | None = None) -> None:
         self._transaction(record_test, site, url, site_key_id, passed, checks,
                           time.time() if now is None else now)
+
+    def pending(self, links: list[str], site: str | None = None) -> dict[str, int]:
+        return pending(self._conn, links, site)
+
+    def retire(self, links: list[str], site: str | None, reason: str) -> int:
+        return self._transaction(retire, links, site, reason, time.time())
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)``: a read on this book's connection."""
