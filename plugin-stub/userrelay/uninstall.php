@@ -24,6 +24,12 @@ $wpdb->query( "DROP TABLE IF EXISTS {$wpdb->base_prefix}userrelay_seen" );
 foreach ( array( 'userrelay_url', 'userrelay_site', 'userrelay_key', 'userrelay_install_id', 'userrelay_flush_token', 'userrelay_status', 'userrelay_db_version' ) as $userrelay_option ) {
 	delete_option( $userrelay_option );
 }
+// On a network the settings are site options (UserRelay_Settings).
+if ( is_multisite() ) {
+	foreach ( array( 'userrelay_url', 'userrelay_site', 'userrelay_key' ) as $userrelay_option ) {
+		delete_site_option( $userrelay_option );
+	}
+}
 $wpdb->query(
 	$wpdb->prepare(
 		"DELETE FROM {$wpdb->options} WHERE option_name LIKE %s OR option_name LIKE %s OR option_name LIKE %s",
