@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)  ## the relay on the example config and its SQLite file under var/
+	@echo "userrelay is installed as $(BIN)/userrelay; in another shell, '. $(BIN)/activate' puts it on PATH."
 	$(BIN)/userrelay serve --config config.example.yaml
 
 test: $(STAMP)  ## every test, the real-WordPress suite included

@@ -1,0 +1,25 @@
+"""The install is quiet: building the package prints no warning (``make run`` and ``make
+test`` build it on a fresh machine, in front of a new user)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_building_the_package_prints_no_warning(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "var", "*.egg-info", "build", ".pytest_cache", "__pycache__",
+        ".hypothesis", ".mypy_cache", ".ruff_cache", "tests", "bench", "plugin-stub"))
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
+                            "--disable-pip-version-check", str(source), "-w", str(tmp_path)],
+                           capture_output=True, text=True, timeout=300, check=False)
+
+    assert 0 == built.returncode, built.stderr
+    assert "" == built.stdout + built.stderr
