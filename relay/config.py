@@ -137,6 +137,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest request body accepted from a site; larger ones get 413."),
     Setting("ingest.timestamp_tolerance", parse_duration, 300.0,
             "How far a request's webhook-timestamp may be from our clock."),
+    Setting("ingest.body_timeout", parse_duration, 30.0,
+            "How long a request's body may take to arrive once its headers passed; a slower "
+            "one gets 408 and nothing is read further."),
     Setting("ingest.receipt_retention", parse_duration, 7 * 86400.0,
             "How long a webhook-id is remembered, so a repeat gets the first answer again."),
     Setting("ingest.commit_batch", _positive_int, 256,

@@ -30,7 +30,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from relay import config as config_module
-from relay import startup, systemd
+from relay import guard, startup, systemd
 from relay.app import create_app
 from relay.config import Config
 from relay.errors import ConfigError, UserRelayError
@@ -167,9 +167,11 @@ class _Daemon:
         self.config, self.runner = config, runner
         if self.server is None:
             self.server = web.Server(self._handle, request_factory=self._make_request,
-                                     access_log=None)
+                                     access_log=None, keepalive_timeout=guard.IDLE_TIMEOUT)
+            # Connections past the file limit's share refused, slow clients cut off
+            # (relay/guard.py): the listener serves through the guard, reload after reload.
             self._accepting = await asyncio.get_running_loop().create_server(
-                self.server, sock=self.listener.dup(), backlog=128)
+                guard.protect(self.server), sock=self.listener.dup(), backlog=128)
         self.serving.set()
 
     def _make_request(self, message: Any, payload: Any, protocol: RequestHandler,

@@ -11,6 +11,7 @@
      |    +-- BadSignature       401
      |    +-- ProtocolMismatch   400, the peer speaks another protocol version: names both
      |    +-- BodyTooLarge       413
+     |    +-- BodyTooSlow        408, the body did not arrive in time
      |    +-- InvalidEvent       400, names the offending field
      |    +-- InvalidRequest     400, an admin request or command: names the bad field
      +-- StoreUnavailable      the database cannot be written: answer 503, acknowledge nothing
@@ -83,6 +84,10 @@ class ProtocolMismatch(RequestRejected):
 
 class BodyTooLarge(RequestRejected):
     status = 413
+
+
+class BodyTooSlow(RequestRejected):
+    status = 408
 
 
 class InvalidEvent(RequestRejected):

@@ -7,6 +7,7 @@ status each and carry a message safe to show the sender (never a key).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from relay.appkeys import CONFIG, COURIERS, GROUP_COMMIT, KEYS, METRICS, REPLAYS
 from relay.errors import (
     BadSignature,
     BodyTooLarge,
+    BodyTooSlow,
     InvalidRequest,
     RequestRejected,
     StoreUnavailable,
@@ -43,8 +45,13 @@ def answers_errors(
         except RequestRejected as exc:
             log.warning("request_rejected", site=request.match_info.get("site"),
                         status=exc.status, reason=exc.message)
-            return web.json_response({"error": exc.message}, status=exc.status,
-                                     headers=PROTOCOL_ANSWER)
+            response = web.json_response({"error": exc.message}, status=exc.status,
+                                         headers=PROTOCOL_ANSWER)
+            if not request.content.at_eof():
+                # Refused before its body was read: close rather than read the rest of it to
+                # keep the connection (an unsigned flood then costs no memory, ADR 8).
+                response.force_close()
+            return response
         except StoreUnavailable as exc:
             log.error("request_not_stored", site=request.match_info.get("site"), reason=str(exc))
             return web.json_response({"error": f"not stored, send again later: {exc}"},
@@ -55,8 +62,9 @@ def answers_errors(
 async def authenticated_body(request: web.Request) -> tuple[str, bytes]:
     """The site a request comes from and its body, once its signature is checked.
 
-    What can be refused before the body is read is: an unknown site, another protocol, missing
-    headers, a timestamp outside the window. The signature is of the site → relay secret
+    What can be refused before the body is read is, before it is: an unknown site, missing
+    headers, a timestamp outside the window, another protocol, a ``Content-Length`` over the
+    limit (a body is read up to the limit only). The signature is of the site → relay secret
     (relay/signatures.py), so nothing the relay signed for a site is taken here.
     """
     config = request.app[CONFIG]
@@ -68,11 +76,19 @@ async def authenticated_body(request: web.Request) -> tuple[str, bytes]:
     signatures.check_header_shape(h.get("webhook-id"), h.get("webhook-timestamp"),
                                   h.get("webhook-signature"), tolerance)
     signatures.check_protocol(h.get(PROTOCOL_HEADER), f"site {site!r}")
+    limit = config["ingest.max_body_bytes"]
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"the body is larger than {limit} bytes; send fewer events per "
+                           "request")
     try:
-        body = await request.read()
+        async with asyncio.timeout(config["ingest.body_timeout"]):
+            body = await request.read()
+    except TimeoutError:
+        raise BodyTooSlow(f"the body did not arrive within {config['ingest.body_timeout']:g} "
+                          "s of its headers") from None
     except web.HTTPRequestEntityTooLarge:
-        raise BodyTooLarge(f"the body is larger than {config['ingest.max_body_bytes']} bytes; "
-                           "send fewer events per request") from None
+        raise BodyTooLarge(f"the body is larger than {limit} bytes; send fewer events per "
+                           "request") from None
     # The current key, and the previous one while a rotation's grace lasts.
     keys = request.app[KEYS].accepted(site)
     if not keys:

@@ -232,8 +232,9 @@ def mark_tested(config: Config, store: KeyStore, site_id: str) -> None:
 class RelayProcess:
     """``userrelay serve`` as a real child process, its JSON log lines collected."""
 
-    def __init__(self, config_path: Path) -> None:
+    def __init__(self, config_path: Path, file_limit: int | None = None) -> None:
         self.config_path = config_path
+        self.file_limit = file_limit  # RLIMIT_NOFILE of the process, as LimitNOFILE= sets it
         self.process: asyncio.subprocess.Process | None = None
         self.lines: list[dict[str, Any]] = []
         self.raw: list[str] = []
@@ -242,10 +243,16 @@ class RelayProcess:
 
     async def start(self, timeout: float = 20) -> None:
         import sys
+        limit = self.file_limit
+
+        def limit_files() -> None:
+            if limit is not None:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "relay", "serve", "--config", str(self.config_path),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
+            stderr=asyncio.subprocess.PIPE, preexec_fn=limit_files)
         started = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read(started))
         self.port = await asyncio.wait_for(started, timeout)
@@ -270,6 +277,13 @@ class RelayProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def rss_mib(self) -> float:
+        """The process's resident memory now."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines()
+                        if line.startswith("VmRSS:"))) / 1024
 
     async def logged(self, event: str, timeout: float = 10) -> dict[str, Any]:
         """The first log line about ``event``, waiting for it to be written."""
