@@ -50,12 +50,14 @@ def wait_for_port(port: int, timeout: float = 20) -> None:
 
 @contextlib.contextmanager
 def process(args: list[str], core: str | None = SERVER_CORE, port: int | None = None,
-            log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``args`` (pinned to ``core``), wait for ``port``, and always stop it by PID."""
+            log: Path | None = None, cwd: Path | None = None
+            ) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` (pinned to ``core``, in ``cwd``), wait for ``port``, and always stop it by
+    PID."""
     if core is not None and shutil.which("taskset"):
         args = ["taskset", "-c", core, *args]
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=out)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=out, cwd=cwd)
     try:
         if port is not None:
             wait_for_port(port)
