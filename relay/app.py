@@ -18,7 +18,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from relay import admin, guard, queue, reconcile_schedule
+from relay import admin, guard, nudge, queue, reconcile_schedule
 from relay.appkeys import (
     CONFIG,
     COURIER_TASKS,
@@ -61,7 +61,7 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
     app[ROUTER] = Router(config)
     app[REPLAYS] = ReplayGuard(config["ingest.timestamp_tolerance"])
     app.cleanup_ctx.extend([database_ctx, group_commit_ctx, delivery_ctx, backfill_ctx,
-                            reconcile_schedule.schedule_ctx, admin_ctx])
+                            reconcile_schedule.schedule_ctx, admin_ctx, nudge.nudge_on_start])
     app.router.add_post("/v1/sites/{site}/events", receive_events)
     app.router.add_post("/v1/sites/{site}/ping", ping)
     app.router.add_get("/v1/sites/{site}/ping", ping_protocol_1)

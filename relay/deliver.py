@@ -16,10 +16,11 @@ from typing import Any
 import aiohttp
 import structlog
 
-from relay import answers, queue
+from relay import answers, nudge, queue
 from relay.answers import Kind
 from relay.config import Config, Site
 from relay.constants import DEAD, DONE, READY
+from relay.crypto import SiteKey
 from relay.keystore import KeyStore
 from relay.links import LinkGate
 from relay.metrics import Metrics
@@ -53,6 +54,8 @@ class Courier:
         self._wakeup = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._held_until = 0.0
+        self._failing = False  # the last request got no answer, or a retryable one
+        self._nudges: set[asyncio.Task[bool]] = set()
         self._url = plugin_url(site.url, "events")
         self._stopping = False
         self.counters = {"done": 0, "retried": 0, "dead": 0, "requests": 0}
@@ -149,11 +152,18 @@ class Courier:
                                                         for d in batch])
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._metrics.request_took(self.site.id, time.monotonic() - sent)
+            self._failing = True
             await self._retry_all(batch, None, client.unreachable("events", exc), None)
             return
         self._metrics.request_took(self.site.id, time.monotonic() - sent)
         verdict = answers.judge([str(d.id) for d in batch], reply.status, reply.headers,
                                 reply.body, now)
+        if verdict.kind is Kind.RETRY or (verdict.kind is Kind.RESULTS
+                                          and not verdict.results):
+            self._failing = True
+        elif self._failing:  # the site answers again: its outbox may be waiting on a backoff
+            self._failing = False
+            self._nudge(key)
         if verdict.kind is Kind.RESULTS:
             await self._settle([self._outcome(d, verdict.results.get(str(d.id)))
                                 for d in batch])
@@ -167,6 +177,13 @@ class Courier:
             await self._split(batch, verdict)
         else:
             await self._settle([Outcome(batch[0], DEAD, verdict.status, verdict.error)])
+
+    def _nudge(self, key: SiteKey) -> None:
+        """Tell the site, in the background, that it can reach the relay again."""
+        task = asyncio.create_task(nudge.nudge(self._session, self.site, key,
+                                               "its deliveries succeed again"))
+        self._nudges.add(task)
+        task.add_done_callback(self._nudges.discard)
 
     async def _split(self, batch: list[Claimed], verdict: answers.Verdict) -> None:
         """The site refused the request as a whole: something in it (an event it cannot

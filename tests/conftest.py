@@ -89,6 +89,7 @@ async def partner_factory(aiohttp_server: Any) -> Callable[..., Awaitable[Partne
         app = web.Application()
         app.router.add_post("/wp-json/userrelay/v1/events", partner.handle)
         app.router.add_post("/wp-json/userrelay/v1/ping", partner.ping)
+        app.router.add_post("/wp-json/userrelay/v1/nudge", partner.nudge)
         partner.server = await aiohttp_server(app)
         return partner
     return make

@@ -98,6 +98,7 @@ class Partner:
     wordpress: str = "6.1.9"
     hash_formats: list[str] = field(default_factory=lambda: ["phpass", "bcrypt"])
     clock_offset: float = 0.0
+    nudges: list[float] = field(default_factory=list)  # when the relay nudged it
 
     @property
     def url(self) -> str:
@@ -161,6 +162,15 @@ class Partner:
             return {"url": url, "status": None, "error": f"cURL error 7: {exc}"}
         return {"url": url, "status": status,
                 "error": None if status == 200 else body.get("error")}
+
+    async def nudge(self, request: web.Request) -> web.Response:
+        """The plugin's nudge route: records that the relay asked it to send its outbox."""
+        as_plugin(self.key, request.headers, await request.read(), "nudge")
+        async with self.arrived:
+            self.nudges.append(time.time())
+            self.arrived.notify_all()
+        return web.json_response({"waiting": 0}, status=202,
+                                 headers={"userrelay-protocol": "2"})
 
     def applied(self, e: dict[str, Any]) -> dict[str, Any]:
         """The answer of a plugin that applied the event to a user of its own."""
