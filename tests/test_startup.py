@@ -229,3 +229,17 @@ def test_check_config_refuses_the_admin_token_files_serve_refuses(
     for result in (check, serve):
         assert 2 == result.code
         assert expected in result.err
+
+
+def test_a_busy_admin_port_ends_the_start_after_the_database_opened(
+        tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = write(tmp_path / "relay.yaml", admin={"port": port})
+
+        result = userrelay("serve", "--config", config,
+                           env={"USERRELAY_ADMIN_TOKEN": "t" * 40})
+
+    assert 1 == result.code
+    assert result.err.splitlines()[-1].startswith(
+        f"userrelay: cannot listen on 127.0.0.1:{port} for the admin API")
