@@ -262,6 +262,10 @@ final class UserRelay_REST {
 		);
 		if ( ! empty( $this->signed['check_relay'] ) ) {
 			$answer['relay_check'] = ( new UserRelay_Relay_Client( $this->settings ) )->relay_check();
+			if ( 200 === $answer['relay_check']['status'] && $this->outbox->count() ) {
+				// The relay answers again: what waits on a backoff step is sent after this answer.
+				$this->outbox->retry_now();
+			}
 		}
 		return new WP_REST_Response( $answer, 200 );
 	}
@@ -327,9 +331,9 @@ final class UserRelay_REST {
 	 */
 	public function nudge( WP_REST_Request $request ) {
 		$waiting = $this->outbox->count();
-		if ( $waiting && $this->settings->is_configured() ) {
+		if ( $waiting ) {
+			// Due now; the send itself starts after this answer, at 'shutdown' (UserRelay_Hooks).
 			$this->outbox->retry_now();
-			$this->outbox->maybe_kick();
 		}
 		return new WP_REST_Response( array( 'waiting' => $waiting ), 202 );
 	}
