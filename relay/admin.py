@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import os
 import sqlite3
@@ -36,7 +35,7 @@ from aiohttp import web
 
 from relay import deadletters, events, links, status
 from relay.appkeys import ADMIN_URL, CONFIG, COURIERS, DATABASE, KEYS, LINKS
-from relay.config import Config, parse_duration
+from relay.config import Config, is_loopback, parse_duration
 from relay.connection_test import run_connection_test
 from relay.errors import (
     ConfigError,
@@ -120,19 +119,10 @@ async def start(relay: web.Application) -> web.AppRunner | None:
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     relay[ADMIN_URL] = f"http://{shown}:{bound_port}"
     log.info("admin_started", host=bound_host, port=bound_port)
-    if not _loopback(host):
+    if not is_loopback(host):
         log.warning("admin_not_loopback", host=host, hint="the admin API speaks plain HTTP: "
                     "keep admin.host on 127.0.0.1 and reach it through SSH or a TLS proxy")
     return runner
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def create_admin_app(relay: web.Application, token: str) -> web.Application:

@@ -7,6 +7,7 @@ This module knows nothing of the database or the network.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -422,12 +423,25 @@ def _check_url(url: Any, allow_http: bool, where: str, problems: list[str]) -> N
         problems.append(f"{where}: got {url!r}; not a URL ({exc}); expected an https:// URL "
                         "such as https://shop.example.com")
         return
-    if parts.scheme == "http" and not allow_http:
-        problems.append(f"{where}: got {url!r}; expected an https:// URL (plain http only with "
-                        "allow_http: true, for loopback and tests)")
+    if parts.scheme == "http" and not (allow_http and is_loopback(parts.hostname or "")):
+        problems.append(f"{where}: got {url!r}; expected an https:// URL (plain http only for "
+                        "a site on this machine, with allow_http: true)" if not allow_http else
+                        f"{where}: got {url!r}; plain http is allowed only for a loopback "
+                        "address (127.0.0.1, ::1, localhost): anyone on the way could read and "
+                        "alter the changes; use https://")
     elif parts.scheme not in ("http", "https") or not parts.hostname:
         problems.append(f"{where}: got {url!r}; expected an https:// URL such as "
                         "https://shop.example.com")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _unknown_keys(item: dict[str, Any], allowed: set[str], where: str, problems: list[str]) -> None:

@@ -13,7 +13,6 @@ The new key is shown once, never written to the configuration or a log.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import re
 import sqlite3
 import sys
@@ -23,7 +22,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from relay import config as config_module
-from relay.config import Config
+from relay.config import Config, is_loopback
 from relay.config_file import ConfigFile
 from relay.constants import ACTIONS, MATCH_BY, RECOMMENDED_ACTIONS, SYNC_TYPES_PLANNED
 from relay.errors import ConfigError, SetupRefused
@@ -168,7 +167,7 @@ class Wizard:
                      "in the database. Back it up apart from the database.")
         self.say(_handover(site, link, key.secret, relay_url, self.args.config))
         relay_host, site_host = urlsplit(relay_url).hostname, urlsplit(site["url"]).hostname
-        if relay_host and site_host and _is_loopback(relay_host) and not _is_loopback(site_host):
+        if relay_host and site_host and is_loopback(relay_host) and not is_loopback(site_host):
             self.say(f"\nNote: {relay_url} is an address of this machine only; {site['url']} "
                      f"reaches it only if that WordPress runs here too. Otherwise set "
                      f"public_url in {self.args.config} to the relay's address as the site "
@@ -252,7 +251,7 @@ class Wizard:
         url = self.args.url
         if url is not None:
             host = urlsplit(url).hostname
-            if self.args.allow_http and host and not _is_loopback(host):
+            if self.args.allow_http and host and not is_loopback(host):
                 raise SetupRefused(f"--allow-http is accepted only for a site on this machine, "
                                    f"a loopback host ({LOOPBACK}); {host} is not one")
             problem = _url_problem(url, self.args.allow_http)
@@ -353,15 +352,6 @@ def _split(text: str) -> list[str]:
     return [] if words == ["none"] else words
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _problem_at(document: dict[str, Any], field: str) -> str | None:
     """The message config validation gives for ``field`` in ``document``, without its path."""
     try:
@@ -387,7 +377,7 @@ def _link_problem(field: str, values: dict[str, Any], site: str, remote: str) ->
 def _url_problem(url: str, allow_http: bool) -> str | None:
     parts = urlsplit(url)
     if parts.scheme == "http" and parts.hostname:
-        if not _is_loopback(parts.hostname):
+        if not is_loopback(parts.hostname):
             return (f"got {url!r}; expected an https:// URL (plain http is accepted only for a "
                     f"site on this machine: {LOOPBACK})")
         if not allow_http:

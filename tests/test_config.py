@@ -119,3 +119,13 @@ def test_every_setting_is_documented_with_its_default() -> None:
     undocumented = [s.key for s in SETTINGS if f"`{s.key}`" not in docs]
 
     assert [] == undocumented
+
+
+@pytest.mark.parametrize("url", ["http://shop.example.com", "http://10.0.0.5:8080",
+                                 "http://192.168.1.20"])
+def test_plain_http_to_another_machine_is_refused_even_when_allowed(tmp_path: Path,
+                                                                    url: str) -> None:
+    (problem,) = problems_of(GOOD.replace('url: "https://shop.example.com"',
+                                          f'url: "{url}", allow_http: true'), tmp_path)
+
+    assert "plain http is allowed only for a loopback address" in problem
