@@ -55,7 +55,9 @@ async def one(fuzz: Fuzzed, rng: random.Random, n: int, tally: Counter[str]) -> 
     elif kind == "unsigned":
         body = json.dumps({"events": signed_batch(rng, n)}).encode() if rng.random() < 0.5 \
             else rng.randbytes(rng.randint(0, 400))
-        headers = {"webhook-id": str(nasty(rng))[:60], "webhook-timestamp": str(time.time()),
+        # Well-formed headers (so the signature itself is what is checked), a forged signature.
+        headers = {"webhook-id": str(nasty(rng))[:60] or "msg_x",
+                   "webhook-timestamp": str(int(time.time())), "userrelay-protocol": "2",
                    "webhook-signature": "v1," + rng.randbytes(32).hex()}
         status = await fuzz.request("POST", f"{fuzz.relay.url}/v1/sites/a/events",
                                     data=body, headers=headers)
