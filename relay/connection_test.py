@@ -140,7 +140,8 @@ class _Run:
         site = self.site_id
         if key is None:  # the network checks can still run
             self.add("key", "key", FAIL, f"the relay holds no key for site {site!r}",
-                     f"run userrelay keys generate {site} and paste the key into the site",
+                     f"run {self.config.command(f'keys generate {site}')} and paste the key "
+                     "into the site",
                      blocks=False)
         else:
             self.add("key", "key", OK, f"the relay holds a key for site {site!r}")
@@ -276,7 +277,8 @@ class _Run:
         elif status == 401 and code == "userrelay_not_configured":
             self.add("ping", title, FAIL, f"the plugin on site {site!r} has no valid key yet",
                      f"paste the key of site {site!r} into USERRELAY_KEY in its wp-config.php (or "
-                     f"Settings > UserRelay); userrelay keys rotate {site} makes a new one")
+                     f"Settings > UserRelay); {self.config.command(f'keys rotate {site}')} "
+                     "makes a new one")
         elif status in (400, 401, 403, 404) and code == "userrelay_protocol_version":
             self.add("ping", title, FAIL, f"the plugin on site {site!r} speaks another version "
                      f"of the protocol: {answer.get('message', '')}",
@@ -287,7 +289,7 @@ class _Run:
                      f"{site!r}{reply.protocol_hint()}",
                      f"paste the current key of site {site!r} into USERRELAY_KEY in its "
                      f"wp-config.php (or Settings > UserRelay); if it is lost, "
-                     f"userrelay keys rotate {site} makes a new one")
+                     f"{self.config.command(f'keys rotate {site}')} makes a new one")
         elif status == 404:
             wordpress = code == "rest_no_route"
             self.add("ping", title, FAIL, f"{ping} answered 404: " + (
