@@ -85,6 +85,11 @@ def parse(text: bytes | str, source: str) -> Any:
             "the second: merge them into one, or check the indentation"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, [syntax_problem(exc)]) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # A tagged value PyYAML cannot build (a malformed !!omap, !!timestamp, …).
+        raise ConfigError(source, [f"a value cannot be read ({type(exc).__name__}: {exc}); "
+                                   "check the values written with a '!!' tag or a date"]) \
+            from None
     finally:
         loader.dispose()
 

@@ -193,3 +193,46 @@ def test_drift_on_an_untested_link_stops_before_contacting_a_site(tmp_path: Path
                                  f"sites test shop --config {path}")
     assert "{" not in result.err and "Cannot connect" not in result.err
     assert "" == result.out
+
+
+@pytest.mark.parametrize("text", [
+    "a: !!timestamp 2020-99-99\n", "a: !!set [[1]]\n", "a: !!int 0x\n", "a: !!float x\n",
+    "sites: !!omap [x]\n", "delivery: {lease: 1e400}\n", "sites: [{id: a, url: 7}]\n",
+])
+def test_check_config_names_a_value_yaml_cannot_build_without_a_traceback(
+        tmp_path: Path, text: str) -> None:
+    code, err = check(tmp_path, text)
+
+    assert 2 == code
+    assert err.startswith(f"{tmp_path / 'relay.yaml'}: 1 problem(s) in the configuration:")
+
+
+def test_no_mangled_copy_of_the_example_makes_check_config_fail_otherwise(
+        tmp_path: Path) -> None:
+    """A bounded fuzz, in process (a child process each would take minutes): whatever the
+    bytes, loading and checking end in a ConfigError or a configuration, nothing else."""
+    import random
+
+    from relay import config as config_module
+    from relay import startup
+    from relay.errors import ConfigError
+
+    pieces = [b"[", b"]", b"{", b"}", b":", b"- ", b"\n", b"  ", b"\t", b"'", b'"', b"*a",
+              b"&a ", b"<<: ", b"? ", b"~", b"1e400", b"\xff", b"#", b",", b"!!omap ",
+              b"!!set ", b"!!timestamp ", b"---\n", b"http://[::1", b"- {id: [a]}\n"]
+    example = (ROOT / "config.example.yaml").read_bytes()
+    path = tmp_path / "relay.yaml"
+    randomly = random.Random(9)
+    for _ in range(1500):
+        data = bytearray(example)
+        for _ in range(randomly.randint(1, 6)):
+            at = randomly.randrange(len(data))
+            if randomly.random() < 0.5:
+                data[at:at] = randomly.choice(pieces)
+            else:
+                del data[at:at + randomly.randint(1, 20)]
+        path.write_bytes(bytes(data))
+        try:
+            startup.problems(config_module.load(path))
+        except ConfigError:
+            pass
