@@ -108,10 +108,18 @@ def captured_report(world: World, proxy: RecordingProxy) -> dict[str, Any]:
     return wait_until("site a reports the new user", reported)[0]  # type: ignore[no-any-return]
 
 
-def test_a_captured_report_replayed_to_every_plugin_route_is_refused(
-        world: World, watched_a: RecordingProxy) -> None:
-    report = captured_report(world, watched_a)
-    headers, body = report["headers"], report["body"]
+def captured_ping(world: World, proxy: RecordingProxy) -> dict[str, Any]:
+    """The signed ping site a's plugin sends the relay (its Test Connection), as it crossed the
+    wire: protocol 1 signed it over an empty body, which made it a key to every read."""
+    world.a.php("(new UserRelay_Relay_Client(new UserRelay_Settings()))->probe();")
+    return next(r for r in proxy.seen if r["path"].endswith("/ping"))
+
+
+@pytest.mark.parametrize("captured", ["report", "ping"])
+def test_a_captured_request_of_a_site_replayed_to_every_plugin_route_is_refused(
+        world: World, watched_a: RecordingProxy, captured: str) -> None:
+    request = (captured_report if captured == "report" else captured_ping)(world, watched_a)
+    headers, body = request["headers"], request["body"] or None
 
     answers = {}
     for site in (world.a, world.b):
@@ -119,8 +127,10 @@ def test_a_captured_report_replayed_to_every_plugin_route_is_refused(
             url = f"{site.url}/wp-json/userrelay/v1/{operation}"
             answers[f"POST {site.name} {operation}"] = send(url, body, headers)
         # The attack as it was made against protocol 1: the same headers on a read of users.
-        answers[f"GET {site.name} users"] = send(
-            f"{site.url}/wp-json/userrelay/v1/users?limit=1000", None, headers, "GET")
+        for route in ("users?limit=1000", "digests?fields=meta:session_tokens,wp_capabilities",
+                      "ping"):
+            answers[f"GET {site.name} {route}"] = send(
+                f"{site.url}/wp-json/userrelay/v1/{route}", None, headers, "GET")
 
     accepted = {name: status for name, (status, _) in answers.items() if status < 400}
     assert {} == accepted
