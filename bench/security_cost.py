@@ -30,8 +30,6 @@ from typing import Any
 
 from bench.common import (
     free_port,
-    make_keys,
-    pause_link,
     process,
     relay_config,
     run_wrk,
@@ -76,30 +74,31 @@ def v1_wrk_script(work: Path, key: SiteKey, count: int) -> Path:
     return script
 
 
-def ingest(work: Path, baseline: Path, seconds: int, rounds: int) -> None:
-    trees = {"this tree": (ROOT, "new"), "baseline": (baseline, "old")}
+def tree_keys(tree: Path, config: Path, database: Path) -> SiteKey:
+    """Site a's key, made by ``tree``'s own code (its keys, tests and link states)."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from bench.common import make_keys, pause_link; "
+         "k = make_keys(Path(sys.argv[1])); pause_link(Path(sys.argv[2]), 'a-b'); "
+         "print('KEY', k['a'].secret)", str(config), str(database)],
+        cwd=tree, capture_output=True, text=True)
+    secret = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("KEY ")]
+    if out.returncode or not secret:
+        raise SystemExit(f"{tree} could not make its keys:\n{out.stderr[-2000:]}")
+    return SiteKey(secret[0])
+
+
+def ingest(work: Path, baseline: Path, candidate: Path, seconds: int, rounds: int) -> None:
+    trees = {"this tree": (candidate, "new"), "baseline": (baseline, "old")}
     setups: dict[str, tuple[Path, int, Path]] = {}
     for name, (tree, tag) in trees.items():
         folder = work / tag
         folder.mkdir()
         port = free_port()
         config = relay_config(folder, port, free_port())
-        if tree == ROOT:
-            key = make_keys(config)["a"]
-            pause_link(folder / "relay.sqlite3", "a-b")
-            script = wrk_script(folder, key, 200_000)
-        else:  # the baseline's own code makes its keys, tests and link states
-            out = subprocess.run(
-                [sys.executable, "-c", "import sys; from pathlib import Path; "
-                 "from bench.common import make_keys, pause_link; "
-                 "k = make_keys(Path(sys.argv[1])); pause_link(Path(sys.argv[2]), 'a-b'); "
-                 "print('KEY', k['a'].secret)", str(config), str(folder / "relay.sqlite3")],
-                cwd=tree, capture_output=True, text=True)
-            secret = [line.split()[1] for line in out.stdout.splitlines()
-                      if line.startswith("KEY ")]
-            if out.returncode or not secret:
-                raise SystemExit(f"the baseline could not make its keys:\n{out.stderr[-2000:]}")
-            script = v1_wrk_script(folder, SiteKey(secret[0]), 200_000)
+        key = tree_keys(tree, config, folder / "relay.sqlite3")
+        script = (wrk_script(folder, key, 200_000) if tag == "new"
+                  else v1_wrk_script(folder, key, 200_000))
         setups[name] = (config, port, script)
     results: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(rounds):
@@ -140,14 +139,15 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
     return answer
 
 
-def apply(work: Path, baseline: Path, users: int, batch: int, rounds: int) -> None:
+def apply(work: Path, baseline: Path, candidate: Path, users: int, batch: int,
+          rounds: int) -> None:
     from tests.e2e.wplab import Lab, ensure_packages
     reason = ensure_packages()
     if reason:
         print(f"apply: skipped, WordPress cannot run here: {reason}")
         return
     keys = {"new": SiteKey.generate(), "old": SiteKey.generate()}
-    plugins = {"new": ROOT / "plugin-stub" / "userrelay",
+    plugins = {"new": candidate / "plugin-stub" / "userrelay",
                "old": baseline / "plugin-stub" / "userrelay"}
     with Lab(work / "lab") as lab:
         sites = {tag: lab.add_site(tag, free_port(), constants={
@@ -186,6 +186,8 @@ def apply(work: Path, baseline: Path, users: int, batch: int, rounds: int) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--baseline", required=True, help="the git revision to compare with")
+    parser.add_argument("--candidate", help="the git revision measured (default: this checkout "
+                        "as it is)")
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--users", type=int, default=500, help="users applied per round")
@@ -195,16 +197,18 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="userrelay-security-cost-"))
     baseline = worktree(args.baseline, work / "baseline")
+    candidate = worktree(args.candidate, work / "candidate") if args.candidate else ROOT
     try:
         if not args.skip_ingest:
             if shutil.which("wrk") is None:
                 raise SystemExit("the ingest part needs wrk (apt-get install wrk)")
-            ingest(work, baseline, args.seconds, args.rounds)
+            ingest(work, baseline, candidate, args.seconds, args.rounds)
         if not args.skip_apply:
-            apply(work, baseline, args.users, args.batch, args.rounds)
+            apply(work, baseline, candidate, args.users, args.batch, args.rounds)
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)],
-                       check=False, capture_output=True)
+        for tree in {baseline, candidate} - {ROOT}:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                           check=False, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
