@@ -14,7 +14,9 @@ page read twice adds nothing (event ids are deterministic; ``seen_events`` keeps
 Back-pressure: a source's next page is not read while more than ``backfill.window`` pages of
 its deliveries wait to go out, so neither side ever holds the whole user list.
 
-A live change made during the sync wins: the target's plugin does not apply a backfill
+A live change made during the sync wins: each user's snapshot carries the version of each
+field group, and the target's plugin writes only the groups whose version is newer than its own
+(docs/adr/0011-convergent-versions.md); from a plugin without versions, it does not apply the
 snapshot to a user whose own modification time is newer (docs/adr/0006-initial-sync.md).
 
 This module owns the cursors and their progress; it never delivers (the couriers do).
@@ -210,8 +212,13 @@ def _event(user: Any, cursor: Cursor, where: str) -> Event | None:
         actions.append("roles")
     if isinstance(user.get("meta"), dict):
         actions.append("metadata")
+    # The stored versions travel with the snapshot: the target keeps each field group it holds
+    # a newer version of (docs/adr/0011-convergent-versions.md).
+    user = dict(user)
     raw = {"id": f"{cursor.prefix}{user.get('id')}", "actions": actions,
            "occurred_at": user.get("modified"), "user": user}
+    if "versions" in user:
+        raw["versions"] = user.pop("versions")
     try:
         return replace(parse_event(raw, where), backfill=True)
     except InvalidEvent as exc:

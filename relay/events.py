@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from relay import protected_meta
+from relay import protected_meta, versions
 from relay.constants import ACTIONS
 from relay.errors import InvalidEvent
 from relay.signatures import check_envelope
@@ -59,6 +59,9 @@ class Event:
     #: Made by the relay's initial sync from a listing of the site's users (relay/backfill.py),
     #: not reported by the site; targets keep a copy changed after it (docs/protocol.md).
     backfill: bool = False
+    #: The version of each field group the event carries (relay/versions.py); None from a
+    #: plugin that sends none: its deliveries then apply as they say.
+    versions: dict[str, str] | None = None
 
     @property
     def user_id(self) -> int:
@@ -238,7 +241,29 @@ def _parse_event(raw: Any, where: str) -> Event:
                 or not isinstance(origin.get("event_id"), str)):
             raise _fail(f"{where}.origin", "an object with string site and event_id", origin)
         origin = {"site": origin["site"], "event_id": origin["event_id"]}
-    return Event(event_id, action_set, user, float(occurred_at), origin)
+    return Event(event_id, action_set, user, float(occurred_at), origin,
+                 versions=parse_versions(raw.get("versions"), f"{where}.versions"))
+
+
+#: Names of field groups a version may be given for (``meta:KEY`` besides).
+VERSION_GROUPS = frozenset({*versions.BASE_GROUPS, "delete"})
+
+
+def parse_versions(raw: Any, where: str) -> dict[str, str] | None:
+    """An event's ``versions`` (group -> ``"MS.COUNTER@SITE"``), None when absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _fail(where, "an object of field group to version", raw)
+    for group, version in raw.items():
+        if group not in VERSION_GROUPS and not (
+                group.startswith("meta:") and 0 < len(group) - 5 <= MAX_META_KEY_CHARS):
+            raise _fail(f"{where}: the key {group[:40]!r}", "a field group (created, profile, "
+                        "email, password, roles, delete, meta:* or meta:KEY)")
+        if versions.parse(version) is None:
+            raise _fail(f"{where}.{group}", "a version such as \"1764250000125.0@shop\"",
+                        version)
+    return dict(raw)
 
 
 def _parse_user(raw: Any, where: str, actions: frozenset[str]) -> dict[str, Any]:
@@ -332,20 +357,70 @@ def for_target(event: Event, allowed: frozenset[str],
     return actions, user
 
 
+def versions_for(event: Event, actions: frozenset[str], user: dict[str, Any]
+                 ) -> dict[str, str] | None:
+    """The versions of what one target receives of ``event`` (``for_target``'s answer)."""
+    if event.versions is None:
+        return None
+    return {g: event.versions[g] for g in versions.groups_carried(actions, user)
+            if g in event.versions}
+
+
+#: The user fields of each versioned group (meta keys are handled one by one).
+_GROUP_FIELDS = {"profile": PROFILE_FIELDS, "email": ("email",),
+                 "password": ("password_hash",), "roles": ("roles",)}
+
+
 def merge_updates(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
-    """One delivery payload doing what ``earlier`` then ``later`` would (both are updates)."""
+    """One delivery payload doing what ``earlier`` then ``later`` would (both are updates).
+
+    With versions on both, each field group comes from the payload holding its newer version
+    (``later`` on a tie), and the merged versions are the newer per group: folding never sets a
+    group back, whichever site each payload came from. Without versions on both, ``later``'s
+    fields win and the merged payload carries none (it applies as it says)."""
     merged = dict(later)
     merged["actions"] = sorted(set(earlier["actions"]) | set(later["actions"]),
                                key=ACTIONS.index)
+    ours, theirs = earlier.get("versions"), later.get("versions")
     user = {**earlier["user"], **later["user"]}
-    if "meta" in earlier["user"] or "meta" in later["user"]:
-        meta = {k: v for k, v in earlier["user"].get("meta", {}).items()
-                if k not in later["user"].get("meta_deleted", [])}
-        meta.update(later["user"].get("meta", {}))
-        deleted = [k for k in earlier["user"].get("meta_deleted", []) if k not in meta]
-        deleted += [k for k in later["user"].get("meta_deleted", []) if k not in deleted]
-        user["meta"], user["meta_deleted"] = meta, deleted
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        merged["versions"] = {g: versions.newer(theirs.get(g), ours.get(g))
+                              for g in {*ours, *theirs}}
+        for group, names in _GROUP_FIELDS.items():
+            if group in ours and versions.key(ours[group]) > versions.key(theirs.get(group)):
+                for name in names:
+                    if name in earlier["user"]:
+                        user[name] = earlier["user"][name]
+        if "meta" in earlier["user"] or "meta" in later["user"]:
+            user["meta"], user["meta_deleted"] = _merge_meta(earlier["user"], later["user"],
+                                                             ours, theirs)
+    else:
+        merged.pop("versions", None)
+        if "meta" in earlier["user"] or "meta" in later["user"]:
+            user["meta"], user["meta_deleted"] = _merge_meta(earlier["user"], later["user"],
+                                                             {}, {})
     merged["user"] = user
     merged["merged"] = earlier.get("merged", [earlier["origin"]["event_id"]]) + [
         later["origin"]["event_id"]]
     return merged
+
+
+def _merge_meta(earlier: dict[str, Any], later: dict[str, Any], ours: dict[str, str],
+                theirs: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Each meta key as the payload with its newer version has it (``later`` on a tie or
+    without versions): written with a value, or removed."""
+    meta: dict[str, Any] = {}
+    deleted: list[str] = []
+    sides = [(earlier, ours), (later, theirs)]
+    keys = dict.fromkeys(k for side, _ in sides
+                         for k in (*side.get("meta", {}), *side.get("meta_deleted", [])))
+    for k in keys:
+        carrying = [(side, v) for side, v in sides
+                    if k in side.get("meta", {}) or k in side.get("meta_deleted", [])]
+        side, _ = max(enumerate(carrying),
+                      key=lambda item: (versions.key(item[1][1].get(f"meta:{k}")), item[0]))[1]
+        if k in side.get("meta", {}):
+            meta[k] = side["meta"][k]
+        else:
+            deleted.append(k)
+    return meta, deleted

@@ -18,7 +18,7 @@ from typing import Any
 
 from relay import identity, links
 from relay.constants import DEAD, DONE, LEASED, READY, SUPERSEDED, WAITING
-from relay.events import Event, for_target, merge_updates
+from relay.events import Event, for_target, merge_updates, versions_for
 from relay.routing import Route
 
 #: A person's pending deliveries to a target. Spelt exactly as the partial index
@@ -95,6 +95,11 @@ def accept(conn: sqlite3.Connection, site: str, webhook_id: str, events: list[Ev
             }
             if event.backfill:  # the target keeps a copy changed after this snapshot
                 payload["backfill"] = True
+            carried = versions_for(event, actions, user)
+            if carried is not None:  # the target applies only groups newer than its own
+                payload["versions"] = carried
+                if route.one_way:  # ... or, from the source of a push or pull link, any
+                    payload["source_wins"] = True  # not overtaken by that source's own
             _enqueue(conn, site, event, route, person, payload, now, new)
             counts["deliveries"] += 1
         if event.kind == "delete":

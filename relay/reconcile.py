@@ -14,9 +14,11 @@ user the relay never saw still meets its counterpart. The join keeps only the us
 yet, reading the two sites in turn, so memory follows how far the sites drifted apart, not
 how many users they have.
 
-Source: push from the link's site, pull from its remote; on a bidirectional link the side
-with the later modification time wins (a tie goes to the link's site), and the report shows
-each such conflict and how it was decided. Reconciliation never deletes: a user found only on
+Source: push from the link's site, pull from its remote; on a bidirectional link each field
+group that differs goes from the side holding its newer version (relay/versions.py: the report
+names the site that made that change and when), falling back on the sides' last change times
+for groups neither side versioned newer (a tie goes to the link's site); the report shows each
+such conflict and how it was decided. Reconciliation never deletes: a user found only on
 the receiving side of a one-way link is reported, not repaired.
 
 Repair enqueues fixes through the ordinary ingest path (``queue.accept``), as events built from
@@ -37,7 +39,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from relay import __version__, queue
+from relay import __version__, queue, versions
 from relay.config import Config, Link
 from relay.errors import ReconcileFailed
 from relay.events import parse_batch
@@ -67,6 +69,8 @@ class SiteUser:
     login: str
     modified: float
     digests: dict[str, str]
+    #: The version of each field group (relay/versions.py); empty from a plugin without them.
+    versions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,11 +86,14 @@ class Entry:
     repair: list[str] = field(default_factory=list)   # actions a repair sends (may be none)
     modified: dict[str, float] = field(default_factory=dict)
     decided: str = ""                   # why this source
+    #: The newer change's version ("MS.COUNTER@SITE": who made it, when), if versioned.
+    version: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "match": self.match, "users": self.users,
                 "source": self.source, "target": self.target, "groups": self.groups,
-                "repair": self.repair, "modified": self.modified, "decided": self.decided}
+                "repair": self.repair, "modified": self.modified, "decided": self.decided,
+                "version": self.version}
 
 
 @dataclass
@@ -132,7 +139,8 @@ class SiteReader:
                       ) -> tuple[list[SiteUser], int | None]:
         answer = await self._request("digests", after=after, limit=limit, fields=fields)
         users = [SiteUser(int(u["id"]), str(u["email"]), str(u["login"]),
-                          float(u["modified"]), dict(u.get("digests") or {}))
+                          float(u["modified"]), dict(u.get("digests") or {}),
+                          _versions(u.get("versions")))
                  for u in answer["users"]]
         return users, None if answer.get("next") is None else int(answer["next"])
 
@@ -164,6 +172,13 @@ class SiteReader:
             raise ReconcileFailed(f"site {self.site!r} answered {operation} with an unexpected "
                                   "body")
         return answer
+
+
+def _versions(raw: Any) -> dict[str, str]:
+    """A user's versions as a site listed them (malformed entries left out)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {str(g): v for g, v in raw.items() if versions.parse(v) is not None}
 
 
 def groups_of(link: Link) -> list[str]:
@@ -302,22 +317,53 @@ class Reconciler:
             report.in_step += 1
             return
         modified = {link.site: a.modified, link.remote: b.modified}
-        kind, sources = DIFFERS, sources_of(link)
+        sources = sources_of(link)
         if len(sources) == 1:
-            source = sources[0]
-            decided = f"{link.direction} link: {source} is the source"
-        else:
-            kind = CONFLICT
-            source = link.remote if b.modified > a.modified else link.site
-            decided = (f"most recent change wins: {source} changed at "
-                       f"{_when(modified[source])}, the other at "
-                       f"{_when(min(modified.values()))}"
-                       + (" (a tie goes to the link's site)" if a.modified == b.modified else ""))
+            self._entry(report, DIFFERS, users, sources[0], differ,
+                        f"{link.direction} link: {sources[0]} is the source", None)
+            return
+        # Bidirectional: each group that differs goes from the side holding its newer change
+        # (by version: who made it, not who last received it); a group neither side versioned
+        # newer falls back on the sides' last change times (a tie goes to the link's site).
+        newer: dict[str, list[str]] = {link.site: [], link.remote: []}
+        winning: dict[str, str] = {}
+        for group in differ:
+            for side, mine, theirs in ((link.site, a, b), (link.remote, b, a)):
+                subs = versions.digest_versions(mine.versions, group, theirs.versions)
+                ahead = [versions.held(mine.versions, g) for g in subs
+                         if versions.key(versions.held(mine.versions, g))
+                         > versions.key(versions.held(theirs.versions, g))]
+                if ahead:
+                    newer[side].append(group)
+                    winning[side] = versions.newer(winning.get(side), max(ahead,
+                                                                          key=versions.key))
+            if group not in newer[link.site] + newer[link.remote]:
+                newer[link.remote if b.modified > a.modified else link.site].append(group)
+        for source, groups in newer.items():
+            if not groups:
+                continue
+            other = link.remote if source == link.site else link.site
+            if source in winning:
+                decided = (f"newest change wins: {versions.describe(winning[source])} "
+                           f"(held by {source})")
+            else:
+                decided = (f"most recent change wins: {source} changed at "
+                           f"{_when(modified[source])}, the other at {_when(modified[other])}"
+                           + (" (a tie goes to the link's site)"
+                              if a.modified == b.modified else ""))
+            self._entry(report, CONFLICT, users, source, groups, decided, winning.get(source))
+
+    def _entry(self, report: Report, kind: str, users: dict[str, SiteUser], source: str,
+               groups: list[str], decided: str, version: str | None) -> None:
+        link = self.link
+        a, b = users[link.site], users[link.remote]
         target = link.remote if source == link.site else link.site
         allowed = self._allowed(source, target)
-        repair = sorted({ACTION_OF[g] for g in differ if ACTION_OF[g] in allowed})
+        repair = sorted({ACTION_OF[g] for g in groups if ACTION_OF[g] in allowed})
         report.entries.append(Entry(kind, self._match(a), {link.site: a.id, link.remote: b.id},
-                                    source, target, differ, repair, modified, decided))
+                                    source, target, groups, repair,
+                                    {link.site: a.modified, link.remote: b.modified}, decided,
+                                    version))
 
     def _missing(self, report: Report, site: str, user: SiteUser) -> None:
         link = self.link
@@ -375,7 +421,7 @@ class Reconciler:
 def repair_event(link: str, run: int, actions: list[str], user: dict[str, Any],
                  theirs: dict[str, Any] | None) -> dict[str, Any]:
     """A protocol event (docs/protocol.md) carrying ``user``'s fields for ``actions``."""
-    fields = {k: v for k, v in user.items() if k != "modified"}
+    fields = {k: v for k, v in user.items() if k not in ("modified", "versions")}
     if "metadata" in actions:
         meta = dict(fields.get("meta") or {})
         fields["meta"] = meta
@@ -384,9 +430,14 @@ def repair_event(link: str, run: int, actions: list[str], user: dict[str, Any],
         fields.pop("meta", None)
     # occurred_at: when the source last changed the user, which the target then records as
     # its own modification time (so the next run sees both sides changed at the same time).
-    return {"id": f"repair-{link}-{run}-{user['id']}",
-            "occurred_at": float(user.get("modified") or time.time()),
-            "actions": actions, "user": fields}
+    event = {"id": f"repair-{link}-{run}-{user['id']}",
+             "occurred_at": float(user.get("modified") or time.time()),
+             "actions": actions, "user": fields}
+    held = _versions(user.get("versions"))
+    if held:  # the source's versions: the target keeps each group it holds newer
+        event["versions"] = {g: versions.held(held, g)
+                             for g in versions.groups_carried(actions, fields)}
+    return event
 
 
 # --- the record of runs ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ With no link between the two, nothing flows. A change never goes back to the sit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from relay.config import Config, Link
 
@@ -24,6 +24,9 @@ class Route:
     match_by: str            # how the target finds the person on first contact
     #: The allow-lists of meta keys of the links between the two (each must allow a key).
     meta_keys: tuple[tuple[str, ...], ...] = ()
+    #: No change flows back from the target (push or pull): the source wins over the target's
+    #: own changes (docs/adr/0011-convergent-versions.md).
+    one_way: bool = False
 
 
 def allowed_by(link: Link, source: str, target: str) -> frozenset[str]:
@@ -56,6 +59,10 @@ class Router:
                     routes.append(Route(target, owner.id, allowed, owner.match_by, tuple(
                         lk.meta_keys for lk in links if lk.meta_keys is not None)))
             self._routes[source] = routes
+        for source, routes in self._routes.items():
+            self._routes[source] = [
+                r if any(back.target == source for back in self._routes.get(r.target, []))
+                else replace(r, one_way=True) for r in routes]
 
     def routes_from(self, source: str) -> list[Route]:
         return self._routes.get(source, [])

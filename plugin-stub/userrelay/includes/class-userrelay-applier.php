@@ -38,6 +38,12 @@ final class UserRelay_Applier {
 	/** Seconds the relay is asked to wait before resending an event answered 503. */
 	const RETRY_AFTER = 5;
 
+	/**
+	 * Internal status of a delivery older than what this site holds in every group it carries:
+	 * answered 200 with "stale": true (done, nothing to retry; docs/protocol.md).
+	 */
+	const STALE = -200;
+
 	/** Profile fields of the protocol, as wp_insert_user() field names. */
 	const PROFILE_FIELDS = array(
 		'first_name'   => 'first_name',
@@ -69,6 +75,20 @@ final class UserRelay_Applier {
 	 * @var UserRelay_Hooks
 	 */
 	private $hooks;
+
+	/**
+	 * Versions applied in this batch, moved into the site's clock once their event committed.
+	 *
+	 * @var string[]
+	 */
+	private $observed = array();
+
+	/**
+	 * Groups a delivery in progress skipped as older than what the user holds here.
+	 *
+	 * @var string[]
+	 */
+	private $skipped = array();
 
 	/**
 	 * The local user the event in progress touches, so a rollback can clean its caches.
@@ -184,9 +204,11 @@ final class UserRelay_Applier {
 	 */
 	private function apply_one( $event ): array {
 		global $wpdb;
-		$id            = is_array( $event ) && isset( $event['id'] ) && is_scalar( $event['id'] ) ? (string) $event['id'] : '';
-		$user_id       = 0;
-		$this->touched = 0;
+		$id             = is_array( $event ) && isset( $event['id'] ) && is_scalar( $event['id'] ) ? (string) $event['id'] : '';
+		$user_id        = 0;
+		$this->touched  = 0;
+		$this->observed = array();
+		$this->skipped  = array();
 		$this->db_error = null;
 		try {
 			$origin = $this->checks->origin( $event );
@@ -229,7 +251,11 @@ final class UserRelay_Applier {
 			if ( $user_id ) {
 				$this->hooks->note_applied( $user_id, $origin );
 			}
-			return self::result( $id, $status, $user_id );
+			foreach ( $this->observed as $version ) {
+				UserRelay_Versions::observe( $version ); // The clock moves past what was applied.
+			}
+			$this->observed = array();
+			return self::result( $id, $status, $user_id, '', $this->skipped, self::STALE === $status );
 		} catch ( UserRelay_Apply_Exception $refusal ) {
 			return $this->failed( $id, $refusal->getCode() ? $refusal->getCode() : 422, $refusal->getMessage() );
 		} catch ( Throwable $error ) {
@@ -273,11 +299,17 @@ final class UserRelay_Applier {
 	private function apply_actions( array $event ): array {
 		$actions = $event['actions'];
 		$data    = $event['user'];
-		$user    = $this->find_user( $data, isset( $event['match'] ) && is_array( $event['match'] ) ? $event['match'] : array() );
+		$match   = isset( $event['match'] ) && is_array( $event['match'] ) ? $event['match'] : array();
+		$user    = $this->find_user( $data, $match );
 		$this->touched = $user ? $user->ID : 0;
 		if ( $user ) {
 			$this->checks->member( $user, $data['login'] );
 		}
+		$versions = self::versions( $event );
+		if ( null !== $versions ) {
+			return $this->apply_versioned( $event, $user, $versions, $match );
+		}
+		// A delivery without versions (an older relay or plugin): applied as it says.
 		if ( in_array( 'delete', $actions, true ) ) {
 			return array( 200, $user ? $this->delete( $user, $data['login'] ) : 0 );
 		}
@@ -326,6 +358,182 @@ final class UserRelay_Applier {
 			UserRelay_Snapshot::modified_now( $user->ID, (float) $event['occurred_at'] );
 		}
 		return array( $status, $user->ID );
+	}
+
+	/**
+	 * The delivery's versions (group => version), or null for a delivery without them.
+	 *
+	 * @param array $event A checked event.
+	 * @throws UserRelay_Apply_Exception When they are malformed.
+	 */
+	private static function versions( array $event ): ?array {
+		if ( ! isset( $event['versions'] ) ) {
+			return null;
+		}
+		if ( ! is_array( $event['versions'] ) ) {
+			throw new UserRelay_Apply_Exception( 'versions: expected an object of field group to version', 422 );
+		}
+		foreach ( $event['versions'] as $group => $version ) {
+			if ( null === UserRelay_Versions::parse( $version ) ) {
+				throw new UserRelay_Apply_Exception( sprintf( 'versions.%s: expected a version such as "1764250000125.0@shop"', (string) $group ), 422 );
+			}
+		}
+		return $event['versions'];
+	}
+
+	/**
+	 * Applies a delivery that carries versions: each field group only where its version is
+	 * newer than the one the user holds here; a delete unless the user here is a newer
+	 * incarnation; nothing for a person deleted here after the delivery's incarnation was
+	 * created (docs/adr/0011-convergent-versions.md).
+	 *
+	 * @param array        $event    A checked event.
+	 * @param WP_User|null $user     The local user, if found.
+	 * @param array        $versions The delivery's versions.
+	 * @param array        $match    The event's match.
+	 * @return array{0: int, 1: int} Status (self::STALE when nothing was newer) and user id.
+	 * @throws UserRelay_Apply_Exception When the event cannot be applied.
+	 */
+	private function apply_versioned( array $event, ?WP_User $user, array $versions, array $match ): array {
+		$actions = $event['actions'];
+		$data    = $event['user'];
+		$created = $versions['created'] ?? UserRelay_Versions::MIN;
+		// A push or pull link: the source wins over this site's own changes (never over a
+		// newer change of its own).
+		$source_wins = ! empty( $event['source_wins'] );
+		if ( in_array( 'delete', $actions, true ) ) {
+			$deleted = $versions['delete'] ?? UserRelay_Versions::MIN;
+			if ( $user ) {
+				$held = UserRelay_Versions::held( UserRelay_Versions::stored( $user->ID ), 'created', UserRelay_Versions::implied_of( $user ) );
+				if ( UserRelay_Versions::compare( $held, $deleted ) > 0 ) {
+					$this->skipped = array( 'created' );
+					return array( self::STALE, $user->ID ); // Created here again after that delete.
+				}
+			}
+			UserRelay_Versions::bury( $data['email'], $data['login'], $deleted );
+			$this->observed[] = $deleted;
+			return array( 200, $user ? $this->delete( $user, $data['login'] ) : 0 );
+		}
+		$groups = self::carried_groups( $actions, $data );
+		if ( ! $user ) {
+			$by   = isset( $match['by'] ) && 'login' === $match['by'] ? 'login' : 'email';
+			$gone = UserRelay_Versions::gone( $by, $data[ $by ] );
+			if ( ! $source_wins && null !== $gone && UserRelay_Versions::compare( $created, $gone ) <= 0 ) {
+				$this->skipped = $groups;
+				return array( self::STALE, 0 ); // That person was deleted here after this account began.
+			}
+			$stored = array_fill_keys( UserRelay_Versions::BASE_GROUPS, UserRelay_Versions::MIN );
+			$apply  = $groups;
+		} else {
+			$stored   = UserRelay_Versions::stored( $user->ID );
+			$implied  = UserRelay_Versions::implied_of( $user );
+			$decision = UserRelay_Versions::decide( $groups, $versions, $stored, $implied, $source_wins );
+			$apply    = $decision['apply'];
+			$stored   = null === $stored ? UserRelay_Versions::materialize( $implied ) : $stored;
+			$this->skipped = $decision['skip'];
+			if ( ! $apply ) {
+				return array( self::STALE, $user->ID );
+			}
+		}
+		$roles = in_array( 'roles', $apply, true ) ? $this->checks->roles( $data ) : null;
+		$hash  = in_array( 'password', $apply, true ) ? $this->checks->hash( $data ) : null;
+		if ( in_array( 'metadata', $actions, true ) ) {
+			$this->checks->meta( $data );
+		}
+		$this->checks->not_privileged( $user, $roles, $data['login'] );
+		$status = 200;
+		if ( ! $user ) {
+			if ( ! in_array( 'create', $actions, true ) && empty( $event['create_missing'] ) ) {
+				throw new UserRelay_Apply_Exception( sprintf( 'no user with email %1$s or login %2$s here, and create_missing is false', $data['email'], $data['login'] ), 404 );
+			}
+			$user          = $this->create( $data, $actions, null !== $roles );
+			$this->touched = $user->ID;
+			$status        = 201;
+		} else {
+			$this->update_profile( $user, $data, in_array( 'email', $apply, true ), in_array( 'profile', $apply, true ) );
+		}
+		$this->write_hash( $user->ID, $hash );
+		$this->write_roles( $user->ID, $roles );
+		$meta_keys = array();
+		foreach ( $apply as $group ) {
+			if ( 0 === strpos( $group, 'meta:' ) ) {
+				$meta_keys[] = substr( $group, 5 );
+			}
+		}
+		if ( in_array( 'metadata', $actions, true ) ) {
+			$this->apply_meta( $user->ID, $data, $meta_keys );
+		}
+		$map            = UserRelay_Versions::record( $stored, $apply, $versions, array(), $source_wins );
+		$map['created'] = UserRelay_Versions::newer( $map['created'] ?? UserRelay_Versions::MIN, $created );
+		UserRelay_Versions::store( $user->ID, $map );
+		foreach ( $apply as $group ) {
+			$this->observed[] = $versions[ $group ] ?? UserRelay_Versions::MIN;
+		}
+		if ( isset( $event['occurred_at'] ) && is_numeric( $event['occurred_at'] ) ) {
+			UserRelay_Snapshot::modified_now( $user->ID, (float) $event['occurred_at'] );
+		}
+		return array( $status, $user->ID );
+	}
+
+	/**
+	 * The field groups a delivery carries, from its actions.
+	 *
+	 * @param string[] $actions The event's actions.
+	 * @param array    $data    The event's user.
+	 * @return string[]
+	 */
+	private static function carried_groups( array $actions, array $data ): array {
+		$groups = array();
+		if ( array_intersect( array( 'create', 'edit' ), $actions ) ) {
+			$groups[] = 'profile';
+			$groups[] = 'email';
+		}
+		foreach ( array( 'password', 'roles' ) as $group ) {
+			if ( in_array( $group, $actions, true ) ) {
+				$groups[] = $group;
+			}
+		}
+		if ( in_array( 'metadata', $actions, true ) ) {
+			$keys = array_merge( array_keys( isset( $data['meta'] ) && is_array( $data['meta'] ) ? $data['meta'] : array() ), isset( $data['meta_deleted'] ) && is_array( $data['meta_deleted'] ) ? $data['meta_deleted'] : array() );
+			foreach ( array_unique( array_map( 'strval', $keys ) ) as $key ) {
+				$groups[] = 'meta:' . $key;
+			}
+		}
+		return $groups;
+	}
+
+	/**
+	 * Writes a carried password hash (wp_insert_user() would hash it again; the relay carries
+	 * the stored hash, never a password).
+	 *
+	 * @param int         $user_id Local user id.
+	 * @param string|null $hash    The hash, or null.
+	 */
+	private function write_hash( int $user_id, ?string $hash ): void {
+		global $wpdb;
+		if ( null !== $hash && ! hash_equals( (string) get_userdata( $user_id )->user_pass, $hash ) ) {
+			$wpdb->update( $wpdb->users, array( 'user_pass' => $hash, 'user_activation_key' => '' ), array( 'ID' => $user_id ) );
+			clean_user_cache( $user_id );
+		}
+	}
+
+	/**
+	 * Gives the user exactly these roles.
+	 *
+	 * @param int           $user_id Local user id.
+	 * @param string[]|null $roles   The roles, or null.
+	 */
+	private function write_roles( int $user_id, ?array $roles ): void {
+		if ( null === $roles ) {
+			return;
+		}
+		$user = get_userdata( $user_id );
+		foreach ( array_diff( $user->roles, $roles ) as $role ) {
+			$user->remove_role( $role );
+		}
+		foreach ( array_diff( $roles, $user->roles ) as $role ) {
+			$user->add_role( $role );
+		}
 	}
 
 	/**
@@ -383,12 +591,14 @@ final class UserRelay_Applier {
 	/**
 	 * Updates email and profile fields through wp_update_user().
 	 *
-	 * @param WP_User $user The local user.
-	 * @param array   $data The event's user.
+	 * @param WP_User $user    The local user.
+	 * @param array   $data    The event's user.
+	 * @param bool    $email   Whether the email is written.
+	 * @param bool    $profile Whether the other profile fields are.
 	 * @throws UserRelay_Apply_Exception When WordPress refuses.
 	 */
-	private function update_profile( WP_User $user, array $data ): void {
-		$userdata = array( 'user_email' => $data['email'] ) + $this->profile_fields( $data );
+	private function update_profile( WP_User $user, array $data, bool $email = true, bool $profile = true ): void {
+		$userdata = ( $email ? array( 'user_email' => $data['email'] ) : array() ) + ( $profile ? $this->profile_fields( $data ) : array() );
 		foreach ( $userdata as $field => $value ) {
 			if ( (string) $user->get( $field ) === $value ) {
 				unset( $userdata[ $field ] );
@@ -409,23 +619,28 @@ final class UserRelay_Applier {
 	 * was written; checked again here, so no path can write a protected key). Keys and values
 	 * are slashed: the meta API unslashes both, and backslashes would be lost.
 	 *
-	 * @param int   $user_id Local user id.
-	 * @param array $data    The event's user.
+	 * @param int           $user_id Local user id.
+	 * @param array         $data    The event's user.
+	 * @param string[]|null $only    The keys to write or remove (null: every key carried).
 	 */
-	private function apply_meta( int $user_id, array $data ): void {
+	private function apply_meta( int $user_id, array $data, ?array $only = null ): void {
 		$meta = isset( $data['meta'] ) && is_array( $data['meta'] ) ? $data['meta'] : array();
 		foreach ( $meta as $key => $value ) {
 			if ( $this->settings->is_meta_denied( (string) $key ) ) {
 				throw new UserRelay_Apply_Exception( (string) $this->settings->meta_problem( (string) $key ), 422 );
 			}
-			update_user_meta( $user_id, wp_slash( (string) $key ), wp_slash( $value ) );
+			if ( null === $only || in_array( (string) $key, $only, true ) ) {
+				update_user_meta( $user_id, wp_slash( (string) $key ), wp_slash( $value ) );
+			}
 		}
 		$deleted = isset( $data['meta_deleted'] ) && is_array( $data['meta_deleted'] ) ? $data['meta_deleted'] : array();
 		foreach ( $deleted as $key ) {
 			if ( ! is_string( $key ) || $this->settings->is_meta_denied( $key ) ) {
 				throw new UserRelay_Apply_Exception( 'meta_deleted: ' . ( is_string( $key ) ? (string) $this->settings->meta_problem( $key ) : 'expected meta keys' ), 422 );
 			}
-			delete_user_meta( $user_id, wp_slash( $key ) );
+			if ( null === $only || in_array( $key, $only, true ) ) {
+				delete_user_meta( $user_id, wp_slash( $key ) );
+			}
 		}
 	}
 
@@ -506,13 +721,21 @@ final class UserRelay_Applier {
 	 * @param string $id      The delivery id.
 	 * @param int    $status  Per-event status.
 	 * @param int    $user_id Local user id, if any.
-	 * @param string $error   Why it was not applied.
+	 * @param string   $error   Why it was not applied.
+	 * @param string[] $skipped Field groups left as they were (older than this site's).
+	 * @param bool     $stale   Whether nothing was newer than this site's (status 200 then).
 	 */
-	private static function result( string $id, int $status, int $user_id, string $error = '' ): array {
+	private static function result( string $id, int $status, int $user_id, string $error = '', array $skipped = array(), bool $stale = false ): array {
 		$result = array(
 			'id'     => $id,
-			'status' => $status,
+			'status' => $stale ? 200 : $status,
 		);
+		if ( $stale ) {
+			$result['stale'] = true; // Older than what this site holds: done, nothing changed.
+		}
+		if ( $skipped ) {
+			$result['skipped'] = array_values( $skipped );
+		}
 		if ( $user_id > 0 ) {
 			$result['user_id'] = $user_id;
 		}

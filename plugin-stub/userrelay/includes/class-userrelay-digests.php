@@ -5,7 +5,8 @@
  * The relay compares two sites by asking each for its users in user id order, a page at a time:
  * the match keys (id, email, login), one sha256 digest per field group (profile, roles, password,
  * meta) in a canonical form, and the per-user modification time (UserRelay_Snapshot::modified:
- * the usermeta userrelay_modified, else user_registered). Where digests differ it asks for full
+ * the usermeta userrelay_modified, else user_registered), with the version of each field group
+ * (UserRelay_Versions: which side holds the newer change). Where digests differ it asks for full
  * snapshots of those users (UserRelay_Directory's) to build repair events. Read only.
  *
  * Canonical form of a group: the JSON (no escaped slashes or unicode) of its value, object keys
@@ -110,6 +111,8 @@ final class UserRelay_Digests {
 				'modified' => round( UserRelay_Snapshot::modified( $user ), 6 ),
 				'digest'   => hash( 'sha256', implode( ',', $digests ) ),
 				'digests'  => (object) $digests,
+				// Which side holds the newer change of a group that differs (UserRelay_Versions).
+				'versions' => (object) UserRelay_Versions::expanded( UserRelay_Versions::of( $user ), array_map( 'strval', array_keys( $values['meta'] ) ) ),
 			);
 		}
 		return array(

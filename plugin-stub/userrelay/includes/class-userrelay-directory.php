@@ -5,7 +5,8 @@
  *
  * Each user is the protocol's "user" object (UserRelay_Snapshot::fields) with the stored
  * password hash, the roles, every meta key not deny-listed, and "modified": when the user's
- * data here last changed (UserRelay_Snapshot::modified). Users that are not reported
+ * data here last changed (UserRelay_Snapshot::modified), and "versions": the version of each
+ * field group (UserRelay_Versions), one per meta key listed. Users that are not reported
  * (UserRelay_Snapshot::reported: privileged ones unless USERRELAY_SYNC_PRIVILEGED, other blogs'
  * on a network) are left out, as they are from live events. Reads only; never writes.
  *
@@ -59,6 +60,7 @@ final class UserRelay_Directory {
 			$fields['password_hash'] = $hash;
 			$fields['meta']          = (object) $this->meta( $user_id );
 			$fields['modified']      = round( UserRelay_Snapshot::modified( $user ), 6 );
+			$fields['versions']      = (object) UserRelay_Versions::expanded( UserRelay_Versions::of( $user ), array_map( 'strval', array_keys( (array) $fields['meta'] ) ) );
 			$users[]                 = $fields;
 		}
 		$last = $ids ? end( $ids ) : null;

@@ -179,9 +179,11 @@ final class UserRelay_Hooks {
 		if ( ! $now ) {
 			return;
 		}
-		foreach ( self::ROW_FIELDS as $column ) {
+		foreach ( self::ROW_FIELDS as $field => $column ) {
 			if ( (string) $old_user_data->$column !== (string) $now->$column ) {
 				$notes['edit'] = true;
+				// Email and the other profile fields are versioned apart (UserRelay_Versions).
+				$notes[ 'email' === $field ? 'email' : 'profile' ] = true;
 			}
 		}
 	}
@@ -314,6 +316,8 @@ final class UserRelay_Hooks {
 			'roles'    => array_values( (array) $user->roles ),
 			// Whether partners ever heard of this user (a privileged one or another blog's not).
 			'reported' => ( new UserRelay_Snapshot( $this->settings ) )->reported( $user ),
+			// The user's versions while they exist: the delete is ordered after all of them.
+			'versions' => UserRelay_Versions::of( $user ),
 		);
 	}
 
@@ -372,7 +376,8 @@ final class UserRelay_Hooks {
 		}
 		$notes = &$this->touch( $user_id );
 		if ( in_array( $meta_key, self::PROFILE_META, true ) ) {
-			$notes['edit'] = true;
+			$notes['edit']    = true;
+			$notes['profile'] = true;
 			return;
 		}
 		$notes[ $deleted ? 'meta_deleted' : 'meta' ][ $meta_key ] = true;
@@ -404,6 +409,8 @@ final class UserRelay_Hooks {
 			$this->users[ $user_id ] = array(
 				'create'       => false,
 				'edit'         => false,
+				'profile'      => false,
+				'email'        => false,
 				'password'     => false,
 				'roles'        => false,
 				'meta'         => array(),

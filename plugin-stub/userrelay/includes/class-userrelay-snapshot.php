@@ -58,6 +58,11 @@ final class UserRelay_Snapshot {
 			if ( $created_here || ! $gone['reported'] ) {
 				continue; // Never reported as existing (created here, privileged, another blog's).
 			}
+			// Ordered after every change of the user known here; remembered, so that a change
+			// of this person made elsewhere before it learnt of the delete does not bring the
+			// user back here (docs/adr/0011-convergent-versions.md).
+			$version = UserRelay_Versions::next_after( UserRelay_Versions::newest( $gone['versions'] ) );
+			UserRelay_Versions::bury( $gone['email'], $gone['login'], $version );
 			$events[] = $this->event(
 				$user_id,
 				$gone['at'],
@@ -67,7 +72,11 @@ final class UserRelay_Snapshot {
 					'login' => $gone['login'],
 					'email' => $gone['email'],
 				),
-				$origins
+				$origins,
+				array(
+					'created' => UserRelay_Versions::held( $gone['versions'], 'created', array() ),
+					'delete'  => $version,
+				)
 			);
 		}
 		if ( $users ) {
@@ -145,8 +154,96 @@ final class UserRelay_Snapshot {
 			$fields['meta']         = (object) $meta; // {} rather than [] when empty.
 			$fields['meta_deleted'] = array_values( array_unique( $removed ) );
 		}
+		$versions = UserRelay_Versions::stamp( $user, $this->changed_groups( $notes, $actions, $fields ), $notes['create'] ? $this->buried( $user ) : UserRelay_Versions::MIN );
 		self::modified_now( $user_id, $notes['at'] );
-		return $this->event( $user_id, $notes['at'], $actions, $fields, $origins );
+		return $this->event( $user_id, $notes['at'], $actions, $fields, $origins, self::carried( $versions, $actions, $fields ) );
+	}
+
+	/**
+	 * The field groups a request changed (UserRelay_Versions), from the hooks' notes.
+	 *
+	 * @param array    $notes   What the hooks saw.
+	 * @param string[] $actions The event's actions.
+	 * @param array    $fields  The event's user.
+	 * @return string[]
+	 */
+	private function changed_groups( array $notes, array $actions, array $fields ): array {
+		$groups = array();
+		if ( $notes['create'] ) {
+			$groups = UserRelay_Versions::BASE_GROUPS;
+		} elseif ( $notes['edit'] ) {
+			if ( $notes['email'] ) {
+				$groups[] = 'email';
+			}
+			if ( $notes['profile'] || ! $notes['email'] ) {
+				$groups[] = 'profile';
+			}
+		}
+		if ( in_array( 'password', $actions, true ) ) {
+			$groups[] = 'password';
+		}
+		if ( in_array( 'roles', $actions, true ) ) {
+			$groups[] = 'roles';
+		}
+		foreach ( self::meta_keys( $fields ) as $key ) {
+			$groups[] = 'meta:' . $key;
+		}
+		return array_values( array_unique( $groups ) );
+	}
+
+	/**
+	 * The versions an event carries: created (which incarnation of the person) and those of
+	 * the groups its actions carry.
+	 *
+	 * @param array    $versions The user's versions.
+	 * @param string[] $actions  The event's actions.
+	 * @param array    $fields   The event's user.
+	 * @return array<string, string>
+	 */
+	public static function carried( array $versions, array $actions, array $fields ): array {
+		$groups = array( 'created' );
+		if ( array_intersect( array( 'create', 'edit' ), $actions ) ) {
+			$groups[] = 'profile';
+			$groups[] = 'email';
+		}
+		foreach ( array( 'password', 'roles' ) as $group ) {
+			if ( in_array( $group, $actions, true ) ) {
+				$groups[] = $group;
+			}
+		}
+		if ( in_array( 'metadata', $actions, true ) ) {
+			foreach ( self::meta_keys( $fields ) as $key ) {
+				$groups[] = 'meta:' . $key;
+			}
+		}
+		$carried = array();
+		foreach ( $groups as $group ) {
+			$carried[ $group ] = UserRelay_Versions::held( $versions, $group, array() );
+		}
+		return $carried;
+	}
+
+	/**
+	 * The meta keys an event's user carries, written or removed.
+	 *
+	 * @param array $fields The event's user.
+	 * @return string[]
+	 */
+	private static function meta_keys( array $fields ): array {
+		$keys = isset( $fields['meta'] ) ? array_map( 'strval', array_keys( (array) $fields['meta'] ) ) : array();
+		return array_merge( $keys, isset( $fields['meta_deleted'] ) ? array_map( 'strval', (array) $fields['meta_deleted'] ) : array() );
+	}
+
+	/**
+	 * When a person with this user's email or login was last deleted here (a re-created user
+	 * must be newer than that), or the oldest version.
+	 *
+	 * @param WP_User $user The user.
+	 */
+	private function buried( WP_User $user ): string {
+		$email = UserRelay_Versions::gone( 'email', (string) $user->user_email );
+		$login = UserRelay_Versions::gone( 'login', (string) $user->user_login );
+		return UserRelay_Versions::newer( $email ?? UserRelay_Versions::MIN, $login ?? UserRelay_Versions::MIN );
 	}
 
 	/**
@@ -243,12 +340,14 @@ final class UserRelay_Snapshot {
 	 * @param string[] $actions  Actions.
 	 * @param array    $fields   The "user" object.
 	 * @param array    $origins  Origins of applied deliveries.
+	 * @param array    $versions The versions of the groups the event carries.
 	 */
-	private function event( int $user_id, float $at, array $actions, array $fields, array $origins ): array {
+	private function event( int $user_id, float $at, array $actions, array $fields, array $origins, array $versions ): array {
 		$payload = array(
 			'occurred_at' => round( $at, 3 ),
 			'actions'     => $actions,
 			'user'        => $fields,
+			'versions'    => $versions,
 		);
 		if ( isset( $origins[ $user_id ] ) ) {
 			// A change made while a delivery was applied: the relay drops it (loop guard).

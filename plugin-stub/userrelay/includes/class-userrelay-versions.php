@@ -1,0 +1,411 @@
+<?php
+/**
+ * Versions: which of two changes of a user's field group is the newer, the same on every site
+ * (docs/adr/0011-convergent-versions.md, docs/protocol.md "Versions").
+ *
+ * A version is a hybrid logical clock reading "MS.COUNTER@SITE": the milliseconds of the site's
+ * clock (or of a version it saw that was ahead of it), a counter that orders readings within one
+ * millisecond, and the id of the site that made the change, which breaks a tie. Versions compare
+ * as (ms, counter, site), numbers as numbers and site ids byte by byte; relay/versions.py holds
+ * the same rule. The site's clock (option userrelay_clock) never goes back and is moved past
+ * every version the site applies, so a change made here after a delivery was applied is newer
+ * than that delivery's change, however far the two sites' clocks are apart.
+ *
+ * Each user holds one version per field group (usermeta userrelay_versions, protected by its
+ * prefix): created (which incarnation of the person this account is), profile, email,
+ * password, roles, "meta:KEY" per meta key and "meta:*" for every meta key without a version
+ * of its own. A user never stamped has implied versions: created at user_registered, the
+ * others at the last reported change (userrelay_modified), with an empty site.
+ *
+ * The first half of this class is pure (no WordPress, no database): tests run it with php-cli.
+ *
+ * @package UserRelay
+ */
+
+if ( ! defined( 'ABSPATH' ) ) {
+	exit;
+}
+
+/**
+ * The version rule.
+ */
+final class UserRelay_Versions {
+
+	/** The usermeta holding a user's versions (JSON object of group => version). */
+	const META = 'userrelay_versions';
+
+	/** The option holding this site's clock ("MS.COUNTER"). */
+	const CLOCK_OPTION = 'userrelay_clock';
+
+	/** Options holding when a person was deleted here, by match key (tombstones). */
+	const GONE_OPTION = 'userrelay_gone_';
+
+	/** Groups every user has (meta keys come on top). */
+	const BASE_GROUPS = array( 'created', 'profile', 'email', 'password', 'roles', 'meta:*' );
+
+	/** The oldest possible version: what a group no one ever versioned holds. */
+	const MIN = '0.0@';
+
+	/** Most digits of a version's ms and counter (PHP integers are 64 bits). */
+	const PATTERN = '/^(\d{1,15})\.(\d{1,9})@([\x21-\x7E]{0,64})$/D';
+
+	// --- the pure rule ----------------------------------------------------------------------
+
+	/**
+	 * A version's parts, or null when it is not one.
+	 *
+	 * @param mixed $version A version string.
+	 * @return array{0: int, 1: int, 2: string}|null
+	 */
+	public static function parse( $version ): ?array {
+		if ( ! is_string( $version ) || 1 !== preg_match( self::PATTERN, $version, $m ) ) {
+			return null;
+		}
+		return array( (int) $m[1], (int) $m[2], $m[3] );
+	}
+
+	/**
+	 * A version from its parts.
+	 *
+	 * @param int    $ms      Milliseconds.
+	 * @param int    $counter Counter.
+	 * @param string $site    Site id.
+	 */
+	public static function format( int $ms, int $counter, string $site ): string {
+		return $ms . '.' . $counter . '@' . $site;
+	}
+
+	/**
+	 * -1, 0 or 1 as $a is older than, the same as or newer than $b (a malformed version is the
+	 * oldest).
+	 *
+	 * @param string|null $a A version.
+	 * @param string|null $b Another.
+	 */
+	public static function compare( $a, $b ): int {
+		$x = self::parse( $a ) ?? array( 0, 0, '' );
+		$y = self::parse( $b ) ?? array( 0, 0, '' );
+		if ( $x[0] !== $y[0] ) {
+			return $x[0] < $y[0] ? -1 : 1;
+		}
+		if ( $x[1] !== $y[1] ) {
+			return $x[1] < $y[1] ? -1 : 1;
+		}
+		return $x[2] === $y[2] ? 0 : ( strcmp( $x[2], $y[2] ) < 0 ? -1 : 1 );
+	}
+
+	/**
+	 * The newer of two versions.
+	 *
+	 * @param string|null $a A version.
+	 * @param string|null $b Another.
+	 */
+	public static function newer( $a, $b ): string {
+		return self::compare( $a, $b ) >= 0 ? (string) ( $a ?? self::MIN ) : (string) $b;
+	}
+
+	/**
+	 * The clock's next reading: later than $after and than the physical clock.
+	 *
+	 * @param string|null $after   The latest version seen (the clock, or a user's newest).
+	 * @param int         $now_ms  The physical clock, milliseconds.
+	 * @param string      $site    This site's id.
+	 */
+	public static function tick( $after, int $now_ms, string $site ): string {
+		list( $ms, $counter ) = self::parse( $after ) ?? array( 0, 0, '' );
+		return $now_ms > $ms ? self::format( $now_ms, 0, $site ) : self::format( $ms, $counter + 1, $site );
+	}
+
+	/**
+	 * The version a user's group holds, from the stored map (null: never stamped, $implied
+	 * then says what its groups hold).
+	 *
+	 * @param array|null $stored  Group => version, or null.
+	 * @param string     $group   The group.
+	 * @param array      $implied Versions of an unstamped user's groups (created, others).
+	 */
+	public static function held( ?array $stored, string $group, array $implied ): string {
+		if ( null === $stored ) {
+			return 'created' === $group ? $implied['created'] : $implied['changed'];
+		}
+		if ( isset( $stored[ $group ] ) && is_string( $stored[ $group ] ) ) {
+			return $stored[ $group ];
+		}
+		if ( 0 === strpos( $group, 'meta:' ) && isset( $stored['meta:*'] ) && is_string( $stored['meta:*'] ) ) {
+			return $stored['meta:*'];
+		}
+		return self::MIN;
+	}
+
+	/**
+	 * Which carried groups a delivery may write: those whose delivered version is newer than
+	 * what the user holds here. A group the delivery has no version for is older than anything.
+	 *
+	 * @param string[]   $groups    The groups the delivery carries.
+	 * @param array      $delivered The delivery's versions.
+	 * @param array|null $stored    The user's stored versions (null: never stamped).
+	 * @param array      $implied   Implied versions (see held()).
+	 * @param bool       $source_wins From the source of a push or pull link: skipped only where
+	 *                                this site holds a newer change made by the same site.
+	 * @return array{apply: string[], skip: string[]}
+	 */
+	public static function decide( array $groups, array $delivered, ?array $stored, array $implied, bool $source_wins = false ): array {
+		$apply = array();
+		$skip  = array();
+		foreach ( $groups as $group ) {
+			$version = isset( $delivered[ $group ] ) && is_string( $delivered[ $group ] ) ? $delivered[ $group ] : self::MIN;
+			$held    = self::held( $stored, $group, $implied );
+			$newer   = self::compare( $held, $version ) >= 0;
+			if ( $newer && $source_wins ) {
+				$newer = ( self::parse( $held ) ?? array( 0, 0, '' ) )[2] === ( self::parse( $version ) ?? array( 0, 0, '' ) )[2];
+			}
+			if ( $newer ) {
+				$skip[] = $group;
+			} else {
+				$apply[] = $group;
+			}
+		}
+		return array(
+			'apply' => $apply,
+			'skip'  => $skip,
+		);
+	}
+
+	/**
+	 * The stored map after applying: every group of $apply at its delivered version (never
+	 * backwards: decide() let through only newer ones), the rest as held.
+	 *
+	 * @param array|null $stored    Stored versions (null: never stamped: its implied ones kept).
+	 * @param string[]   $apply     Groups applied.
+	 * @param array      $delivered The delivery's versions.
+	 * @param array      $implied   Implied versions.
+	 * @param bool       $source_wins Whether a source overrode this site's own change (the
+	 *                                source's version is then held, even if older).
+	 */
+	public static function record( ?array $stored, array $apply, array $delivered, array $implied, bool $source_wins = false ): array {
+		$map = null === $stored ? self::materialize( $implied ) : $stored;
+		foreach ( $apply as $group ) {
+			$version       = $delivered[ $group ] ?? self::MIN;
+			$map[ $group ] = $source_wins ? $version : self::newer( self::held( $map, $group, $implied ), $version );
+		}
+		return $map;
+	}
+
+	/**
+	 * A never-stamped user's implied versions, written down (so later changes of the user's
+	 * last-change time do not move them).
+	 *
+	 * @param array $implied Implied versions.
+	 */
+	public static function materialize( array $implied ): array {
+		$map = array();
+		foreach ( self::BASE_GROUPS as $group ) {
+			$map[ $group ] = 'created' === $group ? $implied['created'] : $implied['changed'];
+		}
+		return $map;
+	}
+
+	/**
+	 * The newest version in a map (a user's newest change).
+	 *
+	 * @param array $map Group => version.
+	 */
+	public static function newest( array $map ): string {
+		$newest = self::MIN;
+		foreach ( $map as $version ) {
+			if ( is_string( $version ) ) {
+				$newest = self::newer( $newest, $version );
+			}
+		}
+		return $newest;
+	}
+
+	/**
+	 * A user's versions with one entry for each of these meta keys (their own, or meta:*).
+	 *
+	 * @param array    $map       Group => version.
+	 * @param string[] $meta_keys Meta keys.
+	 */
+	public static function expanded( array $map, array $meta_keys ): array {
+		foreach ( $meta_keys as $key ) {
+			$map[ 'meta:' . $key ] = self::held( $map, 'meta:' . $key, array() );
+		}
+		ksort( $map );
+		return $map;
+	}
+
+	/**
+	 * The implied versions of a user never stamped: created at $registered, every other group
+	 * at $modified (unix seconds), with no site (older than any stamped change of that ms).
+	 *
+	 * @param float $registered When the user registered.
+	 * @param float $modified   The user's last reported change.
+	 * @return array{created: string, changed: string}
+	 */
+	public static function implied( float $registered, float $modified ): array {
+		return array(
+			'created' => self::format( (int) max( 0, floor( $registered * 1000 ) ), 0, '' ),
+			'changed' => self::format( (int) max( 0, floor( $modified * 1000 ) ), 0, '' ),
+		);
+	}
+
+	// --- on this site -----------------------------------------------------------------------
+
+	/**
+	 * The user's stored versions, or null when never stamped.
+	 *
+	 * @param int $user_id User id.
+	 */
+	public static function stored( int $user_id ): ?array {
+		$raw = get_user_meta( $user_id, self::META, true );
+		if ( ! is_string( $raw ) || '' === $raw ) {
+			return null;
+		}
+		$map = json_decode( $raw, true );
+		return is_array( $map ) ? $map : null;
+	}
+
+	/**
+	 * An unstamped user's implied versions.
+	 *
+	 * @param WP_User $user The user.
+	 */
+	public static function implied_of( WP_User $user ): array {
+		$registered = strtotime( (string) $user->user_registered . ' UTC' );
+		return self::implied( false === $registered ? 0.0 : (float) $registered, UserRelay_Snapshot::modified( $user ) );
+	}
+
+	/**
+	 * Every version a user holds: the stored map, or the implied one written out.
+	 *
+	 * @param WP_User $user The user.
+	 */
+	public static function of( WP_User $user ): array {
+		$stored = self::stored( (int) $user->ID );
+		return null === $stored ? self::materialize( self::implied_of( $user ) ) : $stored;
+	}
+
+	/**
+	 * Stores a user's versions (bookkeeping: never reported).
+	 *
+	 * @param int   $user_id User id.
+	 * @param array $map     Group => version.
+	 */
+	public static function store( int $user_id, array $map ): void {
+		ksort( $map );
+		UserRelay_Hooks::suppress();
+		try {
+			update_user_meta( $user_id, self::META, wp_slash( (string) wp_json_encode( $map, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE ) ) );
+		} finally {
+			UserRelay_Hooks::resume();
+		}
+	}
+
+	/**
+	 * Stamps the groups a local change touched with the clock's next reading: later than the
+	 * site's clock, than anything the user holds and than the physical clock. Returns the
+	 * user's versions after it.
+	 *
+	 * @param WP_User  $user   The user.
+	 * @param string[] $groups The groups changed here.
+	 * @param string   $floor  A version the stamp must pass too (a tombstone), if any.
+	 */
+	public static function stamp( WP_User $user, array $groups, string $floor = self::MIN ): array {
+		$map     = self::of( $user );
+		$version = self::tick( self::newer( self::newer( self::clock(), self::newest( $map ) ), $floor ), self::now_ms(), self::site() );
+		foreach ( $groups as $group ) {
+			$map[ $group ] = $version;
+		}
+		self::observe( $version );
+		self::store( (int) $user->ID, $map );
+		return $map;
+	}
+
+	/**
+	 * A new reading of the site's clock, later than $after too (a delete: after every version
+	 * the deleted user held).
+	 *
+	 * @param string $after A version the reading must pass.
+	 */
+	public static function next_after( string $after ): string {
+		$version = self::tick( self::newer( self::clock(), $after ), self::now_ms(), self::site() );
+		self::observe( $version );
+		return $version;
+	}
+
+	/**
+	 * The site's clock now (read from the database: another request may have moved it).
+	 */
+	public static function clock(): string {
+		global $wpdb;
+		$value = $wpdb->get_var( $wpdb->prepare( "SELECT option_value FROM {$wpdb->options} WHERE option_name = %s", self::CLOCK_OPTION ) ); // phpcs:ignore WordPress.DB.DirectDatabaseQuery
+		return is_string( $value ) && null !== self::parse( $value . '@' ) ? $value . '@' : self::MIN;
+	}
+
+	/**
+	 * Moves the site's clock past $version (never back).
+	 *
+	 * @param string $version A version made or applied here.
+	 */
+	public static function observe( string $version ): void {
+		global $wpdb;
+		$parts = self::parse( self::newer( self::clock(), $version ) );
+		if ( null === $parts ) {
+			return;
+		}
+		$value = $parts[0] . '.' . $parts[1];
+		// Straight to the table: the options cache of another request would not see it anyway.
+		$wpdb->query( $wpdb->prepare( "INSERT INTO {$wpdb->options} (option_name, option_value, autoload) VALUES (%s, %s, 'no') ON DUPLICATE KEY UPDATE option_value = VALUES(option_value)", self::CLOCK_OPTION, $value ) ); // phpcs:ignore WordPress.DB.DirectDatabaseQuery
+	}
+
+	/**
+	 * When a person matched by $by ('email' or 'login') = $value was last deleted here, if ever.
+	 *
+	 * @param string $by    Match key.
+	 * @param string $value Its value.
+	 */
+	public static function gone( string $by, string $value ): ?string {
+		$version = get_option( self::gone_option( $by, $value ), null );
+		return is_string( $version ) && null !== self::parse( $version ) ? $version : null;
+	}
+
+	/**
+	 * Records that the person with this email and login was deleted here at $version.
+	 *
+	 * @param string $email   Email.
+	 * @param string $login   Login.
+	 * @param string $version The delete's version.
+	 */
+	public static function bury( string $email, string $login, string $version ): void {
+		foreach ( array( 'email' => $email, 'login' => $login ) as $by => $value ) {
+			$name = self::gone_option( $by, $value );
+			update_option( $name, self::newer( self::gone( $by, $value ), $version ), false );
+		}
+	}
+
+	/**
+	 * The option of a tombstone (match values may be long: hashed, lowercased as MariaDB
+	 * compares them).
+	 *
+	 * @param string $by    Match key.
+	 * @param string $value Its value.
+	 */
+	private static function gone_option( string $by, string $value ): string {
+		return self::GONE_OPTION . md5( $by . ':' . strtolower( $value ) );
+	}
+
+	/**
+	 * This site's id, as its versions name it.
+	 */
+	public static function site(): string {
+		$site = ( new UserRelay_Settings() )->site();
+		return 1 === preg_match( '/^[\x21-\x7E]{1,64}$/D', $site ) ? $site : 'unnamed';
+	}
+
+	/**
+	 * The physical clock in milliseconds.
+	 */
+	public static function now_ms(): int {
+		return (int) floor( microtime( true ) * 1000 );
+	}
+}
