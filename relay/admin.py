@@ -14,6 +14,20 @@ listen at all. The token is never logged, echoed, or put into an error message.
     POST /admin/sites/{site}/rotate-key  {"grace": "30m"}: a new key, in this answer only
     POST /admin/links/{link}/start       make a tested link active, or resume a paused one
     POST /admin/links/{link}/pause       {"reason": "…"}: stop delivering (events still queue)
+    GET  /admin/config                   the sites and links as configured (never a key)
+    POST /admin/sites                    {"id", "url", "label"}: add a site; its key, once
+    POST /admin/links                    {"site", "remote", "direction", …, "start": true}
+    POST /admin/links/{link}/edit        {"direction", "outgoing", "incoming", …}
+    GET  /admin/links/{link}/progress    the initial sync: done of total, rate, time left
+    POST /admin/links/{link}/drift       {"repair": false}: compare the link's two sites
+    GET  /admin/history                  the last hour's events in, deliveries out and lag
+    POST /admin/reload                   read the configuration file again (as SIGHUP)
+
+Adding a site or a link, or editing a link, writes the configuration file (relay/provision.py,
+keeping its comments) and then reloads the relay, when it runs as ``userrelay serve``; the
+admin listener then restarts with it, so a client may see one refused connection. The web
+console (relay/console/) is served on the same listener under ``/console/``, with its own
+sign-in; it is a client of this API.
 
 Reads use a connection of their own on a worker thread, so a large status never holds up the
 writer; writes go through the relay's one writing connection, as everything else does.
@@ -33,10 +47,11 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from relay import deadletters, events, links, status
-from relay.appkeys import ADMIN_URL, CONFIG, COURIERS, DATABASE, KEYS, LINKS
+from relay import backfill, deadletters, events, history, links, provision, reconcile, status
+from relay.appkeys import ADMIN_URL, CONFIG, COURIERS, DATABASE, KEYS, LINKS, RELOAD
 from relay.config import Config, is_loopback, parse_duration
 from relay.connection_test import run_connection_test
+from relay.console import routes as console
 from relay.errors import (
     ConfigError,
     InvalidEvent,
@@ -44,6 +59,7 @@ from relay.errors import (
     KeyStoreError,
     LinkNotReady,
     RequestRejected,
+    SetupRefused,
     StoreUnavailable,
     UnknownLink,
     UnknownSite,
@@ -63,6 +79,8 @@ MAX_GRACE = 30 * 86400.0
 MAX_REASON_CHARS = 1000
 #: How long a stopping admin listener lets a request in progress finish (seconds).
 SHUTDOWN_GRACE = 5.0
+#: Seconds between a change written by the admin API and the reload it asks for.
+RELOAD_DELAY = 1.0
 #: The relay application whose database, configuration and couriers the admin API uses.
 RELAY = web.AppKey("relay", web.Application)
 TOKEN = web.AppKey("admin_token", str)
@@ -137,12 +155,26 @@ def create_admin_app(relay: web.Application, token: str) -> web.Application:
     admin.router.add_post("/admin/sites/{site}/rotate-key", rotate_key)
     admin.router.add_post("/admin/links/{link}/start", start_link)
     admin.router.add_post("/admin/links/{link}/pause", pause_link)
+    admin.router.add_get("/admin/config", get_config)
+    admin.router.add_post("/admin/sites", add_site)
+    admin.router.add_post("/admin/links", add_link)
+    admin.router.add_post("/admin/links/{link}/edit", edit_link)
+    admin.router.add_get("/admin/links/{link}/progress", link_progress)
+    admin.router.add_post("/admin/links/{link}/drift", drift_link)
+    admin.router.add_get("/admin/history", get_history)
+    admin.router.add_post("/admin/reload", reload_config)
+    admin.cleanup_ctx.append(history.sampling(relay))
+    admin.add_subapp(console.PREFIX, console.create_console_app(relay, token))
     return admin
 
 
 @web.middleware
 async def _require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every request bears the token, or gets 401; then our errors map to their status."""
+    """Every request bears the token, or gets 401; then our errors map to their status.
+
+    The console's pages (a sub-application) have a sign-in and a session of their own."""
+    if console.is_console(request):
+        return await handler(request)
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     expected = request.app[TOKEN].encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -158,10 +190,17 @@ async def _require_token(request: web.Request, handler: Handler) -> web.StreamRe
     except RequestRejected as exc:
         log.warning("admin_request_rejected", path=request.path, status=exc.status,
                     reason=exc.message)
-        return web.json_response({"error": exc.message}, status=exc.status)
+        answer: dict[str, Any] = {"error": exc.message}
+        if isinstance(exc, provision.FieldRefused):
+            answer.update(field=exc.field, reason=exc.reason)
+        return web.json_response(answer, status=exc.status)
     except LinkNotReady as exc:
         log.warning("admin_request_rejected", path=request.path, status=409, reason=str(exc))
         return web.json_response({"error": str(exc), "missing": exc.missing}, status=409)
+    except SetupRefused as exc:
+        log.warning("admin_request_rejected", path=request.path, status=409, reason=str(exc))
+        return web.json_response({"error": str(exc), "field": None, "reason": str(exc)},
+                                 status=409)
     except KeyStoreError as exc:
         log.error("admin_request_failed", path=request.path, reason=str(exc))
         return web.json_response({"error": str(exc)}, status=500)
@@ -357,3 +396,129 @@ def _described(flt: deadletters.Filter) -> dict[str, Any]:
     return {k: v for k, v in (("ids", list(flt.ids)), ("source", flt.source),
                               ("target", flt.target), ("since", flt.since),
                               ("until", flt.until), ("all", flt.everything)) if v}
+
+
+def _reload(relay: web.Application) -> str:
+    """Ask the daemon to read its configuration file again; what the answer says of it."""
+    reload = relay.get(RELOAD)
+    if reload is None:
+        return ("needed: this relay does not run as `userrelay serve`; reload it "
+                "(systemctl reload userrelay)")
+    # A moment later: the answer, and the page a browser loads right after it, go out before
+    # the admin listener restarts with the new app.
+    asyncio.get_running_loop().call_later(RELOAD_DELAY, reload)
+    return "started"
+
+
+def _link_view(link: Any) -> dict[str, Any]:
+    return {"id": link.id, "site": link.site, "remote": link.remote,
+            "direction": link.direction, "sync": list(link.sync),
+            "outgoing": sorted(link.outgoing) if link.direction != "pull" else [],
+            "incoming": sorted(link.incoming) if link.direction != "push" else [],
+            "match_by": link.match_by}
+
+
+async def get_config(request: web.Request) -> web.Response:
+    """What is configured, for a client building forms: sites and links, never a key."""
+    config = _relay(request)[CONFIG]
+
+    def untested(conn: Any) -> dict[str, str | None]:
+        ids, tests = links.key_ids(conn), links.site_tests(conn)
+        return {s: links.missing_test(config, s, ids.get(s), tests.get(s)) for s in config.sites}
+    missing = await _read(request, untested)
+    return web.json_response({
+        "source": config.source, "relay_url": config.relay_url,
+        "public_url": config["public_url"] or None,
+        "sites": {s.id: {"id": s.id, "label": s.label, "url": s.url,
+                         "tested": missing[s.id] is None, "missing": missing[s.id]}
+                  for s in config.sites.values()},
+        "links": {lk.id: _link_view(lk) for lk in config.links.values()}})
+
+
+async def add_site(request: web.Request) -> web.Response:
+    """Add a site to the configuration file and make its key, shown in this answer only;
+    then reload the relay."""
+    relay = _relay(request)
+    document = await _body(request)
+    added = await asyncio.to_thread(provision.add_site, relay[CONFIG], document)
+    log.info("site_added", site=added.site["id"], url=added.site["url"], by="admin API")
+    answer = added.as_dict()
+    answer["note"] = provision.loopback_note(added.relay_url, added.site["url"])
+    answer["reload"] = _reload(relay)
+    return web.json_response(answer, status=201, headers={"Cache-Control": "no-store"})
+
+
+async def add_link(request: web.Request) -> web.Response:
+    """Add a link to the configuration file, start it when asked (both sites must have
+    passed their connection test), then reload the relay."""
+    relay = _relay(request)
+    document = await _body(request)
+    start = document.pop("start", False)
+    if not isinstance(start, bool):
+        raise InvalidRequest(f"start: got {str(start)[:40]!r}; expected true or false")
+    file, new_config, link_id = await asyncio.to_thread(provision.add_link, relay[CONFIG],
+                                                        document)
+    state = None
+    if start:  # recorded before the file is written: a link that cannot start is not added
+        state = await relay[DATABASE].transaction(links.start, new_config, link_id, time.time())
+    await asyncio.to_thread(file.write)
+    log.info("link_added", link=link_id, started=bool(start), by="admin API")
+    return web.json_response({"link": _link_view(new_config.links[link_id]),
+                              "state": state.as_dict() if state else None,
+                              "reload": _reload(relay)}, status=201)
+
+
+async def edit_link(request: web.Request) -> web.Response:
+    relay, link = _relay(request), _link(request)
+    document = await _body(request)
+    file = await asyncio.to_thread(provision.edit_link, relay[CONFIG], link, document)
+    await asyncio.to_thread(file.write)
+    after = file.validate(file.text).links[link]
+    log.info("link_edited", link=link, direction=after.direction, by="admin API")
+    return web.json_response({"link": _link_view(after), "reload": _reload(relay)})
+
+
+async def link_progress(request: web.Request) -> web.Response:
+    relay, link = _relay(request), _link(request)
+    config = relay[CONFIG]
+
+    def read(conn: Any) -> dict[str, Any]:
+        return {"link": link, "state": links.read_states(conn, config)[link].as_dict(),
+                "backfill": backfill_progress(conn, config, link)}
+    return web.json_response(await _read(request, read))
+
+
+def backfill_progress(conn: Any, config: Config, link: str) -> dict[str, Any] | None:
+    return backfill.progress(conn, config, link)
+
+
+async def drift_link(request: web.Request) -> web.Response:
+    """Compare the link's two sites now (``userrelay drift``); ``repair`` queues the fixes."""
+    relay, link = _relay(request), _link(request)
+    document = await _body(request)
+    _fields(document, {"repair"})
+    repair = document.get("repair", False)
+    if not isinstance(repair, bool):
+        raise InvalidRequest(f"repair: got {str(repair)[:40]!r}; expected true or false")
+    state = (await _read(request, links.read_states, relay[CONFIG]))[link]
+    if state.missing:
+        raise LinkNotReady(link, list(state.missing))
+    db = relay[DATABASE]
+    report = await reconcile.reconcile(relay[CONFIG], link, relay[KEYS], db.call,
+                                       db.transaction, repair=repair)
+    if report.enqueued:
+        for courier in relay[COURIERS].values():
+            courier.wake()
+    log.info("drift_compared", link=link, repair=repair, by="admin API", **report.summary())
+    return web.Response(text=status.masked(json.dumps(report.as_dict())) or "",
+                        content_type="application/json")
+
+
+async def get_history(request: web.Request) -> web.Response:
+    relay = _relay(request)
+    return web.json_response(history.of(relay).series())
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    _fields(await _body(request), set())
+    return web.json_response({"reload": _reload(_relay(request))})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -35,3 +36,6 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 REPLAYS = web.AppKey("replays", ReplayGuard)
 # Set by admin_ctx when the admin API listens: its address (http://host:port).
 ADMIN_URL = web.AppKey("admin_url", str)
+# Set by the daemon (relay/daemon.py): asks it to read the configuration file again, as
+# SIGHUP does; absent when the app runs without the daemon (tests).
+RELOAD: web.AppKey[Callable[[], None]] = web.AppKey("reload")

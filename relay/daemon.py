@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,6 +33,7 @@ from aiohttp.web_protocol import RequestHandler
 from relay import config as config_module
 from relay import guard, startup, systemd
 from relay.app import create_app
+from relay.appkeys import RELOAD
 from relay.config import Config
 from relay.errors import ConfigError, UserRelayError
 from relay.metrics import Metrics, not_ready
@@ -96,6 +98,7 @@ async def serve(config: Config) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, signals.put_nowait, signum)
     daemon = _Daemon()
+    daemon.reload = lambda: signals.put_nowait(signal.SIGHUP)  # the admin API's reload
     watchdog: asyncio.Task[None] | None = None
     try:
         await daemon.start(config)
@@ -133,6 +136,7 @@ class _Daemon:
         self._accepting: asyncio.AbstractServer | None = None
         self.runner: web.AppRunner | None = None
         self.config: Config
+        self.reload: Callable[[], None] | None = None
         self.serving = asyncio.Event()
         self.closing = False
         self._in_progress = 0
@@ -156,7 +160,10 @@ class _Daemon:
             # Bound first, so that a busy port fails before anything is opened; connections
             # wait in its backlog until the app is ready.
             self.listener = _listen(config)
-        runner = web.AppRunner(create_app(config, self.metrics), access_log=None,
+        app = create_app(config, self.metrics)
+        if self.reload is not None:
+            app[RELOAD] = self.reload
+        runner = web.AppRunner(app, access_log=None,
                                handle_signals=False,
                                shutdown_timeout=config["delivery.shutdown_grace"])
         try:
