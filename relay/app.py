@@ -40,6 +40,7 @@ from relay.metrics import Metrics, metrics_page, readyz
 from relay.receive import healthz, ping, ping_protocol_1, receive_events
 from relay.routing import Router
 from relay.signatures import ReplayGuard
+from relay.site_view import site_overview
 from relay.store import Database, GroupCommit
 
 log = structlog.get_logger("relay.app")
@@ -65,6 +66,7 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
     app.router.add_post("/v1/sites/{site}/events", receive_events)
     app.router.add_post("/v1/sites/{site}/ping", ping)
     app.router.add_get("/v1/sites/{site}/ping", ping_protocol_1)
+    app.router.add_post("/v1/sites/{site}/overview", site_overview)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
