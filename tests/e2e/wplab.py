@@ -27,8 +27,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.e2e import wpreleases
+
 WORDPRESS_SOURCE = Path("/usr/share/wordpress")
-PACKAGES = "wordpress php-cli php-mysql php-curl php-xml php-mbstring mariadb-server".split()
+PACKAGES = ("wordpress php-cli php-mysql php-curl php-xml php-mbstring mariadb-server "
+            "faketime").split()  # faketime: a site whose clock is off (Site.set_clock_offset)
 LOOPBACK = "127.0.0.1"
 ADMIN_LOGIN, ADMIN_EMAIL = "admin", "admin@example.test"
 SERVER_WORKERS = "4"  # a single-worker php -S deadlocks when WordPress calls itself
@@ -194,6 +197,21 @@ class Site:
         self._server: subprocess.Popen[bytes] | None = None
         self.network = False  # a subdirectory multisite network (see Lab.add_site)
         self.subsites: dict[str, int] = {}  # path ("sub") -> blog id, on a network
+        self.release = ""  # the WordPress release it runs, "6.1" or "6.8" (Lab.add_site)
+        self.clock_offset = 0  # seconds this site's PHP clock is off (libfaketime), 0: none
+
+    def set_clock_offset(self, seconds: int) -> None:
+        """Puts this site's PHP clock (web server and php() runs) ``seconds`` off the real one,
+        through Debian's libfaketime; restarts a running server."""
+        self.clock_offset = seconds
+        if self.running:
+            self.stop()
+            self.start()
+
+    def _clocked(self, command: list[str]) -> list[str]:
+        if not self.clock_offset:
+            return command
+        return ["faketime", "-f", f"{self.clock_offset:+d}", *command]
 
     @property
     def running(self) -> bool:
@@ -214,7 +232,8 @@ class Site:
             f"error_reporting(E_ALL & ~E_DEPRECATED & ~E_USER_DEPRECATED);\n{code}\n")
         log_size = self.debug_log.stat().st_size if self.debug_log.exists() else 0
         try:
-            done = subprocess.run(["php", "-d", "display_errors=stderr"], input=script.encode(),
+            done = subprocess.run(self._clocked(["php", "-d", "display_errors=stderr"]),
+                                  input=script.encode(),
                                   capture_output=True, cwd=self.path, timeout=PHP_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise PhpError(f"PHP in site {self.name!r} ran over {PHP_TIMEOUT:.0f} s") from None
@@ -297,9 +316,11 @@ class Site:
         with self.server_log.open("ab") as log:
             router = [str(self.path / ROUTER_FILE)] if self.network else []
             self._server = subprocess.Popen(
-                ["php", "-S", f"{LOOPBACK}:{self.port}", "-t", str(self.path), *router],
+                self._clocked(["php", "-S", f"{LOOPBACK}:{self.port}", "-t", str(self.path),
+                               *router]),
                 cwd=self.path,
-                env=dict(os.environ, PHP_CLI_SERVER_WORKERS=SERVER_WORKERS),
+                env=dict(os.environ, PHP_CLI_SERVER_WORKERS=SERVER_WORKERS,
+                         DONT_FAKE_MONOTONIC="1"),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         try:
             _wait_until(f"web server of site {self.name!r} ({self.url})",
@@ -391,7 +412,7 @@ class Lab:
     def add_site(self, name: str, port: int, constants: Mapping[str, Constant] | None = None,
                  plugins: list[str] | None = None,
                  plugin_dirs: Mapping[str, Path | str] | None = None,
-                 subsites: list[str] | None = None) -> Site:
+                 subsites: list[str] | None = None, wordpress: str | None = None) -> Site:
         """Installs a WordPress site, activates its plugins and serves it on 127.0.0.1:port.
 
         constants: extra wp-config.php constants (they override the lab's defaults).
@@ -399,19 +420,26 @@ class Lab:
         plugin_dirs: name -> a directory holding name.php, symlinked into wp-content/plugins and
         activated (edits to the plugin show at once).
         subsites: makes the site a subdirectory multisite network with these sub-sites besides
-        the main one (e.g. ["sub"] serves 127.0.0.1:port/sub/); plugins are network-activated."""
+        the main one (e.g. ["sub"] serves 127.0.0.1:port/sub/); plugins are network-activated.
+        wordpress: the release ("6.1", "6.8"); None: the system's package (tests/e2e/wpreleases.py
+        fetches the other Debian release's once)."""
         if self._db is None:
             raise LabError("the lab is not started: use `with Lab() as lab:` or lab.start()")
         if not SITE_NAME.match(name) or not 1024 <= port <= 65535:
             raise LabError(f"site {name!r} on port {port}: want {SITE_NAME.pattern}, 1024-65535")
         if name in self.sites or any(site.port == port for site in self.sites.values()):
             raise LabError(f"site {name!r} on port {port}: name or port already in the lab")
+        try:
+            tree = wpreleases.wordpress_tree(wordpress)
+        except wpreleases.ReleaseError as error:
+            raise LabError(f"site {name!r}: {error}") from None
         site = Site(self, name, port, constants or {})
+        site.release = wpreleases.release_of(tree)
         self.sites[name] = site  # registered before anything starts, so close() stops it
         self.db_query("mysql", f"CREATE DATABASE `{site.database}` CHARACTER SET utf8mb4")
         # -L: Debian ships relative symlinks. Its wp-config.php picks a config by host name
         # without the port, so two sites on one host would collide: each gets a plain one.
-        subprocess.run(["cp", "-rL", str(WORDPRESS_SOURCE), str(site.path)], check=True)
+        subprocess.run(["cp", "-rL", str(tree), str(site.path)], check=True)
         (site.path / "wp-config.php").unlink()
         site._write_config()
         site.php("require_once ABSPATH . 'wp-admin/includes/upgrade.php';\n"

@@ -405,7 +405,7 @@ final class UserRelay_Applier {
 			$deleted = $versions['delete'] ?? UserRelay_Versions::MIN;
 			if ( $user ) {
 				$held = UserRelay_Versions::held( UserRelay_Versions::stored( $user->ID ), 'created', UserRelay_Versions::implied_of( $user ) );
-				if ( UserRelay_Versions::compare( $held, $deleted ) > 0 ) {
+				if ( ! UserRelay_Versions::delete_applies( $held, $deleted ) ) {
 					$this->skipped = array( 'created' );
 					return array( self::STALE, $user->ID ); // Created here again after that delete.
 				}
@@ -418,7 +418,7 @@ final class UserRelay_Applier {
 		if ( ! $user ) {
 			$by   = isset( $match['by'] ) && 'login' === $match['by'] ? 'login' : 'email';
 			$gone = UserRelay_Versions::gone( $by, $data[ $by ] );
-			if ( ! $source_wins && null !== $gone && UserRelay_Versions::compare( $created, $gone ) <= 0 ) {
+			if ( ! $source_wins && null !== $gone && ! UserRelay_Versions::revives( $created, $gone ) ) {
 				$this->skipped = $groups;
 				return array( self::STALE, 0 ); // That person was deleted here after this account began.
 			}

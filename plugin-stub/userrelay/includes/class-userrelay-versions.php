@@ -172,6 +172,29 @@ final class UserRelay_Versions {
 	}
 
 	/**
+	 * Whether a delete applies to an account whose incarnation here began at $created: unless
+	 * it was created after the delete (a delete wins over concurrent edits, not over a later
+	 * re-creation).
+	 *
+	 * @param string $created The account's created version here.
+	 * @param string $delete  The delete's version.
+	 */
+	public static function delete_applies( string $created, string $delete ): bool {
+		return self::compare( $created, $delete ) <= 0;
+	}
+
+	/**
+	 * Whether a change of an account created at $created may create it again where that
+	 * person was deleted at $gone: only a later incarnation may.
+	 *
+	 * @param string $created The delivery's created version.
+	 * @param string $gone    The tombstone's version.
+	 */
+	public static function revives( string $created, string $gone ): bool {
+		return self::compare( $created, $gone ) > 0;
+	}
+
+	/**
 	 * The stored map after applying: every group of $apply at its delivered version (never
 	 * backwards: decide() let through only newer ones), the rest as held.
 	 *
