@@ -209,7 +209,8 @@ def test_any_interleaving_of_the_same_changes_ends_in_the_same_state(
         pending = [_delivery(changes[i], i) for i in order]
         while pending:  # the relay folds some unsent updates together, in line order
             delivery = pending.pop(0)
-            if pending and data.draw(st.booleans()):
+            fold: bool = data.draw(st.booleans(), label="fold")
+            if pending and fold:
                 delivery = merge_updates(delivery, pending.pop(0))
             groups = [g for g in GROUPS if g in delivery["versions"]]
             apply, _ = versions.decide(groups, delivery["versions"], held)
