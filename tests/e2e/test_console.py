@@ -160,7 +160,11 @@ def test_the_wizard_and_dashboard_in_a_browser_against_two_wordpress_sites(lab: 
                 page.wait_for_selector("#results")
                 headline = "✔ Connection Test Successful" if expect_pass else \
                     "Connection Test Failed"
-                assert page.locator(f"text={headline}").count() >= 1
+                count = page.locator(f"text={headline}").count()
+                assert count >= 1, page.text_content("#results")
+                if expect_pass:
+                    assert 0 == page.locator("text=Connection Test Failed").count(), \
+                        page.text_content("#results")
 
             keys["a"] = add_site(a, None)
             wp_page = context.new_page()
@@ -214,6 +218,16 @@ def test_the_wizard_and_dashboard_in_a_browser_against_two_wordpress_sites(lab: 
             pages_after_keys.append(page.content())
             for n in range(3):
                 assert user(b, f"early{n}@example.test") is not None
+
+            # Each site's own view in wp-admin: its link, direction, actions and state.
+            for site, words in ((a, "Push to Remote"), (b, "Pull from Remote")):
+                wp_login(wp_page, site)
+                wp_page.goto(f"{site.url}/wp-admin/options-general.php?page=userrelay")
+                row = wp_page.locator('.userrelay-links tr[data-link="a-b"][data-state="active"]')
+                assert 1 == row.count() and words in row.text_content()
+                assert wp_page.get_attribute("a.userrelay-console", "href") == console
+                assert not KEY.search(wp_page.content())
+                shot(wp_page, f"wp-admin-site-view-{site.name}")
 
             # A user created in a's wp-admin shows in b's users list and in the dashboard.
             login = f"console{uuid.uuid4().hex[:6]}"

@@ -117,6 +117,31 @@ final class UserRelay_Relay_Client {
 	}
 
 	/**
+	 * POST {relay}/v1/sites/{site}/overview, signed: this site's links at the relay, their
+	 * state, and this site's queued and dead-lettered changes (read-only, this site only).
+	 *
+	 * @return array{status: int|null, body: string, error: string|null, retry_after: int|null, date: int|null}
+	 */
+	public function overview(): array {
+		$key = $this->settings->hmac_key();
+		if ( null === $key ) {
+			return self::failure( implode( ' ', $this->settings->problems() ) );
+		}
+		$body     = UserRelay_Signature::envelope( 'overview', $this->settings->site() );
+		$response = wp_remote_post(
+			$this->settings->url() . '/v1/sites/' . rawurlencode( $this->settings->site() ) . '/overview',
+			array(
+				'timeout'     => self::TEST_TIMEOUT,
+				'redirection' => 0,
+				'headers'     => UserRelay_Signature::headers( $key, 'msg_overview_' . wp_generate_password( 20, false ), $body ),
+				'body'        => $body,
+				'user-agent'  => 'UserRelay-Plugin/' . USERRELAY_PLUGIN_VERSION . '; ' . home_url(),
+			)
+		);
+		return self::answer( $response );
+	}
+
+	/**
 	 * The signed ping of the relay, summed up for the relay's own connection test: the relay's
 	 * URL as set here, the status it answered (null when it could not be reached) and why not.
 	 *
