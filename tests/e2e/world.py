@@ -212,13 +212,17 @@ def user(site: Site, email: str) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def build_world(base: Path, ports: tuple[int, int] | None = None) -> Iterator[World]:
-    """Sites a and b with the plugin, keys generated and pasted, the relay running (no links)."""
+def build_world(base: Path, ports: tuple[int, int] | None = None,
+                releases: tuple[str | None, str | None] = (None, None)) -> Iterator[World]:
+    """Sites a and b with the plugin, keys generated and pasted, the relay running (no links).
+    ``releases``: the WordPress release of a and of b ("6.1", "6.8"; None: the system's)."""
     with Lab(base / "lab", keep=False) as lab:
         relay = RelayDaemon(base, {})
         port_a, port_b = ports or (free_port(), free_port())
-        sites = {name: lab.add_site(name, port, plugin_dirs={"userrelay": PLUGIN})
-                 for name, port in (("a", port_a), ("b", port_b))}
+        sites = {name: lab.add_site(name, port, plugin_dirs={"userrelay": PLUGIN},
+                                    wordpress=release)
+                 for name, port, release in (("a", port_a, releases[0]),
+                                             ("b", port_b, releases[1]))}
         relay.sites = sites
         relay.configure([])
         keys = relay.generate_keys()
