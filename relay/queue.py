@@ -98,8 +98,10 @@ def accept(conn: sqlite3.Connection, site: str, webhook_id: str, events: list[Ev
             carried = versions_for(event, actions, user)
             if carried is not None:  # the target applies only groups newer than its own
                 payload["versions"] = carried
-                if route.one_way:  # ... or, from the source of a push or pull link, any
-                    payload["source_wins"] = True  # not overtaken by that source's own
+                # ... or, live from the source of a push or pull link, any not overtaken by
+                # that source's own (the initial sync keeps a copy changed after it: ADR 6)
+                if route.one_way and not event.backfill:
+                    payload["source_wins"] = True
             _enqueue(conn, site, event, route, person, payload, now, new)
             counts["deliveries"] += 1
         if event.kind == "delete":

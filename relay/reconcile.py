@@ -133,7 +133,8 @@ class SiteReader:
         if key is None:
             raise ReconcileFailed(f"site {site!r} has no key; run userrelay keys generate {site}")
         self.site = site
-        self._client = PluginClient(site, config.sites[site].url, key, session, TIMEOUT)
+        self._client = PluginClient(site, config.sites[site].url, key, session, TIMEOUT,
+                                    config.sites[site].ca_file)
 
     async def digests(self, after: int, limit: int, fields: str
                       ) -> tuple[list[SiteUser], int | None]:
@@ -405,7 +406,8 @@ class Reconciler:
                 if user is None:
                     continue  # gone since the comparison: nothing to send
                 other = theirs.get(entry.users.get(target or "") or 0)
-                events.append(repair_event(self.link.id, report.run, entry.repair, user, other))
+                events.append(repair_event(self.link.id, report.run, entry.repair, user, other,
+                                           versioned=entry.version is not None))
             for start in range(0, len(events), 1000):
                 chunk = events[start:start + 1000]
                 batch = parse_batch(json.dumps({"events": chunk}).encode())
@@ -419,8 +421,11 @@ class Reconciler:
 
 
 def repair_event(link: str, run: int, actions: list[str], user: dict[str, Any],
-                 theirs: dict[str, Any] | None) -> dict[str, Any]:
-    """A protocol event (docs/protocol.md) carrying ``user``'s fields for ``actions``."""
+                 theirs: dict[str, Any] | None, versioned: bool = True) -> dict[str, Any]:
+    """A protocol event (docs/protocol.md) carrying ``user``'s fields for ``actions``; with
+    the source's versions when ``versioned`` (a conflict decided by them). Any other repair
+    (a push or pull link's source, whose word is final; a conflict no version decides, made
+    behind the plugins' backs) goes without: the target applies it as it says."""
     fields = {k: v for k, v in user.items() if k not in ("modified", "versions")}
     if "metadata" in actions:
         meta = dict(fields.get("meta") or {})
@@ -434,7 +439,7 @@ def repair_event(link: str, run: int, actions: list[str], user: dict[str, Any],
              "occurred_at": float(user.get("modified") or time.time()),
              "actions": actions, "user": fields}
     held = _versions(user.get("versions"))
-    if held:  # the source's versions: the target keeps each group it holds newer
+    if held and versioned:  # the source's versions: the target keeps each group it holds newer
         event["versions"] = {g: versions.held(held, g)
                              for g in versions.groups_carried(actions, fields)}
     return event
