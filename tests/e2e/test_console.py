@@ -82,17 +82,20 @@ class Shots:
         self.taken.append(path)
 
 
-def wp_login(page: Any, site: Site) -> None:
-    page.goto(f"{site.url}/wp-login.php")
-    page.fill("#user_login", site.admin_login)
-    page.fill("#user_pass", site.admin_password)
-    page.click("#wp-submit")
-    page.wait_for_url(re.compile(r"/wp-admin/"))
+def wp_open(page: Any, site: Site, path: str) -> None:
+    """Open a wp-admin page, logging in on the way when WordPress asks for it."""
+    page.goto(f"{site.url}{path}", wait_until="domcontentloaded")
+    if "wp-login.php" in page.url:
+        page.fill("#user_login", site.admin_login)
+        page.fill("#user_pass", site.admin_password)
+        page.click("#wp-submit")
+        page.wait_for_url(lambda url: "wp-login.php" not in url, wait_until="domcontentloaded",
+                          timeout=60_000)
 
 
 def paste_settings(page: Any, site: Site, relay_url: str, key: str) -> None:
     """What the key page says to do: Settings → UserRelay, the three fields, Save."""
-    page.goto(f"{site.url}/wp-admin/options-general.php?page=userrelay")
+    wp_open(page, site, "/wp-admin/options-general.php?page=userrelay")
     page.fill("#userrelay_url", relay_url)
     page.fill("#userrelay_site", site.name)
     page.fill("#userrelay_key", key)
@@ -156,19 +159,20 @@ def test_the_wizard_and_dashboard_in_a_browser_against_two_wordpress_sites(lab: 
                 return key
 
             def test_connection(expect_pass: bool) -> None:
-                page.click("#test-connection")
-                page.wait_for_selector("#results")
-                headline = "✔ Connection Test Successful" if expect_pass else \
-                    "Connection Test Failed"
-                count = page.locator(f"text={headline}").count()
-                assert count >= 1, page.text_content("#results")
-                if expect_pass:
-                    assert 0 == page.locator("text=Connection Test Failed").count(), \
-                        page.text_content("#results")
+                # As a person would, press it again when a slow site timed out (at most
+                # twice more, said on stderr); a wrong key fails every time.
+                for attempt in range(3 if expect_pass else 1):
+                    page.click("#test-connection")
+                    page.wait_for_selector("#results")
+                    failed = page.locator("text=Connection Test Failed").count()
+                    if not expect_pass or not failed:
+                        break
+                    print(f"Test Connection failed (attempt {attempt + 1}):\n"
+                          f"{page.text_content('#results')}", file=sys.stderr)
+                assert (failed == 0) == expect_pass, page.text_content("#results")
 
             keys["a"] = add_site(a, None)
             wp_page = context.new_page()
-            wp_login(wp_page, a)
             paste_settings(wp_page, a, relay.url, keys["a"])
             shot(wp_page, "wp-admin-settings-a")
             page.click("#next")
@@ -180,7 +184,6 @@ def test_the_wizard_and_dashboard_in_a_browser_against_two_wordpress_sites(lab: 
             page.click("#next")
             wait_until("the relay knows site b", lambda: _reloaded(page, "b"), timeout=30)
             assert page.is_disabled("#next"), "Next before Test Connection"
-            wp_login(wp_page, b)
             paste_settings(wp_page, b, relay.url, keys["a"])  # a wrong key: a's
             test_connection(False)
             assert page.is_disabled("#next")
@@ -221,8 +224,7 @@ def test_the_wizard_and_dashboard_in_a_browser_against_two_wordpress_sites(lab: 
 
             # Each site's own view in wp-admin: its link, direction, actions and state.
             for site, words in ((a, "Push to Remote"), (b, "Pull from Remote")):
-                wp_login(wp_page, site)
-                wp_page.goto(f"{site.url}/wp-admin/options-general.php?page=userrelay")
+                wp_open(wp_page, site, "/wp-admin/options-general.php?page=userrelay")
                 row = wp_page.locator('.userrelay-links tr[data-link="a-b"][data-state="active"]')
                 assert 1 == row.count() and words in row.text_content()
                 assert wp_page.get_attribute("a.userrelay-console", "href") == console
@@ -231,19 +233,15 @@ def test_the_wizard_and_dashboard_in_a_browser_against_two_wordpress_sites(lab: 
 
             # A user created in a's wp-admin shows in b's users list and in the dashboard.
             login = f"console{uuid.uuid4().hex[:6]}"
-            wp_login(wp_page, a)
-            wp_page.goto(f"{a.url}/wp-admin/user-new.php")
+            wp_open(wp_page, a, "/wp-admin/user-new.php")
             wp_page.fill("#user_login", login)
             wp_page.fill("#email", f"{login}@example.test")
             wp_page.select_option("#role", "author")
             wp_page.click("#createusersub")
-            wp_page.wait_for_url(re.compile(r"users\.php"))
+            wp_page.wait_for_url(re.compile(r"users\.php"), wait_until="domcontentloaded")
 
             def listed() -> bool:
-                wp_page.goto(f"{b.url}/wp-admin/users.php")
-                if "wp-login.php" in wp_page.url:
-                    wp_login(wp_page, b)
-                    wp_page.goto(f"{b.url}/wp-admin/users.php")
+                wp_open(wp_page, b, "/wp-admin/users.php")
                 return wp_page.locator(f"text={login}").count() > 0
             wait_until(f"{login} in b's users list", listed, timeout=60, every=1)
             shot(wp_page, "wp-admin-users-b")
