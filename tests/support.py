@@ -97,6 +97,7 @@ class Partner:
     relay_url: str | None = None
     wordpress: str = "6.1.9"
     hash_formats: list[str] = field(default_factory=lambda: ["phpass", "bcrypt"])
+    hash_formats_by_plugin: list[str] = field(default_factory=list)  # plugin 0.1.0+ on < 6.8
     clock_offset: float = 0.0
     nudges: list[float] = field(default_factory=list)  # when the relay nudged it
 
@@ -141,6 +142,7 @@ class Partner:
                                       "data": {"status": 401}}, status=401, headers=date)
         answer: dict[str, Any] = {"site": self.site_id, "wordpress": self.wordpress,
                                   "plugin": "0.1.0", "hash_formats": self.hash_formats,
+                                  "hash_formats_by_plugin": self.hash_formats_by_plugin,
                                   "time": now}
         if document.get("check_relay"):
             answer["relay_check"] = await self.check_relay(now)

@@ -220,6 +220,25 @@ async def test_passwords_from_a_68_site_to_a_61_site_are_noted(
     assert note in only(await connection_test(relay.config, "a"), "hash_formats").detail
 
 
+async def test_a_61_site_whose_plugin_verifies_wp_hashes_takes_passwords_from_a_68_site(
+        partner_factory: Any, relay_factory: Any, tmp_path: Path) -> None:
+    a, b = await partner_factory(), await partner_factory()
+    relay = await relay_factory(settings(tmp_path, [site("a", a.url), site("b", b.url)], [
+        {"id": "a-b", "site": "a", "remote": "b", "direction": "push", "outgoing": PASSWORDS}]),
+        start_links=False)
+    for name, partner in (("a", a), ("b", b)):
+        partner.key, partner.site_id, partner.relay_url = relay.keys[name], name, relay.url
+    a.wordpress, a.hash_formats = "6.8.1", ["phpass", "bcrypt", "wp-bcrypt"]
+    b.hash_formats, b.hash_formats_by_plugin = ["phpass", "bcrypt", "wp-bcrypt"], ["wp-bcrypt"]
+    await connection_test(relay.config, "a")
+
+    hashes = only(await connection_test(relay.config, "b"), "hash_formats")
+
+    assert ("ok", "verifies phpass ($P$), bcrypt ($2y$), wp-bcrypt ($wp$, by the plugin on "
+            "WordPress 6.1.9)") == (hashes.status, hashes.detail)
+    assert "ok" == only(await connection_test(relay.config, "a"), "hash_formats").status
+
+
 @pytest.fixture
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     """A certificate for localhost that no authority signed, and its key."""
@@ -245,7 +264,8 @@ async def test_a_certificate_nobody_vouches_for_fails_tls(
 
     tls = only(report, "tls")
     assert ("ok", "fail") == (only(report, "tcp").status, tls.status)
-    assert tls.detail.startswith("the certificate of localhost is not trusted: self")
+    assert tls.detail.startswith("the certificate of localhost is not trusted (the system's "
+                                 "trusted authorities): self")
     assert "certificate authority" in tls.fix
 
 

@@ -32,6 +32,7 @@ require_once __DIR__ . '/includes/class-userrelay-versions.php';
 require_once __DIR__ . '/includes/class-userrelay-snapshot.php';
 require_once __DIR__ . '/includes/class-userrelay-digests.php';
 require_once __DIR__ . '/includes/class-userrelay-directory.php';
+require_once __DIR__ . '/includes/class-userrelay-passwords.php';
 require_once __DIR__ . '/includes/class-userrelay-delivery-checks.php';
 require_once __DIR__ . '/includes/class-userrelay-applier.php';
 require_once __DIR__ . '/includes/class-userrelay-rest.php';

@@ -47,17 +47,13 @@ final class UserRelay_Delivery_Checks {
 	}
 
 	/**
-	 * Password hash formats this WordPress verifies. 6.1's phpass falls back to crypt(), which
-	 * verifies bcrypt ($2y$); "$wp$" (bcrypt over HMAC-SHA384) is verified from 6.8 on.
+	 * Password hash formats a login here verifies (UserRelay_Passwords: "$wp$" by WordPress 6.8+,
+	 * by the plugin before).
 	 *
 	 * @return string[]
 	 */
 	public static function hash_formats(): array {
-		$formats = array( 'phpass', 'bcrypt' );
-		if ( version_compare( get_bloginfo( 'version' ), '6.8', '>=' ) ) {
-			$formats[] = 'wp-bcrypt';
-		}
-		return $formats;
+		return UserRelay_Passwords::formats();
 	}
 
 	/**
@@ -119,13 +115,8 @@ final class UserRelay_Delivery_Checks {
 	 */
 	public function hash( array $data ): string {
 		$hash = isset( $data['password_hash'] ) && is_string( $data['password_hash'] ) ? $data['password_hash'] : '';
-		if ( 0 === strpos( $hash, '$wp$' ) ) {
-			if ( in_array( 'wp-bcrypt', self::hash_formats(), true ) ) {
-				return $hash;
-			}
-			throw new UserRelay_Apply_Exception( sprintf( 'the password hash is a WordPress 6.8+ "$wp$" hash, which WordPress %s here cannot verify: the user could not log in. Update this site to 6.8+, or leave password out of the link', get_bloginfo( 'version' ) ), 422 );
-		}
-		if ( preg_match( '/^\$P\$[.\/0-9A-Za-z]{31}$/', $hash ) || preg_match( '/^\$2[aby]\$\d\d\$[.\/0-9A-Za-z]{53}$/', $hash ) ) {
+		// phpass; bcrypt; bcrypt over 6.8's HMAC-SHA384 ("$wp$", UserRelay_Passwords).
+		if ( preg_match( '/^\$P\$[.\/0-9A-Za-z]{31}$/', $hash ) || preg_match( '/^(\$wp)?\$2[aby]\$\d\d\$[.\/0-9A-Za-z]{53}$/', $hash ) ) {
 			return $hash;
 		}
 		$shown = '' === $hash ? 'none' : '"' . substr( $hash, 0, 4 ) . '…"';

@@ -49,6 +49,7 @@ final class UserRelay_Plugin {
 
 		self::$parts = compact( 'settings', 'outbox', 'hooks', 'applier', 'rest' );
 
+		UserRelay_Passwords::register(); // Logins on every blog: the users table is shared.
 		if ( $settings->serves_this_blog() ) { // On a network, one blog only (UserRelay_Settings::blog_id).
 			$hooks->register();
 			$rest->register();

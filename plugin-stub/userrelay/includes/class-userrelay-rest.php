@@ -253,12 +253,13 @@ final class UserRelay_REST {
 	 */
 	public function ping( WP_REST_Request $request ) {
 		$answer = array(
-			'site'         => $this->settings->site(),
-			'wordpress'    => get_bloginfo( 'version' ),
-			'plugin'       => USERRELAY_PLUGIN_VERSION,
-			'protocol'     => UserRelay_Signature::PROTOCOL,
-			'hash_formats' => UserRelay_Delivery_Checks::hash_formats(),
-			'time'         => microtime( true ),
+			'site'                   => $this->settings->site(),
+			'wordpress'              => get_bloginfo( 'version' ),
+			'plugin'                 => USERRELAY_PLUGIN_VERSION,
+			'protocol'               => UserRelay_Signature::PROTOCOL,
+			'hash_formats'           => UserRelay_Delivery_Checks::hash_formats(),
+			'hash_formats_by_plugin' => UserRelay_Passwords::formats_by_plugin(),
+			'time'                   => microtime( true ),
 		);
 		if ( ! empty( $this->signed['check_relay'] ) ) {
 			$answer['relay_check'] = ( new UserRelay_Relay_Client( $this->settings ) )->relay_check();
