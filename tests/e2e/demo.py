@@ -1,13 +1,15 @@
 """``make demo``: two real WordPress sites on loopback with the relay between them.
 
 Brings up sites a and b (the plugin active, keys pasted), links them bidirectionally with the
-recommended actions plus password, prints both wp-admin addresses and logins, and keeps running
+recommended actions plus password, prints both wp-admin addresses and logins, the relay's web
+console and its sign-in token, and keeps running
 until Ctrl-C, then stops everything it started.
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import signal
 import threading
 from pathlib import Path
@@ -32,6 +34,8 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with build_world(base, (port_a, port_b)) as world:
+        token = secrets.token_hex(32)
+        console = world.relay.enable_admin(token) + "/console/"  # from the restart below on
         world.link("bidirectional", outgoing=["create", "edit", "roles", "password"],
                    incoming=["create", "edit", "roles", "password"])
         print("UserRelay demo: two WordPress sites, linked both ways.\n")
@@ -39,6 +43,7 @@ def main() -> int:
             print(f"  site {site.name}: {site.url}/wp-admin/   "
                   f"login {site.admin_login} / {site.admin_password}")
         print(f"\n  relay: {world.relay.url}  (log: {world.relay.log_path})")
+        print(f"  console: {console}  sign in with the admin token {token}")
         print("\nCreate or edit a user on one site (Users > Add New) and reload the users list "
               "of the other.\nCtrl-C stops everything.", flush=True)
         stop.wait()
