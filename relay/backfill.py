@@ -234,7 +234,7 @@ async def fetch_page(session: aiohttp.ClientSession, config: Config, keys: KeySt
     if key is None:
         raise SiteUnreadable(f"site {site.id!r} has no key; run userrelay keys generate "
                              f"{site.id}")
-    client = PluginClient(site.id, site.url, key, session, timeout)
+    client = PluginClient(site.id, site.url, key, session, timeout, site.ca_file)
     url = client.url("users")
     try:
         reply = await client.call("users", max_answer=MAX_ANSWER_BYTES, after=cursor.after,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +180,9 @@ class Site:
     label: str
     url: str
     allow_http: bool = False
+    #: PEM file of the certificate authorities trusted for this site's https URL instead of the
+    #: system's store (a private CA); None: the system's store. Verification is never off.
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -313,7 +317,7 @@ def from_mapping(document: Any, source: str = "<config>", base_dir: Path | None 
                                    f"lines), not {type(document).__name__} {document!r:.60}"])
     try:
         values = _read_settings(document, problems)
-        sites = _read_sites(document.get("sites"), problems)
+        sites = _read_sites(document.get("sites"), problems, base_dir or Path.cwd())
         links = _read_links(document.get("links"), sites, problems)
     except (TypeError, ValueError, RecursionError) as exc:
         # A shape no check above foresaw: still one clear error, never a traceback.
@@ -369,7 +373,7 @@ def _read_settings(document: dict[str, Any], problems: list[str]) -> dict[str, A
     return values
 
 
-def _read_sites(raw: Any, problems: list[str]) -> dict[str, Site]:
+def _read_sites(raw: Any, problems: list[str], base_dir: Path) -> dict[str, Site]:
     sites: dict[str, Site] = {}
     if raw is None:
         return sites
@@ -381,7 +385,7 @@ def _read_sites(raw: Any, problems: list[str]) -> dict[str, Site]:
         if not isinstance(item, dict):
             problems.append(f"{where}: got {item!r}; expected a mapping with id, label and url")
             continue
-        _unknown_keys(item, {"id", "label", "url", "allow_http"}, where, problems)
+        _unknown_keys(item, {"id", "label", "url", "allow_http", "ca_file"}, where, problems)
         site_id = item.get("id")
         if not isinstance(site_id, str) or not _ID.match(site_id):
             problems.append(f"{where}.id: {_got(item, 'id')}; expected lower-case letters, "
@@ -403,8 +407,27 @@ def _read_sites(raw: Any, problems: list[str]) -> dict[str, Site]:
         if not isinstance(label, str):
             problems.append(f"{where}.label: got {label!r}; expected a string")
             label = site_id
-        sites[site_id] = Site(site_id, label, str(url).rstrip("/"), allow_http)
+        ca_file = _ca_file(item.get("ca_file"), base_dir, f"{where}.ca_file", problems)
+        sites[site_id] = Site(site_id, label, str(url).rstrip("/"), allow_http, ca_file)
     return sites
+
+
+def _ca_file(value: Any, base_dir: Path, where: str, problems: list[str]) -> Path | None:
+    """A site's CA file: None, or a PEM file of certificates that ssl can load."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        problems.append(f"{where}: got {value!r}; expected the path of a PEM file of CA "
+                        "certificates")
+        return None
+    path = base_dir / value
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except FileNotFoundError:
+        problems.append(f"{where}: {path} does not exist")
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        problems.append(f"{where}: {path} holds no CA certificate ssl can load ({exc})")
+    return path
 
 
 def _got(item: dict[str, Any], key: str) -> str:

@@ -14,7 +14,8 @@ pointless), what was found, and for a failure what to do:
     clock          the site's clock against ours (warn beyond 30 s, fail beyond 300 s)
     wordpress      the WordPress and plugin versions (warn below 6.1)
     hash_formats   password hashes: does a partner write a format this site cannot verify
-                   (``$wp$`` from 6.8+ to an older site), or the other way round?
+                   (``$wp$`` from 6.8+ to an older site whose plugin predates its own ``$wp$``
+                   check), or the other way round?
 
 It only reads keys (through ``KeyStore``) and writes nothing but the test record, so it runs
 while the daemon runs. For callers (CLI, admin API):
@@ -43,7 +44,7 @@ from relay.config import Config
 from relay.crypto import SiteKey
 from relay.keystore import KeyStore
 from relay.links import LinkBook, SiteTest
-from relay.plugin_client import PluginClient
+from relay.plugin_client import PluginClient, tls_context
 from relay.routing import Router
 from relay.signatures import PROTOCOL
 
@@ -217,7 +218,10 @@ class _Run:
                 "firewall stand between the relay and the site?")
 
     async def _tls(self, host: str, address: str, port: int) -> tuple[str, str, str | None]:
-        context = ssl.create_default_context()
+        ca_file = self.config.sites[self.site_id].ca_file
+        trusted = tls_context(ca_file)
+        context = trusted if isinstance(trusted, ssl.SSLContext) else ssl.create_default_context()
+        against = f"the authorities of {ca_file}" if ca_file else "the system's trusted authorities"
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(
                 address, port, ssl=context, server_hostname=host), self.timeout)
@@ -225,9 +229,12 @@ class _Run:
             why = exc.verify_message or str(exc)
             fix = ("renew the certificate" if "expired" in why else
                    f"use a certificate that names {host}" if "mismatch" in why or "match" in why
-                   else f"install a certificate for {host} from a public certificate authority "
-                        "(e.g. Let's Encrypt)")
-            return FAIL, f"the certificate of {host} is not trusted: {why}", fix
+                   else f"have the certificate of {host} signed by an authority of {ca_file}"
+                   if ca_file else
+                   f"install a certificate for {host} from a public certificate authority "
+                   f"(e.g. Let's Encrypt), or name your own authority's certificate as ca_file "
+                   f"of site {self.site_id!r} in {self.config.source}")
+            return FAIL, f"the certificate of {host} is not trusted ({against}): {why}", fix
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             return (FAIL, f"the TLS handshake with {host}:{port} failed: {exc}",
                     f"does port {port} of {host} serve https?")
@@ -236,16 +243,18 @@ class _Run:
         expires = ssl.cert_time_to_seconds(cert["notAfter"]) if "notAfter" in cert else None
         if expires is not None and expires - time.time() < 14 * 86400:
             days = (expires - time.time()) / 86400
-            return (WARN, f"the certificate of {host} is trusted but expires in {days:.0f} days",
+            return (WARN, f"the certificate of {host} is trusted ({against}) but expires in "
+                    f"{days:.0f} days",
                     "renew the certificate")
         until = f", valid until {time.strftime('%Y-%m-%d', time.gmtime(expires))}" \
             if expires is not None else ""
-        return OK, f"the certificate of {host} is trusted{until}", None
+        return OK, f"the certificate of {host} is trusted ({against}){until}", None
 
     async def _ping(self, key: SiteKey, url: str,
                     session: aiohttp.ClientSession) -> tuple[dict[str, Any], float | None]:
         """The signed ping; returns the plugin's answer and the site's clock minus ours."""
-        client = PluginClient(self.site_id, url, key, session, self.timeout)
+        client = PluginClient(self.site_id, url, key, session, self.timeout,
+                              self.config.sites[self.site_id].ca_file)
         ping = client.url("ping")
         site, title = self.site_id, "relay -> site ping"
         sent = time.time()
@@ -370,9 +379,14 @@ class _Run:
             self.add("wordpress", "WordPress", OK, f"WordPress {version}, plugin {plugin}",
                      data=data)
         accepts = [str(f) for f in answer.get("hash_formats", [])]
+        # Formats the plugin verifies itself (the $wp$ check on WordPress before 6.8).
+        by_plugin = {str(f) for f in answer.get("hash_formats_by_plugin", [])}
         notes = self._hash_notes(version, accepts)
-        data = {"accepts": accepts, "writes": _writes(version)}
-        shown = ", ".join(f"{f} ({HASH_PREFIXES.get(f, '?')})" for f in accepts) or "none"
+        data = {"accepts": accepts, "writes": _writes(version), "by_plugin": sorted(by_plugin)}
+        shown = ", ".join(
+            f"{f} ({HASH_PREFIXES.get(f, '?')}"
+            + (f", by the plugin on WordPress {version})" if f in by_plugin else ")")
+            for f in accepts) or "none"
         if notes:
             self.add("hash_formats", "password hashes", WARN, f"verifies {shown}; but "
                      + "; ".join(notes), "update the older site to WordPress 6.8+, or leave "

@@ -144,7 +144,8 @@ class Courier:
             # Held since the claim (a new key the site cannot know yet, a pause): give it back.
             await asyncio.shield(self._db.transaction(queue.release, batch, now))
             return
-        client = PluginClient(self.site.id, self.site.url, key, self._session, self._timeout)
+        client = PluginClient(self.site.id, self.site.url, key, self._session, self._timeout,
+                              self.site.ca_file)
         self.counters["requests"] += 1
         sent = time.monotonic()
         try:

@@ -30,7 +30,7 @@ AFTER_START = 1.0
 
 async def nudge(session: aiohttp.ClientSession, site: Site, key: SiteKey, why: str) -> bool:
     """Ask ``site``'s plugin to send its outbox now; whether it said yes."""
-    client = PluginClient(site.id, site.url, key, session, TIMEOUT)
+    client = PluginClient(site.id, site.url, key, session, TIMEOUT, site.ca_file)
     try:
         reply = await client.call("nudge")
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:

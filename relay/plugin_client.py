@@ -1,16 +1,21 @@
 """The one door to a site's plugin: every call the relay makes to a companion plugin.
 
 It owns the plugin's paths, the signing (protocol 2: the relay → site secret, a body naming its
-operation and site), the cap on an answer's size and how a failed call is described. What an
+operation and site), the certificates trusted for the site (the system's store, or the site's
+``ca_file``; verification is never turned off), the cap on an answer's size and how a failed
+call is described. What an
 answer *means* stays with the caller (delivery, initial sync, reconciliation, connection test),
 each of which knows its own operation.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -61,14 +66,33 @@ class Answer:
                 "plugin on the site is an older version, update it)")
 
 
+def tls_context(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """What verifies a site's certificate: True (aiohttp's default, the system's store), or a
+    context trusting only ``ca_file``'s authorities (rebuilt when the file changes)."""
+    if ca_file is None:
+        return True
+    try:
+        changed = ca_file.stat().st_mtime_ns
+    except OSError:
+        changed = 0  # then loading fails and names the file, as it should
+    return _context_for(str(ca_file), changed)
+
+
+@functools.lru_cache(maxsize=64)
+def _context_for(ca_file: str, changed: int) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
+
+
 class PluginClient:
     """Signed calls to one site's plugin, through a shared ``aiohttp`` session."""
 
     def __init__(self, site_id: str, site_url: str, key: SiteKey,
-                 session: aiohttp.ClientSession, timeout: float) -> None:
+                 session: aiohttp.ClientSession, timeout: float,
+                 ca_file: Path | None = None) -> None:
         self.site_id, self._site_url = site_id, site_url
         self._key, self._session = key, session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ca_file = ca_file
 
     def url(self, operation: str) -> str:
         return plugin_url(self._site_url, operation)
@@ -96,6 +120,7 @@ class PluginClient:
         headers = signatures.headers(self._key, body, Direction.TO_SITE)
         async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False,
+                ssl=tls_context(self._ca_file),
                 timeout=self._timeout if timeout is None else aiohttp.ClientTimeout(
                     total=timeout)) as resp:
             content = await resp.content.read(max_answer)
