@@ -64,6 +64,7 @@ class RelayDaemon:
         self.log_path = output_file("e2e-relay") or workdir / "relay.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.admin_settings: dict[str, Any] | None = None  # see enable_admin
+        self.ca_files: dict[str, Path] = {}  # site -> the CA file its https URL is verified by
         self.configure([])
 
     @property
@@ -76,7 +77,9 @@ class RelayDaemon:
             "database": str(self.workdir / "relay.sqlite3"),
             "delivery": {"retry_schedule": ["1s", "2s"], "jitter": 0.1, "max_attempts": 100,
                          "timeout": 20, "lease": 60, **delivery},
-            "sites": [{"id": s.name, "label": s.name, "url": s.url, "allow_http": True}
+            "sites": [{"id": s.name, "label": s.name, "url": s.url, "allow_http": True,
+                       **({"ca_file": str(self.ca_files[s.name])} if s.name in self.ca_files
+                          else {})}
                       for s in self.sites.values()],
             "links": links,
         }

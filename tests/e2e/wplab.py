@@ -91,15 +91,17 @@ class PhpError(LabError):
     """PHP run in a site's context exited non-zero, or did not print the expected JSON."""
 
 
-def ensure_packages() -> str | None:
-    """Installs Debian's WordPress, PHP and MariaDB if missing (as root); returns None when
-    WordPress can run here, else a one-line reason (for pytest.skip)."""
+def ensure_packages(packages: list[str] | None = None) -> str | None:
+    """Installs Debian's WordPress, PHP and MariaDB (or ``packages``) if missing (as root);
+    returns None when WordPress can run here, else a one-line reason (for pytest.skip). No
+    service is started by the installation (policy-rc.d)."""
+    packages = packages or PACKAGES
     if shutil.which("dpkg-query") is None:
-        return f"not a Debian system: the lab needs Debian's {' '.join(PACKAGES)}"
-    listed = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\n", *PACKAGES],
+        return f"not a Debian system: the lab needs Debian's {' '.join(packages)}"
+    listed = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\n", *packages],
                             capture_output=True, text=True).stdout.splitlines()
     installed = {line.split()[0] for line in listed if line.endswith(" installed")}
-    if not (missing := [name for name in PACKAGES if name not in installed]):
+    if not (missing := [name for name in packages if name not in installed]):
         return None
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         return f"Debian packages missing ({' '.join(missing)}); installing needs root and apt-get"
