@@ -157,7 +157,7 @@ async def test_a_refused_connection_fails_and_skips_what_depends_on_it(
 
 async def test_a_host_that_does_not_resolve_fails_at_dns(relay_factory: Any,
                                                          tmp_path: Path) -> None:
-    relay = await relay_factory(settings(tmp_path, [site("a", "http://nonexistent.invalid"),
+    relay = await relay_factory(settings(tmp_path, [site("a", "https://nonexistent.invalid"),
                                                     site("b", "http://127.0.0.1:9")], []),
                                 start_links=False)
 
