@@ -33,6 +33,7 @@ require_once __DIR__ . '/includes/class-userrelay-snapshot.php';
 require_once __DIR__ . '/includes/class-userrelay-digests.php';
 require_once __DIR__ . '/includes/class-userrelay-directory.php';
 require_once __DIR__ . '/includes/class-userrelay-passwords.php';
+require_once __DIR__ . '/includes/class-userrelay-developer-hooks.php';
 require_once __DIR__ . '/includes/class-userrelay-delivery-checks.php';
 require_once __DIR__ . '/includes/class-userrelay-applier.php';
 require_once __DIR__ . '/includes/class-userrelay-rest.php';

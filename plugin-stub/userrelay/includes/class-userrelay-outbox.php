@@ -82,7 +82,8 @@ final class UserRelay_Outbox {
 		$now    = time();
 		$values = array();
 		foreach ( $events as $event ) {
-			$json = $this->encode( $event['payload'] );
+			$payload = UserRelay_Developer_Hooks::outgoing( $event['payload'], (int) $event['user_id'] );
+			$json    = null === $payload ? null : $this->encode( $payload );
 			if ( null !== $json ) {
 				$values[] = $wpdb->prepare( "('', %d, %s, %d, 0, 0)", $event['user_id'], $json, $now );
 			}
