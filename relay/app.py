@@ -51,11 +51,13 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
     """``metrics``: counters to carry on with (a reload keeps them); new ones if not given."""
     app = web.Application(client_max_size=config["ingest.max_body_bytes"],
                           middlewares=[guard.last_resort],
-                          handler_args={"keepalive_timeout": guard.IDLE_TIMEOUT})
+                          handler_args={"keepalive_timeout": guard.IDLE_TIMEOUT,
+                                        "read_bufsize": guard.READ_BUFFER})
     # Connections past the file limit's share are refused at once (relay/guard.py).
     guard.limit_connections(app, guard.connection_limit(
         len(config.sites) * (config["delivery.in_flight"] + 2)))
     app.cleanup_ctx.append(guard.quiet_accept_errors)
+    app.cleanup_ctx.append(guard.give_memory_back)
     app[CONFIG] = config
     app[METRICS] = metrics or Metrics()
     app[METRICS].know(config)

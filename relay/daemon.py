@@ -174,7 +174,8 @@ class _Daemon:
         self.config, self.runner = config, runner
         if self.server is None:
             self.server = web.Server(self._handle, request_factory=self._make_request,
-                                     access_log=None, keepalive_timeout=guard.IDLE_TIMEOUT)
+                                     access_log=None, keepalive_timeout=guard.IDLE_TIMEOUT,
+                                     read_bufsize=guard.READ_BUFFER)
             # Connections past the file limit's share refused, slow clients cut off
             # (relay/guard.py): the listener serves through the guard, reload after reload.
             self._accepting = await asyncio.get_running_loop().create_server(

@@ -24,6 +24,8 @@ every runner serving ``app``. It knows HTTP and sockets, nothing of events or si
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import resource
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,6 +44,10 @@ IDLE_TIMEOUT = 15.0
 #: the log, the admin listener, and each courier's, initial sync's and reconciliation's
 #: connections to sites (see ``connection_limit``).
 RESERVED_FILES = 64
+#: Bytes of a request body buffered per connection before reading from it pauses: what a
+#: connection can hold of a body nobody has asked for yet (aiohttp's default is 64 KiB; a flood
+#: of unsigned bodies would hold that much on every connection until it is refused).
+READ_BUFFER = 16 * 1024
 #: Seconds between two log lines about refused connections or accept errors.
 LOG_INTERVAL = 10.0
 #: What a connection past the limit is told before it is closed.
@@ -180,3 +186,36 @@ async def quiet_accept_errors(app: web.Application) -> AsyncIterator[None]:
     yield
     if loop.get_exception_handler() is handle:
         loop.set_exception_handler(previous)
+
+
+# --- giving memory back after a flood --------------------------------------------------------
+# A flood of bodies nobody asked for leaves the C allocator holding the freed buffers (many
+# small chunks, so glibc keeps its heap); malloc_trim gives them back to the system. It is
+# called at most once per TRIM_EVERY, and only after bodies were refused unread.
+
+TRIM_EVERY = 1.0
+_libc_name = ctypes.util.find_library("c")
+_malloc_trim = getattr(ctypes.CDLL(_libc_name), "malloc_trim", None) if _libc_name else None
+_refused_unread = False
+
+
+def refused_unread() -> None:
+    """A request was refused before its body was read (relay/receive.py)."""
+    global _refused_unread
+    _refused_unread = True
+
+
+async def give_memory_back(app: web.Application) -> AsyncIterator[None]:
+    """A cleanup context: after bodies were refused unread, trim the C heap once a second."""
+    async def trim() -> None:
+        global _refused_unread
+        while True:
+            await asyncio.sleep(TRIM_EVERY)
+            if _refused_unread and _malloc_trim is not None:
+                _refused_unread = False
+                await asyncio.sleep(TRIM_EVERY)  # let the flood's connections close first
+                _malloc_trim(0)
+    task = asyncio.create_task(trim(), name="give-memory-back")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

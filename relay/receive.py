@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from relay import __version__, metrics, protected_meta, signatures
+from relay import __version__, guard, metrics, protected_meta, signatures
 from relay.appkeys import CONFIG, COURIERS, GROUP_COMMIT, KEYS, METRICS, REPLAYS, ROUTER
 from relay.errors import (
     BadSignature,
@@ -51,6 +51,7 @@ def answers_errors(
                 # Refused before its body was read: close rather than read the rest of it to
                 # keep the connection (an unsigned flood then costs no memory, ADR 8).
                 response.force_close()
+                guard.refused_unread()
             return response
         except StoreUnavailable as exc:
             log.error("request_not_stored", site=request.match_info.get("site"), reason=str(exc))
