@@ -7,7 +7,9 @@ the same data without any reconciliation.
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 
 import pytest
 
@@ -59,3 +61,31 @@ def test_concurrent_edits_of_different_fields_both_survive(world: World) -> None
         found = user(site, new_email)
         assert found is not None, f"site {site.name} lost the new email"
         assert ("Augusta", ["author"]) == (found["first_name"], found["roles"])
+
+
+def test_a_replayed_old_dead_letter_does_not_set_the_partner_back(world: World) -> None:
+    """A change refused by the partner, replayed after a newer change reached it: what the dead
+    letter carries that is older (the name) is skipped, what is not (the role) is applied."""
+    world.link("push")
+    role = f"e2e_{uuid.uuid4().hex[:6]}"
+    world.a.php(f"add_role('{role}', 'Only on a', ['read' => true]);")
+    login, email = unique("replayold")
+    uid = create(world.a, login, email, first_name="First")
+    wait_until("the user reaches b", lambda: user(world.b, email) is not None)
+
+    # One request: a new name and a role b does not have; b refuses the whole event.
+    world.a.php(f"wp_update_user(['ID' => {uid}, 'first_name' => 'Old', 'role' => '{role}']);")
+    wait_until("the refused change is dead-lettered", lambda: [
+        d for d in json.loads(world.admin("dead", "list", "--json"))["dead_letters"]
+        if role in (d["last_error"] or "")])
+    world.a.php(f"wp_update_user(['ID' => {uid}, 'first_name' => 'New']);")
+    wait_until("the newer name reaches b", lambda: (user(world.b, email) or {}).get(
+        "first_name") == "New")
+
+    world.b.php(f"add_role('{role}', 'Now on b too', ['read' => true]);")
+    world.admin("dead", "replay", "--target", "b")
+    wait_until("the replayed role reaches b", lambda: (user(world.b, email) or {}).get(
+        "roles") == [role])
+    world.quiet()
+
+    assert "New" == user(world.b, email)["first_name"]  # type: ignore[index]
