@@ -44,6 +44,12 @@ final class UserRelay_Applier {
 	 */
 	const STALE = -200;
 
+	/**
+	 * Internal status of an event the userrelay_incoming_event filter dropped: answered 200 with
+	 * "dropped": true (taken once, nothing written).
+	 */
+	const DROPPED = -201;
+
 	/** Profile fields of the protocol, as wp_insert_user() field names. */
 	const PROFILE_FIELDS = array(
 		'first_name'   => 'first_name',
@@ -197,12 +203,25 @@ final class UserRelay_Applier {
 	}
 
 	/**
-	 * Applies one event; never throws.
+	 * Applies one event, then runs the developers' userrelay_event_applied or
+	 * userrelay_event_refused action; never throws.
 	 *
 	 * @param mixed $event One event of the batch.
 	 * @return array Its result.
 	 */
 	private function apply_one( $event ): array {
+		$result = $this->apply_event( $event );
+		UserRelay_Developer_Hooks::answered( $event, $result );
+		return $result;
+	}
+
+	/**
+	 * Applies one event; never throws.
+	 *
+	 * @param mixed $event One event of the batch.
+	 * @return array Its result.
+	 */
+	private function apply_event( $event ): array {
 		global $wpdb;
 		$id             = is_array( $event ) && isset( $event['id'] ) && is_scalar( $event['id'] ) ? (string) $event['id'] : '';
 		$user_id        = 0;
@@ -227,9 +246,13 @@ final class UserRelay_Applier {
 				$prior = (int) $wpdb->get_var( $wpdb->prepare( "SELECT user_id FROM {$table} WHERE origin_site = %s AND origin_event_id = %s", $origin['site'], $origin['event_id'] ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
 				return self::result( $id, 208, $prior );
 			}
+			if ( in_array( 'metadata', $event['actions'], true ) ) {
+				$this->checks->meta( $event['user'] ); // The delivery's own keys, before any filter.
+			}
+			$filtered = UserRelay_Developer_Hooks::incoming( $event );
 			self::quiet( true );
 			try {
-				list( $status, $user_id ) = $this->apply_actions( $event );
+				list( $status, $user_id ) = null === $filtered ? array( self::DROPPED, 0 ) : $this->apply_actions( $filtered );
 			} finally {
 				self::quiet( false );
 			}
@@ -255,6 +278,9 @@ final class UserRelay_Applier {
 				UserRelay_Versions::observe( $version ); // The clock moves past what was applied.
 			}
 			$this->observed = array();
+			if ( self::DROPPED === $status ) {
+				return self::result( $id, 200, 0 ) + array( 'dropped' => true );
+			}
 			return self::result( $id, $status, $user_id, '', $this->skipped, self::STALE === $status );
 		} catch ( UserRelay_Apply_Exception $refusal ) {
 			return $this->failed( $id, $refusal->getCode() ? $refusal->getCode() : 422, $refusal->getMessage() );
@@ -537,20 +563,19 @@ final class UserRelay_Applier {
 	}
 
 	/**
-	 * The local user: by match.user_id first, else by email or login as match.by says.
+	 * The local user: by match.user_id first, else by email or login as match.by says, then as
+	 * the userrelay_match_user filter says.
 	 *
 	 * @param array $data  The event's user.
 	 * @param array $match The event's match.
 	 */
 	private function find_user( array $data, array $match ): ?WP_User {
-		if ( isset( $match['user_id'] ) && is_numeric( $match['user_id'] ) ) {
-			$user = get_userdata( (int) $match['user_id'] );
-			if ( $user ) {
-				return $user;
-			}
+		$user = isset( $match['user_id'] ) && is_numeric( $match['user_id'] ) ? get_userdata( (int) $match['user_id'] ) : false;
+		if ( ! $user ) {
+			$user = isset( $match['by'] ) && 'login' === $match['by'] ? get_user_by( 'login', $data['login'] ) : get_user_by( 'email', $data['email'] );
 		}
-		$user = isset( $match['by'] ) && 'login' === $match['by'] ? get_user_by( 'login', $data['login'] ) : get_user_by( 'email', $data['email'] );
-		return $user ? $user : null;
+		// A developer's choice is checked as any match is: member here, not privileged.
+		return UserRelay_Developer_Hooks::match( $user ? $user : null, $data, $match );
 	}
 
 	/**

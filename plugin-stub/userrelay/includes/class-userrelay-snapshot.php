@@ -136,23 +136,29 @@ final class UserRelay_Snapshot {
 			$fields['password_hash'] = $hash;
 		}
 		if ( in_array( 'metadata', $actions, true ) ) {
+			$changed = array_map( 'strval', array_merge( array_keys( $notes['meta'] ), array_keys( $notes['meta_deleted'] ) ) );
 			$meta    = array();
-			$removed = array_keys( $notes['meta_deleted'] );
-			$removed = array_values( array_filter( array_map( 'strval', $removed ), array( $this, 'syncable' ) ) );
-			foreach ( array_keys( $notes['meta'] ) as $key ) {
-				$key = (string) $key;
+			$removed = array();
+			foreach ( UserRelay_Developer_Hooks::outgoing_meta_keys( $changed, $user_id ) as $key ) {
 				if ( ! $this->syncable( $key ) ) {
 					continue;
 				}
 				if ( metadata_exists( 'user', $user_id, $key ) ) {
 					// One value per key: a key holding several values sends its first.
 					$meta[ $key ] = get_user_meta( $user_id, $key, true );
-				} else {
+				} elseif ( in_array( $key, $changed, true ) ) {
 					$removed[] = $key;
 				}
 			}
-			$fields['meta']         = (object) $meta; // {} rather than [] when empty.
-			$fields['meta_deleted'] = array_values( array_unique( $removed ) );
+			if ( $meta || $removed ) {
+				$fields['meta']         = (object) $meta; // {} rather than [] when empty.
+				$fields['meta_deleted'] = array_values( array_unique( $removed ) );
+			} else {
+				$actions = array_values( array_diff( $actions, array( 'metadata' ) ) );
+				if ( ! $actions ) {
+					return null; // Only meta changed, and no key of it is sent.
+				}
+			}
 		}
 		$versions = UserRelay_Versions::stamp( $user, $this->changed_groups( $notes, $actions, $fields ), $notes['create'] ? $this->buried( $user ) : UserRelay_Versions::MIN );
 		self::modified_now( $user_id, $notes['at'] );
