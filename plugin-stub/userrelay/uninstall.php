@@ -21,7 +21,7 @@ $wpdb->query( "DROP TABLE IF EXISTS {$wpdb->base_prefix}userrelay_seen" );
 
 // Options: userrelay_url, _site, _key, _install_id, _flush_token, _status, _db_version; then
 // the settings page's flash transients (userrelay_flash_{user id}).
-foreach ( array( 'userrelay_url', 'userrelay_site', 'userrelay_key', 'userrelay_install_id', 'userrelay_flush_token', 'userrelay_status', 'userrelay_db_version' ) as $userrelay_option ) {
+foreach ( array( 'userrelay_url', 'userrelay_site', 'userrelay_key', 'userrelay_install_id', 'userrelay_flush_token', 'userrelay_status', 'userrelay_db_version', 'userrelay_kick_at' ) as $userrelay_option ) {
 	delete_option( $userrelay_option );
 }
 // On a network the settings are site options (UserRelay_Settings).

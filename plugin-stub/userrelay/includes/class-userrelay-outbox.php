@@ -2,12 +2,17 @@
 /**
  * The outbox: every reported event is first a row in {prefix}userrelay_outbox, then sent.
  *
- * A user's request only INSERTs (one multi-row INSERT at shutdown) and, if rows are due, starts a
- * flush that it does not wait for: after fastcgi_finish_request() where PHP-FPM offers it, else
- * through a non-blocking loopback request to the flush route. The flush sends due rows in id order,
- * up to 100 events per signed POST, and deletes them only once the relay answered 202. A failure
- * defers the head of the outbox with backoff, so nothing is lost and per-user order is kept. One
- * flusher at a time (a MySQL named lock, per database and table prefix).
+ * A user's request only INSERTs (one multi-row INSERT at shutdown) and, if the head of the outbox
+ * is due and nobody is flushing, sends after its answer: under PHP-FPM from the same worker after
+ * fastcgi_finish_request() (the visitor already has the answer), elsewhere through one
+ * non-blocking loopback request to the flush route, at most one in flight at a time (a claim
+ * row in the options table). A flush sends what is due, up to 100 events per signed POST, deletes
+ * rows only once the relay answered 202, and returns: it never waits for more rows, and it stops
+ * taking batches after a short budget. Rows stored while it runs are sent by whoever finds them
+ * due next: the flusher itself when it looks again after releasing its lock, or the next
+ * request. A failure defers the head with backoff (retried by a later request or WP-Cron, or at
+ * once when the relay nudges), so nothing is lost and per-user order is kept. One flusher at a
+ * time (a MySQL named lock, per database and table prefix).
  *
  * @package UserRelay
  */
@@ -36,11 +41,24 @@ final class UserRelay_Outbox {
 	/** Waits after the 1st, 2nd, ... failed attempt; the last one repeats. */
 	const BACKOFF = array( 10, 30, 120, 600, 1800, 3600 );
 
-	/** Seconds a flush may run before it stops taking new batches. */
+	/** Seconds a flush from WP-Cron or the settings page may run before it stops taking batches. */
 	const FLUSH_BUDGET = 25;
 
-	/** Seconds the loopback flusher waits for more rows once the outbox is empty. */
-	const LINGER = 1.0;
+	/**
+	 * Seconds a flush after a request (FPM's finished request, the loopback flush route) may run
+	 * before it stops taking batches: it holds a PHP worker of the site, so it stays short; what
+	 * is left is due, and the next request's end sends it.
+	 */
+	const BACKGROUND_BUDGET = 2;
+
+	/** Seconds after which a loopback kick that never ran (a lost request) no longer blocks one. */
+	const KICK_STALE = 10;
+
+	/** The body field of a loopback kick: the flush token. */
+	const KICK_FIELD = 'userrelay_flush';
+
+	/** The option naming when the loopback flush in flight was started (0: none). */
+	const OPTION_KICK = 'userrelay_kick_at';
 
 	/** Options this class owns. */
 	const OPTION_INSTALL_ID  = 'userrelay_install_id';
@@ -107,38 +125,64 @@ final class UserRelay_Outbox {
 	}
 
 	/**
-	 * At the end of a request: start a flush if the head of the outbox is due and nobody is
-	 * flushing. One indexed query; the flush itself never runs while the user waits.
+	 * At the end of a request: send if the head of the outbox is due and nobody is flushing.
+	 * One indexed query when there is nothing to do; the visitor never waits for the send.
 	 */
 	public function maybe_kick(): void {
 		global $wpdb;
 		$table = self::table();
 		$head  = $wpdb->get_row( $wpdb->prepare( "SELECT next_attempt_at, IS_FREE_LOCK(%s) AS free FROM {$table} ORDER BY id LIMIT 1", self::lock_name() ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
 		if ( null === $head || (int) $head->next_attempt_at > time() || '1' !== (string) $head->free ) {
-			return;
+			return; // Empty, waiting out a backoff, or a flusher runs (it looks again when done).
 		}
 		if ( function_exists( 'fastcgi_finish_request' ) && 'fpm-fcgi' === PHP_SAPI ) {
-			// The response is complete for the client; this PHP worker goes on alone.
+			// The response is complete for the client; this PHP worker sends, briefly.
 			fastcgi_finish_request();
-			$this->flush();
+			$this->flush( self::BACKGROUND_BUDGET );
 			return;
 		}
-		$this->kick_loopback();
+		if ( $this->claim_kick() ) {
+			$this->kick_loopback();
+		}
+	}
+
+	/**
+	 * Takes the right to start the one loopback flush in flight: an atomic upsert of the claim
+	 * option that succeeds when there is none or it is stale. Released by the flush route.
+	 */
+	public function claim_kick(): bool {
+		global $wpdb;
+		$now = microtime( true );
+		// Affected rows: 1 inserted, 2 updated (stale claim taken), 0 left alone (a kick runs).
+		$rows = $wpdb->query( $wpdb->prepare( "INSERT INTO {$wpdb->options} (option_name, option_value, autoload) VALUES (%s, %s, 'no') ON DUPLICATE KEY UPDATE option_value = IF(CAST(option_value AS DECIMAL(20,6)) < %f, VALUES(option_value), option_value)", self::OPTION_KICK, sprintf( '%.6f', $now ), $now - self::KICK_STALE ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		return is_int( $rows ) && $rows > 0;
+	}
+
+	/**
+	 * The loopback flush ended: the next request that finds rows due may kick one again.
+	 */
+	public function release_kick(): void {
+		global $wpdb;
+		$wpdb->query( $wpdb->prepare( "UPDATE {$wpdb->options} SET option_value = '0' WHERE option_name = %s", self::OPTION_KICK ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
 	}
 
 	/**
 	 * Asks this site, without waiting for the answer, to run a flush: writes the request on a
 	 * socket and hangs up. Not wp_remote_post( 'blocking' => false ): on WordPress's cURL
 	 * transport that still reads the whole answer (Requests enforces a timeout of at least 1 s),
-	 * measured at 800 ms against an endpoint taking 800 ms. The flush route ignores the hang-up.
+	 * measured at 800 ms against an endpoint taking 800 ms. The request goes to the home page
+	 * with the flush token in its body; serve_kick() answers it once plugins are loaded, before
+	 * the theme, init and the REST API (a flush costs a third of a full boot), and ignores the
+	 * hang-up.
 	 */
 	public function kick_loopback(): void {
-		$url   = wp_parse_url( rest_url( 'userrelay/v1/flush' ) );
+		$url   = wp_parse_url( home_url( '/' ) );
 		$https = isset( $url['scheme'] ) && 'https' === $url['scheme'];
 		$host  = isset( $url['host'] ) ? $url['host'] : '';
 		$port  = isset( $url['port'] ) ? (int) $url['port'] : ( $https ? 443 : 80 );
 		$path  = ( isset( $url['path'] ) ? $url['path'] : '/' ) . ( isset( $url['query'] ) ? '?' . $url['query'] : '' );
 		if ( '' === $host ) {
+			$this->release_kick();
 			return;
 		}
 		$context = stream_context_create(
@@ -153,9 +197,10 @@ final class UserRelay_Outbox {
 		);
 		$socket  = @stream_socket_client( ( $https ? 'ssl://' : 'tcp://' ) . $host . ':' . $port, $errno, $errstr, 1.0, STREAM_CLIENT_CONNECT, $context ); // phpcs:ignore WordPress.PHP.NoSilencedErrors.Discouraged -- A failure only delays sending until WP-Cron.
 		if ( false === $socket ) {
+			$this->release_kick(); // Sent later: by the next request's kick or WP-Cron.
 			return;
 		}
-		$body = http_build_query( array( 'token' => self::flush_token() ) );
+		$body = http_build_query( array( self::KICK_FIELD => self::flush_token() ) );
 		$head = "POST {$path} HTTP/1.1\r\nHost: {$host}" . ( isset( $url['port'] ) ? ':' . $port : '' ) . "\r\n"
 			. "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " . strlen( $body ) . "\r\n"
 			. 'User-Agent: UserRelay-Plugin/' . USERRELAY_PLUGIN_VERSION . "\r\nConnection: close\r\n\r\n";
@@ -164,15 +209,36 @@ final class UserRelay_Outbox {
 	}
 
 	/**
-	 * Sends due rows until the outbox is empty, the head is deferred, or the budget is spent.
+	 * On 'plugins_loaded' (priority 0): when this request is our own loopback kick (a POST with
+	 * the flush token), sends what is due, briefly, and ends the request there. Its own
+	 * 'shutdown' still runs, so rows left due are kicked again (UserRelay_Hooks::on_shutdown).
+	 * Any other request goes on untouched.
+	 */
+	public function serve_kick(): void {
+		// phpcs:disable WordPress.Security.NonceVerification.Missing -- Authenticated by the flush token.
+		if ( ! isset( $_POST[ self::KICK_FIELD ] ) || ! is_string( $_POST[ self::KICK_FIELD ] )
+			|| ! hash_equals( self::flush_token(), $_POST[ self::KICK_FIELD ] ) ) { // phpcs:ignore WordPress.Security.ValidatedSanitizedInput -- Compared only.
+			return;
+		}
+		// phpcs:enable WordPress.Security.NonceVerification.Missing
+		ignore_user_abort( true ); // The kicking request hung up at once; carry on regardless.
+		try {
+			$this->flush( self::BACKGROUND_BUDGET );
+		} finally {
+			$this->release_kick();
+		}
+		status_header( 204 );
+		exit;
+	}
+
+	/**
+	 * Sends due rows until the outbox is empty, the head is deferred, or the budget is spent;
+	 * then returns. It never waits for rows to come.
 	 *
-	 * @param int   $budget Seconds.
-	 * @param float $linger Seconds to keep the lock and wait for new rows once the outbox is
-	 *                      empty: during a burst of changes one flusher serves them all, instead
-	 *                      of every request's kick booting WordPress only to find the lock taken.
+	 * @param int $budget Seconds after which no new batch starts.
 	 * @return array{sent: int, remaining: int, busy: bool}
 	 */
-	public function flush( int $budget = self::FLUSH_BUDGET, float $linger = 0.0 ): array {
+	public function flush( int $budget = self::FLUSH_BUDGET ): array {
 		global $wpdb;
 		$deadline = microtime( true ) + $budget;
 		$sent     = 0;
@@ -185,14 +251,6 @@ final class UserRelay_Outbox {
 			}
 			try {
 				$sent += $this->drain( $deadline );
-				$idle_until = microtime( true ) + $linger;
-				while ( microtime( true ) < min( $idle_until, $deadline ) && null === $this->head_due_at() ) {
-					usleep( 50000 );
-					if ( null !== $this->head_due_at() ) {
-						$sent      += $this->drain( $deadline );
-						$idle_until = microtime( true ) + $linger;
-					}
-				}
 			} finally {
 				$wpdb->query( $wpdb->prepare( 'SELECT RELEASE_LOCK(%s)', $lock ) );
 			}

@@ -340,7 +340,7 @@ final class UserRelay_REST {
 	}
 
 	/**
-	 * POST /flush: sends the outbox. Nobody waits for this answer.
+	 * POST /flush: sends what is due, briefly, and returns. Nobody waits for this answer.
 	 *
 	 * @return WP_REST_Response
 	 */
@@ -350,8 +350,15 @@ final class UserRelay_REST {
 			@set_time_limit( 120 ); // phpcs:ignore WordPress.PHP.NoSilencedErrors.Discouraged -- May be disabled; the flush keeps to its own budget.
 		}
 		if ( ! $this->settings->is_configured() ) {
+			$this->outbox->release_kick();
 			return new WP_REST_Response( array( 'problems' => $this->settings->problems() ), 200 );
 		}
-		return new WP_REST_Response( $this->outbox->flush( UserRelay_Outbox::FLUSH_BUDGET, UserRelay_Outbox::LINGER ), 200 );
+		try {
+			$result = $this->outbox->flush( UserRelay_Outbox::BACKGROUND_BUDGET );
+		} finally {
+			// Rows left due are kicked again by this request's own end (UserRelay_Hooks).
+			$this->outbox->release_kick();
+		}
+		return new WP_REST_Response( $result, 200 );
 	}
 }
