@@ -655,7 +655,7 @@ final class UserRelay_Applier {
 				throw new UserRelay_Apply_Exception( (string) $this->settings->meta_problem( (string) $key ), 422 );
 			}
 			if ( null === $only || in_array( (string) $key, $only, true ) ) {
-				update_user_meta( $user_id, wp_slash( (string) $key ), wp_slash( $value ) );
+				self::write_meta( $user_id, (string) $key, (array) UserRelay_Snapshot::meta_values( $value ) );
 			}
 		}
 		$deleted = isset( $data['meta_deleted'] ) && is_array( $data['meta_deleted'] ) ? $data['meta_deleted'] : array();
@@ -666,6 +666,29 @@ final class UserRelay_Applier {
 			if ( null === $only || in_array( $key, $only, true ) ) {
 				delete_user_meta( $user_id, wp_slash( $key ) );
 			}
+		}
+	}
+
+	/**
+	 * Gives a meta key exactly these values, in order (one value: update_user_meta(), as
+	 * before; several: the key's rows replaced, unless they hold these values already).
+	 *
+	 * @param int    $user_id Local user id.
+	 * @param string $key     Meta key (syncable: checked before).
+	 * @param array  $values  Its values.
+	 */
+	private static function write_meta( int $user_id, string $key, array $values ): void {
+		$held = get_user_meta( $user_id, $key, false );
+		if ( 1 === count( $values ) && count( $held ) < 2 ) {
+			update_user_meta( $user_id, wp_slash( $key ), wp_slash( $values[0] ) );
+			return;
+		}
+		if ( array_values( $held ) === array_values( $values ) ) {
+			return;
+		}
+		delete_user_meta( $user_id, wp_slash( $key ) );
+		foreach ( $values as $value ) {
+			add_user_meta( $user_id, wp_slash( $key ), wp_slash( $value ) );
 		}
 	}
 

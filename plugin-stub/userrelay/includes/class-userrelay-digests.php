@@ -162,7 +162,7 @@ final class UserRelay_Digests {
 			}
 			$pick = null !== $meta_keys ? in_array( $key, $meta_keys, true ) : ! in_array( $key, UserRelay_Hooks::PROFILE_META, true );
 			if ( $pick ) {
-				$meta[ $key ] = maybe_unserialize( is_array( $values ) ? reset( $values ) : $values );
+				$meta[ $key ] = UserRelay_Snapshot::meta_value( array_map( 'maybe_unserialize', (array) $values ) );
 			}
 		}
 		return array(

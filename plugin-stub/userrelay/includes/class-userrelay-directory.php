@@ -107,7 +107,7 @@ final class UserRelay_Directory {
 
 	/**
 	 * The user's meta that may be synced: syncable (not protected or denied), not core's profile keys (sent as
-	 * fields), not the roles (sent as roles). One value per key, as live events send.
+	 * fields), not the roles (sent as roles). Several values of a key as live events send them.
 	 *
 	 * @param int $user_id User id.
 	 * @return array<string, mixed>
@@ -119,7 +119,7 @@ final class UserRelay_Directory {
 			if ( in_array( $key, UserRelay_Hooks::PROFILE_META, true ) || $this->settings->is_meta_denied( $key ) ) {
 				continue;
 			}
-			$meta[ $key ] = maybe_unserialize( is_array( $values ) ? reset( $values ) : $values );
+			$meta[ $key ] = UserRelay_Snapshot::meta_value( array_map( 'maybe_unserialize', (array) $values ) );
 		}
 		return $meta;
 	}

@@ -4,7 +4,7 @@
  *
  * Loaded only at shutdown of a request that touched users. One event per user: the user as
  * they are now, with "actions" saying what changed, the password hash only when it changed (or
- * on create), changed meta in "meta" and removed keys in "meta_deleted" (syncable keys only,
+ * on create), changed meta in "meta" (every value of a key holding several) and removed keys in "meta_deleted" (syncable keys only,
  * UserRelay_Protected_Meta). Privileged users are left out unless USERRELAY_SYNC_PRIVILEGED;
  * so are users without an email (the relay needs one) and, on a network, other blogs' users.
  *
@@ -19,6 +19,13 @@ if ( ! defined( 'ABSPATH' ) ) {
  * Builds events from the hooks' notes.
  */
 final class UserRelay_Snapshot {
+
+	/**
+	 * The one key of the object a meta key holding several values travels as:
+	 * {"userrelay:values": [first, second, ...]} (docs/protocol.md). Any other value is the
+	 * key's one value.
+	 */
+	const SEVERAL = 'userrelay:values';
 
 	/** The usermeta holding when a user's data last changed (microtime, see modified()). */
 	const MODIFIED_META = 'userrelay_modified';
@@ -144,8 +151,7 @@ final class UserRelay_Snapshot {
 					continue;
 				}
 				if ( metadata_exists( 'user', $user_id, $key ) ) {
-					// One value per key: a key holding several values sends its first.
-					$meta[ $key ] = get_user_meta( $user_id, $key, true );
+					$meta[ $key ] = self::meta_value( get_user_meta( $user_id, $key, false ) );
 				} elseif ( in_array( $key, $changed, true ) ) {
 					$removed[] = $key;
 				}
@@ -272,6 +278,36 @@ final class UserRelay_Snapshot {
 			return false;
 		}
 		return true;
+	}
+
+	/**
+	 * A meta key's value as the protocol carries it: its one value, or all of them in order
+	 * as {"userrelay:values": [...]} when it holds several.
+	 *
+	 * @param array $values The key's values, unserialized (as get_user_meta() gives them).
+	 * @return mixed
+	 */
+	public static function meta_value( array $values ) {
+		$values = array_values( $values );
+		return count( $values ) > 1 ? array( self::SEVERAL => $values ) : ( $values ? $values[0] : '' );
+	}
+
+	/**
+	 * A delivered meta value as the list of values to store: several for
+	 * {"userrelay:values": [...]}, else the one value; null when the object is malformed.
+	 *
+	 * @param mixed $value The delivered value.
+	 * @return array|null
+	 */
+	public static function meta_values( $value ): ?array {
+		if ( ! is_array( $value ) || ! array_key_exists( self::SEVERAL, $value ) ) {
+			return array( $value );
+		}
+		$values = $value[ self::SEVERAL ];
+		if ( 1 !== count( $value ) || ! is_array( $values ) || ! $values || array_keys( $values ) !== range( 0, count( $values ) - 1 ) ) {
+			return null;
+		}
+		return $values;
 	}
 
 	/**

@@ -1,0 +1,76 @@
+"""What WordPress allows and the protocol once left out, on real WordPress: meta keys holding
+several values, users without an email, and login renames."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_privileges import deliver, event
+from tests.e2e.test_sync import create, unique
+from tests.e2e.world import World, wait_until
+from tests.e2e.wplab import Site
+
+pytestmark = pytest.mark.wordpress
+
+
+def values(site: Site, email: str, key: str) -> list[Any] | None:
+    """Every value of ``key`` of the user with ``email``, in the order WordPress stores them."""
+    found: list[Any] | None = site.php_json(f"""
+        $u = get_user_by('email', {json.dumps(email)});
+        echo json_encode($u ? get_user_meta($u->ID, {json.dumps(key)}, false) : null);""")
+    return found
+
+
+@pytest.fixture
+def pushing(world: World) -> World:
+    world.link("push")
+    return world
+
+
+def test_a_meta_key_with_several_values_arrives_whole_and_in_order(pushing: World) -> None:
+    login, email = unique("several")
+    uid = create(pushing.a, login, email)
+
+    pushing.a.php(f"add_user_meta({uid}, 'phone', '+44 20 1234');"
+                  f"add_user_meta({uid}, 'phone', '+44 7700 900');"
+                  f"add_user_meta({uid}, 'phone', ['kind' => 'fax', 'n' => '0']);")
+
+    wait_until("three phones reach b", lambda: values(pushing.b, email, "phone") == [
+        "+44 20 1234", "+44 7700 900", {"kind": "fax", "n": "0"}])
+
+
+def test_removing_one_of_several_values_leaves_the_others_on_both_sites(pushing: World) -> None:
+    login, email = unique("severalrm")
+    uid = create(pushing.a, login, email)
+    pushing.a.php(f"add_user_meta({uid}, 'phone', 'one'); add_user_meta({uid}, 'phone', 'two');")
+    wait_until("two phones reach b", lambda: values(pushing.b, email, "phone") == ["one", "two"])
+
+    pushing.a.php(f"delete_user_meta({uid}, 'phone', 'one');")
+
+    wait_until("one phone left on b", lambda: values(pushing.b, email, "phone") == ["two"])
+
+
+def test_a_single_value_delivered_replaces_several(world: World) -> None:
+    login, email = unique("severalone")
+    uid = create(world.b, login, email)
+    world.b.php(f"add_user_meta({uid}, 'phone', 'one'); add_user_meta({uid}, 'phone', 'two');")
+
+    [result] = deliver(world.b, [event(login, email, ["metadata"], meta={"phone": "only"})])
+
+    assert 200 == result["status"], result
+    assert ["only"] == values(world.b, email, "phone")
+
+
+def test_a_malformed_several_values_object_is_refused_naming_the_key(world: World) -> None:
+    login, email = unique("severalbad")
+    create(world.b, login, email)
+
+    [result] = deliver(world.b, [event(login, email, ["metadata"],
+                                       meta={"phone": {"userrelay:values": "not a list"}})])
+
+    assert 400 == result["status"], result
+    assert "user.meta.phone" in result["error"]
+    assert [] == values(world.b, email, "phone")
