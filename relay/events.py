@@ -276,9 +276,12 @@ def _parse_user(raw: Any, where: str, actions: frozenset[str]) -> dict[str, Any]
             or not 0 < user_id <= MAX_INTEGER:
         raise _fail(f"{where}.id", f"the site's user id (an integer from 1 to {MAX_INTEGER})",
                     raw.get("id"))
-    for name in IDENTITY_FIELDS:
-        if not isinstance(raw.get(name), str) or not raw[name]:
-            raise _fail(f"{where}.{name}", "a non-empty string", raw.get(name))
+    if not isinstance(raw.get("login"), str) or not raw["login"]:
+        raise _fail(f"{where}.login", "a non-empty string", raw.get("login"))
+    if not isinstance(raw.get("email"), str):
+        # WordPress allows a user without an email: "" then, and the user is matched by login.
+        raise _fail(f"{where}.email", "a string (\"\" for a user without an email)",
+                    raw.get("email"))
     for name in PROFILE_FIELDS:
         if name in raw and not isinstance(raw[name], str):
             raise _fail(f"{where}.{name}", "a string", raw[name])

@@ -1,7 +1,8 @@
 """One relay-wide identity per person, whatever their id, email or login on each site.
 
 ``accounts`` maps (site, that site's user id) to a person. A site's user is matched to an
-existing person only on first contact, by email (default) or login as the link says; after
+existing person only on first contact, by email (default) or login as the link says (by login
+for a user without an email); after
 that the site's user id decides, so an email or login change never splits a person in two.
 Partners teach us their ids in their answers (``learn``). Runs inside the writer's transaction.
 """
@@ -31,6 +32,8 @@ def resolve(conn: sqlite3.Connection, site: str, user_id: int, email: str, login
         return int(row[0]), False
     person, new = None, False
     for partner, field in match_by:
+        if not email:
+            field = "login"  # A user without an email is matched by login.
         value = email if field == "email" else login
         hit = conn.execute(f"SELECT person FROM accounts WHERE site = ? AND {field} = ?",
                            (partner, value)).fetchone()

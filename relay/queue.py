@@ -88,7 +88,8 @@ def accept(conn: sqlite3.Connection, site: str, webhook_id: str, events: list[Ev
                 "occurred_at": event.occurred_at,
                 "actions": [a for a in ("create", "edit", "delete", "password", "roles",
                                         "metadata") if a in actions],
-                "match": {"by": route.match_by, "user_id": None if new else
+                "match": {"by": route.match_by if event.user["email"] else "login",
+                          "user_id": None if new else
                           identity.account_on(conn, person, route.target)},
                 "create_missing": "create" in route.actions,
                 "user": user,

@@ -308,7 +308,9 @@ class Reconciler:
         return report
 
     def _match(self, user: SiteUser) -> str:
-        return user.email if self.link.match_by == "email" else user.login
+        if self.link.match_by == "email" and user.email:
+            return user.email
+        return "\0login:" + user.login  # A user without an email is matched by login.
 
     def _pair(self, report: Report, users: dict[str, SiteUser]) -> None:
         link = self.link

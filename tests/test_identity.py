@@ -90,3 +90,24 @@ async def test_matching_by_login_ignores_a_different_email(
 
     assert [(1,)] == relay.db("SELECT count(*) FROM persons")
     assert ("login", 7) == (a.events[0]["match"]["by"], a.events[0]["match"]["user_id"])
+
+
+async def test_a_user_without_an_email_is_matched_by_login_on_a_link_matching_by_email(
+        partner_factory: Any, relay_factory: Any, tmp_path: Path) -> None:
+    relay, a, b = await bidirectional(partner_factory, relay_factory, tmp_path)
+    created = event("a-1", 7, ["create"])
+    created["user"]["email"] = ""
+
+    status, _ = await relay.post("a", [created])
+
+    assert 202 == status
+    await b.wait_for(lambda: len(b.events) == 1)
+    assert ({"by": "login", "user_id": None}, "") == (b.events[0]["match"],
+                                                      b.events[0]["user"]["email"])
+    # b's own user with that login, never seen by the relay, is the same person:
+    theirs = event("b-1", 555, ["edit"], login="user7")
+    theirs["user"]["email"] = ""
+    await relay.post("b", [theirs])
+    await a.wait_for(lambda: len(a.events) == 1)
+    assert {"by": "login", "user_id": 7} == a.events[0]["match"]
+    assert [(1,)] == relay.db("SELECT count(*) FROM persons")

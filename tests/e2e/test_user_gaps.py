@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_developer_hooks import state
 from tests.e2e.test_privileges import deliver, event
 from tests.e2e.test_sync import create, unique
 from tests.e2e.world import World, wait_until
@@ -74,3 +75,29 @@ def test_a_malformed_several_values_object_is_refused_naming_the_key(world: Worl
     assert 400 == result["status"], result
     assert "user.meta.phone" in result["error"]
     assert [] == values(world.b, email, "phone")
+
+
+def test_a_user_without_an_email_is_created_and_edited_by_login(pushing: World) -> None:
+    login, _ = unique("noemail")
+    uid = create(pushing.a, login, "", first_name="Nomail")
+
+    wait_until("the user without an email reaches b", lambda: (
+        (state(pushing.b, login) or {}).get("first_name") == "Nomail"))
+    pushing.a.php(f"wp_update_user(['ID' => {uid}, 'first_name' => 'Renamed']);")
+
+    wait_until("the edit reaches b", lambda: (
+        (state(pushing.b, login) or {}).get("first_name") == "Renamed"))
+    assert "" == (state(pushing.b, login) or {})["email"]
+
+
+def test_a_user_without_an_email_is_matched_by_login_and_keeps_the_email_here(
+        pushing: World) -> None:
+    login, email = unique("noemailmatch")
+    local_id = create(pushing.b, login, email)
+
+    create(pushing.a, login, "", first_name="Matched")
+
+    wait_until("the edit of the matched user reaches b", lambda: (
+        (state(pushing.b, login) or {}).get("first_name") == "Matched"))
+    assert (local_id, email) == ((state(pushing.b, login) or {})["id"],
+                                 (state(pushing.b, login) or {})["email"])

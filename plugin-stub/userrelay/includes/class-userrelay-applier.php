@@ -442,7 +442,7 @@ final class UserRelay_Applier {
 		}
 		$groups = self::carried_groups( $actions, $data );
 		if ( ! $user ) {
-			$by   = isset( $match['by'] ) && 'login' === $match['by'] ? 'login' : 'email';
+			$by   = self::by_login( $data, $match ) ? 'login' : 'email';
 			$gone = UserRelay_Versions::gone( $by, $data[ $by ] );
 			if ( ! $source_wins && null !== $gone && ! UserRelay_Versions::revives( $created, $gone ) ) {
 				$this->skipped = $groups;
@@ -572,10 +572,21 @@ final class UserRelay_Applier {
 	private function find_user( array $data, array $match ): ?WP_User {
 		$user = isset( $match['user_id'] ) && is_numeric( $match['user_id'] ) ? get_userdata( (int) $match['user_id'] ) : false;
 		if ( ! $user ) {
-			$user = isset( $match['by'] ) && 'login' === $match['by'] ? get_user_by( 'login', $data['login'] ) : get_user_by( 'email', $data['email'] );
+			// A user without an email is matched by login, whatever the link says.
+			$user = self::by_login( $data, $match ) ? get_user_by( 'login', $data['login'] ) : get_user_by( 'email', $data['email'] );
 		}
 		// A developer's choice is checked as any match is: member here, not privileged.
 		return UserRelay_Developer_Hooks::match( $user ? $user : null, $data, $match );
+	}
+
+	/**
+	 * Whether a delivered user is matched by login: as the link says, or having no email.
+	 *
+	 * @param array $data  The event's user.
+	 * @param array $match The event's match.
+	 */
+	private static function by_login( array $data, array $match ): bool {
+		return '' === $data['email'] || ( isset( $match['by'] ) && 'login' === $match['by'] );
 	}
 
 	/**
@@ -623,6 +634,8 @@ final class UserRelay_Applier {
 	 * @throws UserRelay_Apply_Exception When WordPress refuses.
 	 */
 	private function update_profile( WP_User $user, array $data, bool $email = true, bool $profile = true ): void {
+		// A user without an email there never takes this user's email away.
+		$email    = $email && '' !== $data['email'];
 		$userdata = ( $email ? array( 'user_email' => $data['email'] ) : array() ) + ( $profile ? $this->profile_fields( $data ) : array() );
 		foreach ( $userdata as $field => $value ) {
 			if ( (string) $user->get( $field ) === $value ) {

@@ -76,10 +76,11 @@ final class UserRelay_Delivery_Checks {
 			throw new UserRelay_Apply_Exception( 'actions: expected a non-empty list drawn from ' . implode( ', ', self::ACTIONS ), 400 );
 		}
 		$user = isset( $event['user'] ) && is_array( $event['user'] ) ? $event['user'] : array();
-		foreach ( array( 'login', 'email' ) as $field ) {
-			if ( ! isset( $user[ $field ] ) || ! is_string( $user[ $field ] ) || '' === $user[ $field ] ) {
-				throw new UserRelay_Apply_Exception( "user.{$field}: expected a non-empty string", 400 );
-			}
+		if ( ! isset( $user['login'] ) || ! is_string( $user['login'] ) || '' === $user['login'] ) {
+			throw new UserRelay_Apply_Exception( 'user.login: expected a non-empty string', 400 );
+		}
+		if ( ! isset( $user['email'] ) || ! is_string( $user['email'] ) ) {
+			throw new UserRelay_Apply_Exception( 'user.email: expected a string ("" for a user without an email, matched by login)', 400 );
 		}
 		return array(
 			'site'     => $origin['site'],

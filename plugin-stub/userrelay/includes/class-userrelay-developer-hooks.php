@@ -131,10 +131,8 @@ final class UserRelay_Developer_Hooks {
 			return null;
 		}
 		$user = isset( $filtered['user'] ) && is_array( $filtered['user'] ) ? $filtered['user'] : array();
-		foreach ( array( 'login', 'email' ) as $field ) {
-			if ( ! isset( $user[ $field ] ) || ! is_string( $user[ $field ] ) || '' === $user[ $field ] ) {
-				throw new UserRelay_Apply_Exception( "the userrelay_incoming_event filter left user.{$field} empty; the event was not applied", 422 );
-			}
+		if ( ! isset( $user['login'], $user['email'] ) || ! is_string( $user['login'] ) || ! is_string( $user['email'] ) || '' === $user['login'] ) {
+			throw new UserRelay_Apply_Exception( 'the userrelay_incoming_event filter left user.login empty or user.email not a string; the event was not applied', 422 );
 		}
 		if ( isset( $event['user']['id'] ) ) {
 			$user['id'] = $event['user']['id'];

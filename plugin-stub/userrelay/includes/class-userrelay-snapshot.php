@@ -6,7 +6,8 @@
  * they are now, with "actions" saying what changed, the password hash only when it changed (or
  * on create), changed meta in "meta" (every value of a key holding several) and removed keys in "meta_deleted" (syncable keys only,
  * UserRelay_Protected_Meta). Privileged users are left out unless USERRELAY_SYNC_PRIVILEGED;
- * so are users without an email (the relay needs one) and, on a network, other blogs' users.
+ * so are, on a network, other blogs' users. A user without an email is sent with "email": ""
+ * (matched by login).
  *
  * @package UserRelay
  */
@@ -262,7 +263,7 @@ final class UserRelay_Snapshot {
 	 * Whether a user is reported at all (live events, users pages, digests, snapshots): on a
 	 * network, a member of the blog this plugin serves; not privileged (UserRelay_Privileges:
 	 * neither their data nor their password hash leaves, unless USERRELAY_SYNC_PRIVILEGED);
-	 * and with an email and a login (the relay needs both).
+	 * and with a login (a user without an email is matched by login).
 	 *
 	 * @param WP_User $user The user.
 	 */
@@ -273,8 +274,8 @@ final class UserRelay_Snapshot {
 		if ( ! $this->settings->sync_privileged() && UserRelay_Privileges::is_privileged( $user ) ) {
 			return false;
 		}
-		if ( '' === (string) $user->user_email || '' === (string) $user->user_login ) {
-			error_log( "UserRelay: user {$user->ID} has no email or login; the relay needs both, so it is not reported" ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+		if ( '' === (string) $user->user_login ) {
+			error_log( "UserRelay: user {$user->ID} has no login; the relay needs one, so it is not reported" ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
 			return false;
 		}
 		return true;

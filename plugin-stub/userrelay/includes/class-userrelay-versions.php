@@ -388,6 +388,9 @@ final class UserRelay_Versions {
 	 * @param string $value Its value.
 	 */
 	public static function gone( string $by, string $value ): ?string {
+		if ( '' === $value ) {
+			return null;
+		}
 		$version = get_option( self::gone_option( $by, $value ), null );
 		return is_string( $version ) && null !== self::parse( $version ) ? $version : null;
 	}
@@ -401,6 +404,9 @@ final class UserRelay_Versions {
 	 */
 	public static function bury( string $email, string $login, string $version ): void {
 		foreach ( array( 'email' => $email, 'login' => $login ) as $by => $value ) {
+			if ( '' === $value ) {
+				continue; // A user without an email is known by login alone.
+			}
 			$name = self::gone_option( $by, $value );
 			update_option( $name, self::newer( self::gone( $by, $value ), $version ), false );
 		}
