@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.test_developer_hooks import state
 from tests.e2e.test_privileges import deliver, event
-from tests.e2e.test_sync import create, unique
+from tests.e2e.test_sync import arrives, can_log_in, create, unique
 from tests.e2e.world import World, wait_until
 from tests.e2e.wplab import Site
 
@@ -101,3 +101,59 @@ def test_a_user_without_an_email_is_matched_by_login_and_keeps_the_email_here(
         (state(pushing.b, login) or {}).get("first_name") == "Matched"))
     assert (local_id, email) == ((state(pushing.b, login) or {})["id"],
                                  (state(pushing.b, login) or {})["email"])
+
+
+RENAME = """global $wpdb;
+$wpdb->update($wpdb->users, ['user_login' => {new}, 'user_nicename' => sanitize_title({new})],
+              ['ID' => {uid}]);
+clean_user_cache({uid});"""
+
+
+def named(site: Site, uid: int) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = site.php_json(f"""
+        $u = get_userdata({uid});
+        echo json_encode($u ? ['login' => $u->user_login, 'nicename' => $u->user_nicename]
+                            : null);""")
+    return found
+
+
+def test_a_login_rename_is_applied_on_the_other_site(pushing: World) -> None:
+    login, email = unique("renamed")
+    uid = create(pushing.a, login, email, password="Rename-Pass-1")
+    there = arrives(pushing.b, email)
+
+    # As rename tools do it (WordPress has no API to rename a user):
+    pushing.a.php(RENAME.format(new=json.dumps(f"new{login}"), uid=uid))
+
+    arrives(pushing.b, email, lambda u: u["login"] == f"new{login}", "the rename")
+    assert {"login": f"new{login}", "nicename": f"new{login}"} == named(pushing.b, there["id"])
+    assert can_log_in(pushing.b, f"new{login}", "Rename-Pass-1")
+    assert not can_log_in(pushing.b, login, "Rename-Pass-1")
+
+
+def test_a_login_rename_is_refused_on_a_link_matching_by_login(world: World) -> None:
+    login, email = unique("renamebylogin")
+    uid = create(world.b, login, email)
+    renamed = event(f"new{login}", email, ["edit"], first_name="Renamed")
+    renamed["match"] = {"by": "login", "user_id": uid}
+
+    [result] = deliver(world.b, [renamed])
+
+    assert 422 == result["status"], result
+    assert (f"login rename of user '{login}' ({uid}) to 'new{login}' refused: this link matches "
+            "users by login") in result["error"]
+    assert login == (named(world.b, uid) or {})["login"]
+    assert "" == (state(world.b, login) or {})["first_name"]  # nothing of the event applied
+
+
+def test_a_login_rename_to_a_login_taken_here_is_refused_naming_its_holder(world: World) -> None:
+    login, email = unique("renametaken")
+    uid = create(world.b, login, email)
+    taken, taken_email = unique("holder")
+    holder = create(world.b, taken, taken_email)
+
+    [result] = deliver(world.b, [event(taken, email, ["edit"])])
+
+    assert 422 == result["status"], result
+    assert f"that login belongs to user {holder} here" in result["error"]
+    assert login == (named(world.b, uid) or {})["login"]

@@ -359,7 +359,7 @@ final class UserRelay_Applier {
 			$this->touched = $user->ID;
 			$status        = 201;
 		} elseif ( array_intersect( array( 'create', 'edit' ), $actions ) ) {
-			$this->update_profile( $user, $data );
+			$this->update_profile( $user, $data, true, true, $match );
 		}
 		if ( null !== $hash && ! hash_equals( (string) get_userdata( $user->ID )->user_pass, $hash ) ) {
 			global $wpdb;
@@ -476,7 +476,7 @@ final class UserRelay_Applier {
 			$this->touched = $user->ID;
 			$status        = 201;
 		} else {
-			$this->update_profile( $user, $data, in_array( 'email', $apply, true ), in_array( 'profile', $apply, true ) );
+			$this->update_profile( $user, $data, in_array( 'email', $apply, true ), in_array( 'profile', $apply, true ), $match );
 		}
 		$this->write_hash( $user->ID, $hash );
 		$this->write_roles( $user->ID, $roles );
@@ -630,10 +630,14 @@ final class UserRelay_Applier {
 	 * @param WP_User $user    The local user.
 	 * @param array   $data    The event's user.
 	 * @param bool    $email   Whether the email is written.
-	 * @param bool    $profile Whether the other profile fields are.
+	 * @param bool    $profile Whether the other profile fields are (the login among them).
+	 * @param array   $match   The event's match.
 	 * @throws UserRelay_Apply_Exception When WordPress refuses.
 	 */
-	private function update_profile( WP_User $user, array $data, bool $email = true, bool $profile = true ): void {
+	private function update_profile( WP_User $user, array $data, bool $email = true, bool $profile = true, array $match = array() ): void {
+		if ( $profile && $data['login'] !== $user->user_login ) {
+			$user = $this->rename( $user, $data['login'], $match );
+		}
 		// A user without an email there never takes this user's email away.
 		$email    = $email && '' !== $data['email'];
 		$userdata = ( $email ? array( 'user_email' => $data['email'] ) : array() ) + ( $profile ? $this->profile_fields( $data ) : array() );
@@ -721,6 +725,66 @@ final class UserRelay_Applier {
 			throw new UserRelay_Apply_Exception( sprintf( "WordPress did not delete user '%s' (%d)", $user->user_login, $user->ID ), 500 );
 		}
 		return $user->ID;
+	}
+
+	/**
+	 * Renames a user as WordPress core's own tools would (there is no API for it): user_login,
+	 * and user_nicename when it was made from the old login, written with $wpdb, then the
+	 * caches of the old and new login and nicename cleared. Refused (422, nothing of the event
+	 * written) on a link matching users by login (the login is what pairs them), for a login
+	 * WordPress would not accept, or one another user holds here.
+	 *
+	 * @param WP_User $user  The local user.
+	 * @param string  $login The login the user has on the source.
+	 * @param array   $match The event's match.
+	 * @return WP_User The user as it is now.
+	 * @throws UserRelay_Apply_Exception When the rename is refused.
+	 */
+	private function rename( WP_User $user, string $login, array $match ): WP_User {
+		global $wpdb;
+		$why = null;
+		if ( isset( $match['by'] ) && 'login' === $match['by'] ) {
+			$why = 'this link matches users by login, so a login is never changed by a delivery; rename the user here too, or match by email';
+		} elseif ( sanitize_user( $login, true ) !== $login || ! validate_username( $login ) || mb_strlen( $login ) > 60 ) {
+			$why = 'WordPress does not accept that login (at most 60 characters: letters, digits, space, _ . - @)';
+		} elseif ( in_array( strtolower( $login ), array_map( 'strtolower', (array) apply_filters( 'illegal_user_logins', array() ) ), true ) ) {
+			$why = 'that login is not allowed on this site (illegal_user_logins)';
+		} else {
+			$holder = get_user_by( 'login', $login );
+			if ( $holder && (int) $holder->ID !== (int) $user->ID ) {
+				$why = sprintf( 'that login belongs to user %d here', $holder->ID );
+			}
+		}
+		if ( null !== $why ) {
+			throw new UserRelay_Apply_Exception( sprintf( "login rename of user '%1\$s' (%2\$d) to '%3\$s' refused: %4\$s", $user->user_login, $user->ID, $login, $why ), 422 );
+		}
+		$row = array( 'user_login' => $login );
+		if ( $user->user_nicename === sanitize_title( mb_substr( $user->user_login, 0, 50 ) ) ) {
+			$row['user_nicename'] = $this->free_nicename( $login, (int) $user->ID );
+		}
+		$wpdb->update( $wpdb->users, $row, array( 'ID' => $user->ID ) );
+		clean_user_cache( $user ); // The old login, nicename and email keys go with the object.
+		wp_cache_delete( $login, 'userlogins' );
+		if ( isset( $row['user_nicename'] ) ) {
+			wp_cache_delete( $row['user_nicename'], 'userslugs' );
+		}
+		return get_userdata( $user->ID );
+	}
+
+	/**
+	 * A nicename made from a login, unique among users as wp_insert_user() makes it.
+	 *
+	 * @param string $login   The login.
+	 * @param int    $user_id The user it is for.
+	 */
+	private function free_nicename( string $login, int $user_id ): string {
+		global $wpdb;
+		$base     = mb_substr( sanitize_title( mb_substr( $login, 0, 50 ) ), 0, 50 );
+		$nicename = $base;
+		for ( $suffix = 2; $wpdb->get_var( $wpdb->prepare( "SELECT ID FROM {$wpdb->users} WHERE user_nicename = %s AND ID != %d LIMIT 1", $nicename, $user_id ) ); ++$suffix ) {
+			$nicename = mb_substr( $base, 0, 49 - strlen( (string) $suffix ) ) . '-' . $suffix;
+		}
+		return $nicename;
 	}
 
 	/**

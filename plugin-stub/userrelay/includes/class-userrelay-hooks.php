@@ -279,7 +279,17 @@ final class UserRelay_Hooks {
 	 */
 	public function on_query( $query ) {
 		global $wpdb;
-		if ( false === strpos( $query, 'user_pass' ) || self::$suppressed > 0 ) {
+		if ( self::$suppressed > 0 || ( false === strpos( $query, 'user_pass' ) && false === strpos( $query, 'user_login' ) ) ) {
+			return $query;
+		}
+		if ( false === strpos( $query, 'user_pass' ) ) {
+			// A login rename (WordPress has no API for it: tools UPDATE the row, as core would).
+			$pattern = '/^\s*UPDATE\s+`?' . preg_quote( $wpdb->users, '/' ) . '`?\s+SET\s.*`?user_login`?\s*=.*\sWHERE\s+`?ID`?\s*=\s*\'?(\d+)\'?\s*$/is';
+			if ( preg_match( $pattern, $query, $match ) ) {
+				$notes            = &$this->touch( (int) $match[1] );
+				$notes['edit']    = true;
+				$notes['profile'] = true;
+			}
 			return $query;
 		}
 		$pattern = '/^\s*UPDATE\s+`?' . preg_quote( $wpdb->users, '/' ) . '`?\s+SET\s.*`?user_pass`?\s*=.*\sWHERE\s+`?ID`?\s*=\s*\'?(\d+)\'?\s*$/is';
