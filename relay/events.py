@@ -19,9 +19,10 @@ from relay.constants import ACTIONS
 from relay.errors import InvalidEvent
 from relay.signatures import check_envelope
 
-#: Profile fields: sent when create or edit is allowed.
+#: Profile fields: sent when create or edit is allowed (``renamed_from``: the login before a
+#: rename reported with this event).
 PROFILE_FIELDS = ("first_name", "last_name", "nickname", "display_name", "url", "registered",
-                  "description", "locale")
+                  "description", "locale", "renamed_from")
 #: Fields that identify the person and are always sent, for matching.
 IDENTITY_FIELDS = ("login", "email")
 MAX_EVENTS_PER_REQUEST = 1000
@@ -31,8 +32,8 @@ MAX_EVENTS_PER_REQUEST = 1000
 #: User ids and any other integer: WordPress's columns are signed 64-bit integers.
 MAX_INTEGER = 2**63 - 1
 #: Characters of the wp_users columns (MySQL counts characters, as len() does).
-COLUMN_CHARS = {"login": 60, "email": 100, "display_name": 250, "url": 100, "nicename": 50,
-                "password_hash": 255}
+COLUMN_CHARS = {"login": 60, "renamed_from": 60, "email": 100, "display_name": 250, "url": 100,
+                "nicename": 50, "password_hash": 255}
 #: Characters of a usermeta key (the meta_key column).
 MAX_META_KEY_CHARS = 255
 #: Bytes of one meta value, as JSON (UTF-8).

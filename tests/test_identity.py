@@ -111,3 +111,18 @@ async def test_a_user_without_an_email_is_matched_by_login_on_a_link_matching_by
     await a.wait_for(lambda: len(a.events) == 1)
     assert {"by": "login", "user_id": 7} == a.events[0]["match"]
     assert [(1,)] == relay.db("SELECT count(*) FROM persons")
+
+
+async def test_a_login_rename_reaches_the_partner_with_the_login_it_replaced(
+        partner_factory: Any, relay_factory: Any, tmp_path: Path) -> None:
+    relay, a, b = await bidirectional(partner_factory, relay_factory, tmp_path)
+    await relay.post("a", [event("a-1", 7, ["create"])])
+    await b.wait_for(lambda: len(b.events) == 1)
+
+    await relay.post("a", [event("a-2", 7, ["edit"], login="ann", renamed_from="user7")])
+
+    await b.wait_for(lambda: len(b.events) == 2)
+    assert ("ann", "user7", 1001) == (b.events[1]["user"]["login"],
+                                      b.events[1]["user"]["renamed_from"],
+                                      b.events[1]["match"]["user_id"])
+    assert [(1,)] == relay.db("SELECT count(*) FROM persons")

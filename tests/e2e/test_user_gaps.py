@@ -134,7 +134,7 @@ def test_a_login_rename_is_applied_on_the_other_site(pushing: World) -> None:
 def test_a_login_rename_is_refused_on_a_link_matching_by_login(world: World) -> None:
     login, email = unique("renamebylogin")
     uid = create(world.b, login, email)
-    renamed = event(f"new{login}", email, ["edit"], first_name="Renamed")
+    renamed = event(f"new{login}", email, ["edit"], first_name="Renamed", renamed_from=login)
     renamed["match"] = {"by": "login", "user_id": uid}
 
     [result] = deliver(world.b, [renamed])
@@ -152,8 +152,19 @@ def test_a_login_rename_to_a_login_taken_here_is_refused_naming_its_holder(world
     taken, taken_email = unique("holder")
     holder = create(world.b, taken, taken_email)
 
-    [result] = deliver(world.b, [event(taken, email, ["edit"])])
+    [result] = deliver(world.b, [event(taken, email, ["edit"], renamed_from=login)])
 
     assert 422 == result["status"], result
     assert f"that login belongs to user {holder} here" in result["error"]
     assert login == (named(world.b, uid) or {})["login"]
+
+
+def test_a_user_paired_under_another_login_keeps_its_login(world: World) -> None:
+    login, email = unique("pairedlogin")
+    uid = create(world.b, login, email)
+
+    [result] = deliver(world.b, [event(f"other{login}", email, ["edit"], first_name="Edited")])
+
+    assert 200 == result["status"], result
+    assert login == (named(world.b, uid) or {})["login"]
+    assert "Edited" == (state(world.b, login) or {})["first_name"]

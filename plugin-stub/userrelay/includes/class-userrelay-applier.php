@@ -635,7 +635,10 @@ final class UserRelay_Applier {
 	 * @throws UserRelay_Apply_Exception When WordPress refuses.
 	 */
 	private function update_profile( WP_User $user, array $data, bool $email = true, bool $profile = true, array $match = array() ): void {
-		if ( $profile && $data['login'] !== $user->user_login ) {
+		// A rename reported by the source, of a login this user has here (users paired with
+		// different logins keep theirs).
+		$renamed_from = isset( $data['renamed_from'] ) && is_string( $data['renamed_from'] ) ? $data['renamed_from'] : '';
+		if ( $profile && $data['login'] !== $user->user_login && '' !== $renamed_from && strtolower( $renamed_from ) === strtolower( $user->user_login ) ) {
 			$user = $this->rename( $user, $data['login'], $match );
 		}
 		// A user without an email there never takes this user's email away.

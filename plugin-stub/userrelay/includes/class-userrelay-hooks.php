@@ -289,6 +289,10 @@ final class UserRelay_Hooks {
 				$notes            = &$this->touch( (int) $match[1] );
 				$notes['edit']    = true;
 				$notes['profile'] = true;
+				if ( null === $notes['login_before'] ) {
+					// Runs before the UPDATE: this is the login before it.
+					$notes['login_before'] = (string) $wpdb->get_var( $wpdb->prepare( "SELECT user_login FROM {$wpdb->users} WHERE ID = %d", (int) $match[1] ) );
+				}
 			}
 			return $query;
 		}
@@ -427,6 +431,7 @@ final class UserRelay_Hooks {
 				'meta'         => array(),
 				'meta_deleted' => array(),
 				'hash_before'  => $hash,
+				'login_before' => null,
 				'at'           => 0.0,
 			);
 		}

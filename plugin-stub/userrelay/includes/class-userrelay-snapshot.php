@@ -140,6 +140,9 @@ final class UserRelay_Snapshot {
 			return null;
 		}
 		$fields = $this->fields( $user );
+		if ( isset( $notes['login_before'] ) && '' !== $notes['login_before'] && $notes['login_before'] !== $fields['login'] ) {
+			$fields['renamed_from'] = $notes['login_before']; // The receiver renames a user it holds under it.
+		}
 		if ( $password ) {
 			$fields['password_hash'] = $hash;
 		}
