@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_backfill import completed, start_link
 from tests.e2e.test_developer_hooks import state
 from tests.e2e.test_privileges import deliver, event
 from tests.e2e.test_sync import arrives, can_log_in, create, unique
@@ -168,3 +169,18 @@ def test_a_user_paired_under_another_login_keeps_its_login(world: World) -> None
     assert 200 == result["status"], result
     assert login == (named(world.b, uid) or {})["login"]
     assert "Edited" == (state(world.b, login) or {})["first_name"]
+
+
+def test_the_initial_sync_copies_several_values_and_users_without_an_email(
+        world: World) -> None:
+    login, email = unique("earlyseveral")
+    uid = create(world.a, login, email)
+    world.a.php(f"add_user_meta({uid}, 'phone', 'one'); add_user_meta({uid}, 'phone', 'two');")
+    bare, _ = unique("earlynoemail")
+    create(world.a, bare, "", first_name="Bare")
+
+    completed(world, start_link(world, "push"))
+
+    assert ["one", "two"] == values(world.b, email, "phone")
+    assert {"email": "", "first_name": "Bare"} == {
+        k: v for k, v in (state(world.b, bare) or {}).items() if k in ("email", "first_name")}
