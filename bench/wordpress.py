@@ -8,11 +8,15 @@
    - the added time of a user save: median, p95 and p99 of sequential creates, active minus
      inactive;
    - the worst single request of each round, active against inactive;
-   - end to end: from the start of a create on A until the user's row exists on site B (a PHP
-     process on B's database watching ``wp_users``, every 2 ms), p50, p95 and p99, for the
-     sequential creates and for the creates under the concurrent load.
-   In ``--profile`` mode a must-use plugin on A writes timing spans of every request to A's
-   PHP error log (answer sent, the plugin's shutdown work, the background send), summarised.
+   these three with the link paused: the relay takes and keeps the events, so site B and the
+   delivery do not take this machine's cores from A's visitors (on separate hosts they would
+   not);
+   - end to end, the link running: from the start of a create on A until the user's row
+     exists on site B (a PHP process on B's database watching ``wp_users``, every 2 ms), p50,
+     p95 and p99, for sequential creates and for creates by 8 concurrent clients.
+   In ``--profile`` mode a must-use plugin on both sites writes timing spans of every request
+   to the PHP error log (booted, REST ready, dispatched, the plugin's shutdown work, the POST to
+   the relay), summarised per kind of request.
 2. Apply rate (``--users N``, 0 skips it): N users created on site A while site B is down; B
    comes back and the relay delivers them; users/s applied on B, next to
    ``wp_insert_user()``'s in-process rate on B measured in the same run.
@@ -170,13 +174,17 @@ function bench_span( $name ) {
 add_action( 'muplugins_loaded', function () { bench_span( 'booted' ); } );
 add_action( 'rest_api_init', function () { bench_span( 'rest_init' ); } );
 add_filter( 'rest_post_dispatch', function ( $r ) { bench_span( 'dispatched' ); return $r; } );
+add_filter( 'pre_http_request', function ( $pre ) { bench_span( 'http_start' ); return $pre; } );
+add_action( 'http_api_debug', function () { bench_span( 'http_done' ); } );
 add_action( 'shutdown', function () { bench_span( 'shutdown' ); }, 0 );
 add_action( 'shutdown', function () { bench_span( 'before_plugin' ); }, 999 );
 add_action( 'shutdown', function () {
 	bench_span( 'after_plugin' );
 	$uri = isset( $_SERVER['REQUEST_URI'] ) ? $_SERVER['REQUEST_URI'] : '';
-	$kind = false !== strpos( $uri, 'userrelay/v1/flush' ) ? 'flush'
-		: ( false !== strpos( $uri, 'wp/v2/users' ) ? 'create' : 'other' );
+	$kind = isset( $_POST['userrelay_flush'] ) ? 'kick'
+		: ( false !== strpos( $uri, 'wp/v2/users' ) ? 'create'
+		: ( false !== strpos( $uri, 'userrelay/v1/events' ) ? 'events' : 'other' ) );
+	$kind .= class_exists( 'UserRelay_Plugin', false ) ? '+' : '-';
 	error_log( 'BENCHSPAN ' . $kind . ' ' . wp_json_encode( $GLOBALS['bench_spans'] ) );
 }, 1001 );
 """
@@ -188,14 +196,14 @@ def profile_summary(site: Site, since: int) -> None:
     with site.debug_log.open("rb") as log:
         log.seek(since)
         for line in log.read().decode(errors="replace").splitlines():
-            if match := re.search(r"BENCHSPAN (\w+) (\{.*\})", line):
+            if match := re.search(r"BENCHSPAN (\S+) (\{.*\})", line):
                 for name, ms in json.loads(match.group(2)).items():
                     spans.setdefault(match.group(1), {}).setdefault(name, []).append(ms)
     for kind, named in sorted(spans.items()):
         parts = "  ".join(f"{name} {statistics.median(v):.1f}/{percentile(v, 95):.1f}"
                           for name, v in named.items())
         count = max(len(v) for v in named.values())
-        print(f"    profile {kind:6} ({count} requests), ms since start, median/p95: {parts}")
+        print(f"    profile {kind:7} ({count} requests), ms since start, median/p95: {parts}")
 
 
 class Figures:
@@ -247,30 +255,41 @@ class Figures:
 
 
 def measure(world: World, client: Client, rounds: int, saves: int, creates: int) -> Figures:
+    """Per round: the cost phase, plugin active and inactive in alternating order, with the
+    link paused (the relay takes and keeps the events: site B and the delivery do not share
+    this machine's cores with site A's visitors, as they would not on separate hosts); then the
+    end-to-end phase, plugin active and the link running."""
     figures = Figures()
     figures.creates = creates
     arrivals = Arrivals(world.b)
     try:
         for r in range(rounds):
+            world.admin("links", "pause", "a-b")
             for active in (False, True) if r % 2 else (True, False):
                 set_plugin(world.a, active)
                 tag = f"r{r}{'on' if active else 'off'}{uuid.uuid4().hex[:4]}"
                 client.sequential([f"{tag}w{n}" for n in range(3)])  # warm caches
-                sequential = [f"{tag}s{n}" for n in range(saves)]
-                figures.saves[active] += client.sequential(sequential)
-                concurrent = [f"{tag}c{n}" for n in range(creates)]
-                wall, times = client.concurrent(concurrent)
+                figures.saves[active] += client.sequential([f"{tag}s{n}" for n in range(saves)])
+                wall, times = client.concurrent([f"{tag}c{n}" for n in range(creates)])
                 figures.walls[active].append(wall)
                 if active:
                     worst_on = max(times)
-                    figures.e2e_sequential += arrivals.latencies(client.started, sequential)
-                    figures.e2e_concurrent += arrivals.latencies(client.started, concurrent)
-                    legs = relay_legs(world, client.started)
-                    figures.legs_sequential += [legs[x] for x in sequential if x in legs]
-                    figures.legs_concurrent += [legs[x] for x in concurrent if x in legs]
                 else:
                     worst_off = max(times)
             figures.worst.append((worst_on, worst_off))
+            set_plugin(world.a, True)
+            world.admin("links", "start", "a-b")
+            world.quiet()
+            tag = f"r{r}e2e{uuid.uuid4().hex[:4]}"
+            sequential = [f"{tag}s{n}" for n in range(saves)]
+            client.sequential(sequential)
+            figures.e2e_sequential += arrivals.latencies(client.started, sequential)
+            concurrent = [f"{tag}c{n}" for n in range(creates)]
+            client.concurrent(concurrent)
+            figures.e2e_concurrent += arrivals.latencies(client.started, concurrent)
+            legs = relay_legs(world, client.started)
+            figures.legs_sequential += [legs[x] for x in sequential if x in legs]
+            figures.legs_concurrent += [legs[x] for x in concurrent if x in legs]
     finally:
         arrivals.stop()
         set_plugin(world.a, True)
@@ -296,18 +315,27 @@ def cost(world: World, ca: LocalCA | None, server: str, args: argparse.Namespace
     world.link("push")
     client = Client(world.a, ca)
     since = world.a.debug_log.stat().st_size if world.a.debug_log.exists() else 0
-    mu = world.a.path / "wp-content" / "mu-plugins" / "bench-spans.php"
+    since_b = world.b.debug_log.stat().st_size if world.b.debug_log.exists() else 0
+    mus = [site.path / "wp-content" / "mu-plugins" / "bench-spans.php"
+           for site in (world.a, world.b)]
     if args.profile:
-        mu.parent.mkdir(exist_ok=True)
-        mu.write_text(PROFILE_PLUGIN)
+        for mu in mus:
+            mu.parent.mkdir(exist_ok=True)
+            mu.write_text(PROFILE_PLUGIN)
     try:
         figures = measure(world, client, args.rounds, args.saves, args.creates)
     finally:
-        mu.unlink(missing_ok=True)
+        for mu in mus:
+            mu.unlink(missing_ok=True)
     world.quiet()
     figures.report(server, *((40, 150) if server == "php-fpm" else (60, 200)))
     if args.profile:
+        print("  timing spans (ms since the request started; create+/- plugin active/inactive, "
+              "kick: the loopback flush, events: a delivery; http: the POST to the relay):")
+        print("  site a:")
         profile_summary(world.a, since)
+        print("  site b:")
+        profile_summary(world.b, since_b)
 
 
 def apply_rate(world: World, users: int) -> None:

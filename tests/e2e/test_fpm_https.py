@@ -86,7 +86,7 @@ def test_a_change_made_in_a_request_under_fpm_is_sent_after_the_answer(fpm: FpmW
     password, _ = world.b.php_json(
         "echo json_encode(WP_Application_Passwords::create_new_application_password("
         "1, ['name' => 'lab ' . wp_generate_password(6, false)]));")
-    flushes_before = fpm.site_stack.access_log.read_text().count("/userrelay/v1/flush")
+    flushes_before = loopback_flushes(fpm)
 
     status, answer = rest(fpm, "POST", "/wp-json/wp/v2/users", password, {
         "username": login, "email": email, "password": "fpm-Pass-2", "roles": ["author"],
@@ -96,7 +96,14 @@ def test_a_change_made_in_a_request_under_fpm_is_sent_after_the_answer(fpm: FpmW
     there = arrives(world.a, email, lambda u: u["first_name"] == "From FPM")
     assert ["author"] == there["roles"]
     assert can_log_in(world.a, login, "fpm-Pass-2")
-    assert flushes_before == fpm.site_stack.access_log.read_text().count("/userrelay/v1/flush")
+    assert flushes_before == loopback_flushes(fpm)
+
+
+def loopback_flushes(fpm: FpmWorld) -> int:
+    """Requests of the site to itself to send its outbox (the flush route, or the kick: a POST
+    to the home page) seen by nginx."""
+    log = fpm.site_stack.access_log.read_text()
+    return log.count("/userrelay/v1/flush") + log.count('"POST / HTTP')
 
 
 def rest(fpm: FpmWorld, method: str, path: str, app_password: str,

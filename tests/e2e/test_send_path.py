@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections import defaultdict
@@ -15,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.e2e.test_sync import arrives, create, unique
 from tests.e2e.world import World, outbox, wait_until
 from tests.e2e.wplab import Site
 
@@ -131,3 +134,53 @@ def test_five_hundred_users_from_eight_clients_arrive_in_order_while_the_relay_r
     assert ["restarted after 150 users", "restarted after 350 users"] == restarts
 
     all_arrive_in_order(world, prefix, logins)
+
+
+def post_form(url: str, fields: dict[str, str]) -> int:
+    request = urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode(),
+                                     method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            answer.read()
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        error.close()
+        return int(error.code)
+
+
+def test_one_loopback_flush_is_in_flight_at_a_time_and_a_lost_one_is_taken_over(
+        world: World) -> None:
+    claims = world.a.php_json("""
+        $outbox = UserRelay_Plugin::outbox();
+        $outbox->release_kick();
+        $seen = [$outbox->claim_kick(), $outbox->claim_kick()];
+        // A kick that never ran (its request was lost) holds the claim only for a while.
+        update_option('userrelay_kick_at', (string) (microtime(true)
+            - UserRelay_Outbox::KICK_STALE - 1), false);
+        $seen[] = $outbox->claim_kick();
+        $seen[] = $outbox->claim_kick();
+        $outbox->release_kick();
+        $seen[] = $outbox->claim_kick();
+        $outbox->release_kick();
+        echo json_encode($seen);""")
+
+    assert [True, False, True, False, True] == claims
+
+
+def test_a_loopback_kick_sends_what_is_due_and_ends_before_the_site_renders(world: World) -> None:
+    world.link("push")
+    login, email = unique("kick")
+    # As if a kick were in flight: the end of the request that creates the user starts none.
+    world.a.php("update_option('userrelay_kick_at', (string) (time() + 3600), false);")
+    create(world.a, login, email, first_name="Kicked")
+    assert 1 == outbox(world.a)
+    token = world.a.php_json("echo json_encode(UserRelay_Outbox::flush_token());")
+
+    assert 200 == post_form(world.a.url + "/", {"userrelay_flush": "not-the-token"})
+    assert 1 == outbox(world.a)  # a wrong token is just a visitor's POST to the home page
+
+    assert 204 == post_form(world.a.url + "/", {"userrelay_flush": token})
+    assert 0 == outbox(world.a)
+    assert [{"option_value": "0"}] == world.a.db_query(
+        "SELECT option_value FROM wp_options WHERE option_name = 'userrelay_kick_at'")
+    arrives(world.b, email, lambda u: u["first_name"] == "Kicked")
