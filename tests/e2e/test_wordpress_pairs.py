@@ -14,7 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e.test_developer_hooks import state
 from tests.e2e.test_sync import arrives, can_log_in, create, unique
+from tests.e2e.test_user_gaps import RENAME, values
 from tests.e2e.world import World, build_world, user, wait_until
 from tests.e2e.wpreleases import system_release
 
@@ -129,3 +131,34 @@ def test_connection_test_passes_the_hash_format_check(world_ab: World) -> None:
     assert "ok" == hashes["status"], hashes
     by_plugin = f"wp-bcrypt ($wp$, by the plugin on WordPress {world_ab.b.release}"
     assert (by_plugin in hashes["detail"]) == (world_ab.b.release < "6.8"), hashes["detail"]
+
+
+def test_several_meta_values_arrive_whole(world_ab: World) -> None:
+    login, email = unique("pairseveral")
+    uid = create(world_ab.a, login, email)
+
+    world_ab.a.php(f"add_user_meta({uid}, 'phone', 'one'); add_user_meta({uid}, 'phone', 'two');")
+
+    wait_until("both values reach site b", lambda: values(world_ab.b, email, "phone") == [
+        "one", "two"])
+
+
+def test_a_user_without_an_email_arrives_by_login(world_ab: World) -> None:
+    login, _ = unique("pairnoemail")
+
+    create(world_ab.a, login, "", password="bare-Pass-1", first_name="Bare")
+
+    wait_until("the user without an email reaches site b", lambda: (
+        state(world_ab.b, login) or {}).get("first_name") == "Bare")
+    assert can_log_in(world_ab.b, login, "bare-Pass-1")
+
+
+def test_a_login_rename_arrives_and_logs_in(world_ab: World) -> None:
+    login, email = unique("pairrename")
+    uid = create(world_ab.a, login, email, password="rename-Pass-1")
+    arrives(world_ab.b, email)
+
+    world_ab.a.php(RENAME.format(new=json.dumps(f"new{login}"), uid=uid))
+
+    arrives(world_ab.b, email, lambda u: u["login"] == f"new{login}", "the rename")
+    assert can_log_in(world_ab.b, f"new{login}", "rename-Pass-1")
