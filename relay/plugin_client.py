@@ -83,6 +83,18 @@ def _context_for(ca_file: str, changed: int) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
+async def read_whole(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body of an answer, refusing one over ``limit`` bytes
+    (``StreamReader.read(n)`` would return only what has arrived so far, up to n)."""
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise aiohttp.ClientPayloadError(f"the answer is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class PluginClient:
     """Signed calls to one site's plugin, through a shared ``aiohttp`` session."""
 
@@ -123,8 +135,7 @@ class PluginClient:
                 ssl=tls_context(self._ca_file),
                 timeout=self._timeout if timeout is None else aiohttp.ClientTimeout(
                     total=timeout)) as resp:
-            content = await resp.content.read(max_answer)
-            return Answer(url, resp.status, content, resp.headers)
+            return Answer(url, resp.status, await read_whole(resp, max_answer), resp.headers)
 
     def unreachable(self, operation: str, exc: BaseException) -> str:
         """Why a call got no answer, in one line naming the URL."""
