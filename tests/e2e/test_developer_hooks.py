@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_backfill import completed, start_link
 from tests.e2e.test_privileges import deliver, event
 from tests.e2e.test_sync import arrives, create, unique
 from tests.e2e.world import World, user
@@ -168,6 +169,25 @@ def test_only_the_meta_keys_a_filter_chooses_are_sent(hooked: World) -> None:
     sent = hooked.relay.db("SELECT payload FROM deliveries WHERE target = 'b' AND payload LIKE ?",
                            f"%{email}%")
     assert sent and all("secret_note" not in p and "wp_capabilities" not in p for (p,) in sent)
+
+
+def test_the_initial_sync_sends_only_the_meta_keys_a_filter_chooses(world: World) -> None:
+    login, email = unique("hookkeys")
+    # A user from before any link, never reported live: only the initial sync sends them.
+    world.a.php(f"""UserRelay_Hooks::suppress();
+        $id = wp_insert_user(['user_login' => '{login}', 'user_email' => '{email}',
+                              'user_pass' => 'Early-Pass-1']);
+        update_user_meta($id, 'favourite_colour', 'blue');
+        update_user_meta($id, 'secret_note', 'hush');
+        UserRelay_Hooks::resume();""")
+
+    with must_use(world.a, OUTGOING):
+        completed(world, start_link(world, "push"))
+
+    there = user(world.b, email)
+    assert there is not None and "blue" == there["meta"]
+    assert "" == world.b.php_json(f"echo json_encode(get_user_meta({there['id']}, "
+                                  "'secret_note', true));")
 
 
 def test_an_incoming_event_changed_by_a_filter_is_applied_changed(receiving: Site) -> None:

@@ -11,8 +11,9 @@
  *
  * Canonical form of a group: the JSON (no escaped slashes or unicode) of its value, object keys
  * sorted; profile is an object of email and the profile fields, roles a sorted list, password
- * the stored hash, meta an object of key to (first) value, of the keys that may be synced (or
- * of those the relay names, less any that may not: a protected key is never digested).
+ * the stored hash, meta an object of key to value (several values as events carry them), of
+ * the keys that may be synced (or of those the relay names, less any that may not: a protected
+ * key is never digested) and that this site sends (userrelay_outgoing_meta_keys).
  *
  * @package UserRelay
  */
@@ -165,6 +166,8 @@ final class UserRelay_Digests {
 				$meta[ $key ] = UserRelay_Snapshot::meta_value( array_map( 'maybe_unserialize', (array) $values ) );
 			}
 		}
+		// Only what this site sends is compared (userrelay_outgoing_meta_keys).
+		$meta = array_intersect_key( $meta, array_flip( UserRelay_Developer_Hooks::outgoing_meta_keys( array_map( 'strval', array_keys( $meta ) ), (int) $fields['id'] ) ) );
 		return array(
 			'profile'  => $profile,
 			'roles'    => $roles,

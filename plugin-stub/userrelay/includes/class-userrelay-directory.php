@@ -121,6 +121,7 @@ final class UserRelay_Directory {
 			}
 			$meta[ $key ] = UserRelay_Snapshot::meta_value( array_map( 'maybe_unserialize', (array) $values ) );
 		}
-		return $meta;
+		// The keys a developer keeps on this site (userrelay_outgoing_meta_keys) stay here.
+		return array_intersect_key( $meta, array_flip( UserRelay_Developer_Hooks::outgoing_meta_keys( array_map( 'strval', array_keys( $meta ) ), $user_id ) ) );
 	}
 }
