@@ -47,7 +47,17 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from relay import backfill, deadletters, events, history, links, provision, reconcile, status
+from relay import (
+    admin_remove,
+    backfill,
+    deadletters,
+    events,
+    history,
+    links,
+    provision,
+    reconcile,
+    status,
+)
 from relay.appkeys import ADMIN_URL, CONFIG, COURIERS, DATABASE, KEYS, LINKS, RELOAD
 from relay.config import Config, is_loopback, parse_duration
 from relay.connection_test import run_connection_test
@@ -163,6 +173,9 @@ def create_admin_app(relay: web.Application, token: str) -> web.Application:
     admin.router.add_post("/admin/links/{link}/drift", drift_link)
     admin.router.add_get("/admin/history", get_history)
     admin.router.add_post("/admin/reload", reload_config)
+    admin.router.add_get("/admin/sites", list_sites)
+    admin.router.add_post("/admin/sites/{site}/remove", remove_site)
+    admin.router.add_post("/admin/links/{link}/remove", remove_link)
     admin.cleanup_ctx.append(history.sampling(relay))
     admin.add_subapp(console.PREFIX, console.create_console_app(relay, token))
     return admin
@@ -416,6 +429,38 @@ def _link_view(link: Any) -> dict[str, Any]:
             "outgoing": sorted(link.outgoing) if link.direction != "pull" else [],
             "incoming": sorted(link.incoming) if link.direction != "push" else [],
             "match_by": link.match_by}
+
+
+async def list_sites(request: web.Request) -> web.Response:
+    """``userrelay sites list``: each site, whether the relay holds its key, its last test and
+    its links; never a key."""
+    config = _relay(request)[CONFIG]
+
+    def read(conn: Any) -> dict[str, Any]:
+        keyed = {r[0] for r in conn.execute("SELECT site FROM site_keys")}
+        tests = {r[0]: (r[1], bool(r[2])) for r in conn.execute(
+            "SELECT site, tested_at, passed FROM site_tests")}
+        return {"sites": [
+            {"id": s.id, "label": s.label, "url": s.url, "key": s.id in keyed,
+             "last_test": None if s.id not in tests else
+             {"at": tests[s.id][0], "passed": tests[s.id][1]},
+             "links": [lk.id for lk in config.links.values() if s.id in (lk.site, lk.remote)]}
+            for s in config.sites.values()]}
+    return web.json_response(await _read(request, read))
+
+
+async def remove_site(request: web.Request) -> web.Response:
+    """``userrelay sites remove``: see relay/admin_remove.py."""
+    relay, site = _relay(request), _site(request)
+    document = await _body(request)
+    return await admin_remove.remove_site(relay, site, document, lambda: _reload(relay))
+
+
+async def remove_link(request: web.Request) -> web.Response:
+    """``userrelay links remove``: see relay/admin_remove.py."""
+    relay, link = _relay(request), _link(request)
+    document = await _body(request)
+    return await admin_remove.remove_link(relay, link, document, lambda: _reload(relay))
 
 
 async def get_config(request: web.Request) -> web.Response:
