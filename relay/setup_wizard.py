@@ -35,7 +35,7 @@ DIRECTION_HELP = {
     "push": "{site} is the source: its changes go to {remote}",
     "pull": "{remote} is the source: {site} takes {remote}'s changes",
     "bidirectional": "both: changes go each way, and a change on either side can overwrite "
-                     "the other",
+                     "the other (the newest change of a field wins on both sites)",
 }
 _PLACEHOLDER_URL = "https://site.invalid"
 
