@@ -146,6 +146,46 @@ while (true) {
         self.process.wait(10)
 
 
+STEPS = r"""
+$prop = function ($object, $name) {
+    $property = new ReflectionProperty($object, $name);
+    $property->setAccessible(true);
+    return $property;
+};
+$parts = $prop('UserRelay_Plugin', 'parts')->getValue();
+[$hooks, $outbox, $settings] = [$parts['hooks'], $parts['outbox'], $parts['settings']];
+$steps = ['wp_insert_user' => [], 'snapshot' => [], 'enqueue' => [], 'claim' => [], 'send' => []];
+$run = bin2hex(random_bytes(3));
+for ($i = 0; $i < COUNT; $i++) {
+    $t = microtime(true);
+    wp_insert_user(['user_login' => "steps{$run}_$i", 'user_email' => "steps{$run}_$i@example.test",
+        'user_pass' => 'steps-Pass-1', 'role' => 'subscriber']);
+    $steps['wp_insert_user'][] = microtime(true) - $t; $t = microtime(true);
+    $events = (new UserRelay_Snapshot($settings))->build($prop($hooks, 'users')->getValue($hooks),
+        $prop($hooks, 'deleted')->getValue($hooks), $prop($hooks, 'origins')->getValue($hooks));
+    $steps['snapshot'][] = microtime(true) - $t; $t = microtime(true);
+    $outbox->enqueue($events);
+    $prop($hooks, 'users')->setValue($hooks, []);
+    $steps['enqueue'][] = microtime(true) - $t; $t = microtime(true);
+    $outbox->claim_kick();
+    $steps['claim'][] = microtime(true) - $t; $t = microtime(true);
+    $outbox->flush(UserRelay_Outbox::BACKGROUND_BUDGET);
+    $outbox->release_kick();
+    $steps['send'][] = microtime(true) - $t;
+}
+echo json_encode($steps);
+"""
+
+
+def shutdown_steps(site: Site, count: int = 40) -> None:
+    """The plugin's own steps at the end of a save, timed one by one in one PHP process on a
+    quiet site (no concurrent requests): what a save costs without contention."""
+    steps = site.php_json(STEPS.replace("COUNT", str(count)))
+    print("  the plugin's steps in one PHP process, no other load (median / p95 ms): " + ", ".join(
+        f"{name} {statistics.median(v) * 1000:.2f} / {percentile(v, 95) * 1000:.2f}"
+        for name, v in steps.items()))
+
+
 def relay_legs(world: World, started: dict[str, float]) -> dict[str, tuple[float, float]]:
     """login -> (ms from its create's start until the relay stored it, until B answered)."""
     wait_until("the relay delivers everything", world.relay.settled, timeout=120)
@@ -190,15 +230,22 @@ add_action( 'shutdown', function () {
 """
 
 
-def profile_summary(site: Site, since: int) -> None:
-    """Median of each span, per kind of request, from the PHP error log after ``since`` bytes."""
+def log_size(site: Site) -> int:
+    return site.debug_log.stat().st_size if site.debug_log.exists() else 0
+
+
+def profile_summary(site: Site, ranges: list[tuple[int, int]]) -> None:
+    """Median of each span, per kind of request, from the PHP error log's byte ``ranges``."""
     spans: dict[str, dict[str, list[float]]] = {}
+    text: list[str] = []
     with site.debug_log.open("rb") as log:
-        log.seek(since)
-        for line in log.read().decode(errors="replace").splitlines():
-            if match := re.search(r"BENCHSPAN (\S+) (\{.*\})", line):
-                for name, ms in json.loads(match.group(2)).items():
-                    spans.setdefault(match.group(1), {}).setdefault(name, []).append(ms)
+        for start, end in ranges:
+            log.seek(start)
+            text.append(log.read(end - start).decode(errors="replace"))
+    for line in "\n".join(text).splitlines():
+        if match := re.search(r"BENCHSPAN (\S+) (\{.*\})", line):
+            for name, ms in json.loads(match.group(2)).items():
+                spans.setdefault(match.group(1), {}).setdefault(name, []).append(ms)
     for kind, named in sorted(spans.items()):
         parts = "  ".join(f"{name} {statistics.median(v):.1f}/{percentile(v, 95):.1f}"
                           for name, v in named.items())
@@ -217,6 +264,7 @@ class Figures:
         self.legs_sequential: list[tuple[float, float]] = []
         self.legs_concurrent: list[tuple[float, float]] = []
         self.creates = 0
+        self.cost_logs: list[tuple[int, int]] = []  # site a's error log during the cost phases
 
     def report(self, server: str, p50_goal: float, p99_goal: float) -> None:
         on, off = self.saves[True], self.saves[False]
@@ -265,6 +313,7 @@ def measure(world: World, client: Client, rounds: int, saves: int, creates: int)
     try:
         for r in range(rounds):
             world.admin("links", "pause", "a-b")
+            log_from = log_size(world.a)
             for active in (False, True) if r % 2 else (True, False):
                 set_plugin(world.a, active)
                 tag = f"r{r}{'on' if active else 'off'}{uuid.uuid4().hex[:4]}"
@@ -277,6 +326,7 @@ def measure(world: World, client: Client, rounds: int, saves: int, creates: int)
                 else:
                     worst_off = max(times)
             figures.worst.append((worst_on, worst_off))
+            figures.cost_logs.append((log_from, log_size(world.a)))
             set_plugin(world.a, True)
             world.admin("links", "start", "a-b")
             world.quiet()
@@ -314,8 +364,7 @@ def fpm_sites(world: World, base: Path) -> Iterator[LocalCA]:
 def cost(world: World, ca: LocalCA | None, server: str, args: argparse.Namespace) -> None:
     world.link("push")
     client = Client(world.a, ca)
-    since = world.a.debug_log.stat().st_size if world.a.debug_log.exists() else 0
-    since_b = world.b.debug_log.stat().st_size if world.b.debug_log.exists() else 0
+    since_b = log_size(world.b)
     mus = [site.path / "wp-content" / "mu-plugins" / "bench-spans.php"
            for site in (world.a, world.b)]
     if args.profile:
@@ -332,10 +381,11 @@ def cost(world: World, ca: LocalCA | None, server: str, args: argparse.Namespace
     if args.profile:
         print("  timing spans (ms since the request started; create+/- plugin active/inactive, "
               "kick: the loopback flush, events: a delivery; http: the POST to the relay):")
-        print("  site a:")
-        profile_summary(world.a, since)
-        print("  site b:")
-        profile_summary(world.b, since_b)
+        print("  site a, the cost phases (link paused):")
+        profile_summary(world.a, figures.cost_logs)
+        print("  site b, its deliveries:")
+        profile_summary(world.b, [(since_b, log_size(world.b))])
+        shutdown_steps(world.a)
 
 
 def apply_rate(world: World, users: int) -> None:
@@ -373,7 +423,8 @@ def main() -> None:
                         help="concurrent creates per round and state")
     parser.add_argument("--profile", action="store_true",
                         help="timing spans of site a's requests from its PHP error log")
-    parser.add_argument("--users", type=int, default=0, help="apply-rate users (0: skip)")
+    parser.add_argument("--users", type=int, default=1000,
+                        help="apply-rate users, under php -S (0: skip)")
     args = parser.parse_args()
     for name, value in (("--rounds", args.rounds), ("--saves", args.saves),
                         ("--creates", args.creates)):
