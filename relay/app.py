@@ -18,7 +18,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from relay import admin, guard, nudge, queue, reconcile_schedule
+from relay import admin, guard, links, nudge, queue, reconcile_schedule
 from relay.appkeys import (
     CONFIG,
     COURIER_TASKS,
@@ -105,6 +105,14 @@ async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
                                       config["delivery.max_attempts"])
     if reclaimed:
         log.info("leases_reclaimed", deliveries=reclaimed, at="start-up")
+    # Deliveries queued on a link the configuration no longer has could never go out, and would
+    # hold every later change of their people to that site behind them: dead letters, with
+    # the reason (kept and replayable once the link is back), as `links remove` does.
+    orphans = await db.transaction(links.retire_unconfigured, config, time.time())
+    for link, count in orphans.items():
+        log.warning("deliveries_of_a_removed_link_dead_lettered", link=link, deliveries=count,
+                    hint=f"the link is not in {config.source}; once it is back, replay them: "
+                         f"{config.command('dead list')} shows them")
     # Which links may deliver (started, both sites tested, not paused); see relay/links.py.
     gate = LinkGate(config, db, app[KEYS])
     await gate.refresh()

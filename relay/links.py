@@ -218,6 +218,20 @@ def retire(conn: sqlite3.Connection, links: list[str], site: str | None, reason:
     return int(moved)
 
 
+def retire_unconfigured(conn: sqlite3.Connection, config: Config, now: float
+                        ) -> dict[str, int]:
+    """Dead-letter what is queued on links the configuration no longer has (``retire``);
+    how many, per link."""
+    found = [str(link) for (link,) in conn.execute(
+        "SELECT DISTINCT link FROM deliveries WHERE state IN ('waiting', 'ready', 'leased')")
+        if link not in config.links]
+    moved = {}
+    for link in found:
+        moved[link] = retire(conn, [link], None, f"link {link!r} is no longer in the "
+                             "configuration", now)
+    return moved
+
+
 def _known(config: Config, link: str) -> None:
     if link not in config.links:
         raise ConfigError(config.source, [f"links: no link {link!r}; configured links: "
