@@ -315,7 +315,7 @@ async def test_the_daemon_reconciles_on_schedule_only_once_the_link_is_active(
         store.close()
     with LinkBook(config) as book:
         book.start("a-b")
-    await until(lambda: relay.db("SELECT count(*) FROM deliveries") == [(1,)])
+    await until(lambda: relay.db("SELECT count(*) FROM deliveries") == [(1,)], timeout=60)
     summary = json.loads(relay.db("SELECT summary FROM reconcile_runs WHERE summary IS NOT "
                                   "NULL ORDER BY id LIMIT 1")[0][0])
     assert (1, 1) == (summary["missing"], summary["enqueued"])
