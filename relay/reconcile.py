@@ -310,7 +310,9 @@ class Reconciler:
     def _match(self, user: SiteUser) -> str:
         if self.link.match_by == "email" and user.email:
             return user.email
-        return "\0login:" + user.login  # A user without an email is matched by login.
+        # A user without an email is matched by login ("login:" never starts an email: WordPress
+        # allows no colon in one), and so named in reports.
+        return "login:" + user.login
 
     def _pair(self, report: Report, users: dict[str, SiteUser]) -> None:
         link = self.link

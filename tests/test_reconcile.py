@@ -142,6 +142,19 @@ async def test_identical_sites_are_in_step(world: Any) -> None:
     assert (5, []) == (report.in_step, report.entries)
 
 
+async def test_users_without_an_email_are_paired_by_login(world: Any) -> None:
+    w = await world()
+    w.a.add(1, "both@example.test")
+    w.b.add(7, "both@example.test")
+    w.a.add(2, "only-a@example.test")
+    for user in (w.a.users[1], w.b.users[7], w.a.users[2]):
+        user["email"] = ""  # logins stay: "both" and "only-a"
+
+    report = await w.drift()
+
+    assert (1, {"login:only-a": ("missing", [], "a")}) == (report.in_step, kinds(report))
+
+
 async def test_a_user_missing_on_the_target_is_reported_with_its_source(world: Any) -> None:
     w = await world()
     w.a.add(1, "both@example.test")
