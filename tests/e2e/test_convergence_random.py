@@ -141,5 +141,8 @@ def _run(world: World, rng: random.Random) -> None:
                     "phase's")
     assert [] == world.relay.db("SELECT id, last_error FROM deliveries WHERE state = 'dead'")
     report = json.loads(world.admin("drift", "a-b", "--json"))
-    assert [] == report["entries"]
+    # Of this test's users (every email it gives starts so): the shared lab may hold other
+    # tests' users apart on purpose, e.g. a copy an initial sync kept because the target had
+    # changed it later, which a bidirectional link's drift then reports.
+    assert [] == [e for e in report["entries"] if str(e["match"]).startswith(f"conv{tag}-")]
     wait_until("nothing is pending", world.relay.settled)
