@@ -328,9 +328,11 @@ async def test_the_daemon_reconciles_on_schedule_only_once_the_link_is_active(
         store.close()
     with LinkBook(config) as book:
         book.start("a-b")
-    await until(lambda: relay.db("SELECT count(*) FROM deliveries") == [(1,)], timeout=60)
-    summary = json.loads(relay.db("SELECT summary FROM reconcile_runs WHERE summary IS NOT "
-                                  "NULL ORDER BY id LIMIT 1")[0][0])
+    finished = "SELECT summary FROM reconcile_runs WHERE summary IS NOT NULL ORDER BY id LIMIT 1"
+    # The repair is queued, then the run's summary written: wait for both.
+    await until(lambda: relay.db("SELECT count(*) FROM deliveries") == [(1,)]
+                and bool(relay.db(finished)), timeout=60)
+    summary = json.loads(relay.db(finished)[0][0])
     assert (1, 1) == (summary["missing"], summary["enqueued"])
 
 
