@@ -238,7 +238,10 @@ def test_the_wizard_and_dashboard_in_a_browser_against_two_wordpress_sites(lab: 
             wp_page.fill("#email", f"{login}@example.test")
             wp_page.select_option("#role", "author")
             wp_page.click("#createusersub")
-            wp_page.wait_for_url(re.compile(r"users\.php"), wait_until="domcontentloaded")
+            # A minute, as for wp_open: on a loaded machine a wp-admin save (WordPress's boot,
+            # the user, the plugin's report) has taken over the default 30 s.
+            wp_page.wait_for_url(re.compile(r"users\.php"), wait_until="domcontentloaded",
+                                 timeout=60_000)
 
             def listed() -> bool:
                 wp_open(wp_page, b, "/wp-admin/users.php")
