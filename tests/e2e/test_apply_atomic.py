@@ -8,25 +8,14 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from typing import Any
 
 import pytest
 
-from relay.crypto import SiteKey
-from tests.e2e.world import World, post_to_plugin, wait_until
-from tests.e2e.wplab import Site
+from tests.e2e.world import World, deliver, wait_until
 
 pytestmark = pytest.mark.wordpress
 
 USERS = 200
-
-
-def deliver(site: Site, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """POSTs a signed delivery straight to the site's plugin, as the relay would; its results."""
-    key = SiteKey(str(site.constants["USERRELAY_KEY"]))
-    status, answer = post_to_plugin(site, key, "events", events=events)
-    assert 200 == status, f"the plugin answered {status}: {answer!r}"
-    return answer["results"]  # type: ignore[no-any-return]
 
 
 def test_an_event_meeting_a_database_error_is_rolled_back_and_answered_503(

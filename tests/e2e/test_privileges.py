@@ -12,19 +12,10 @@ from typing import Any
 
 import pytest
 
-from relay.crypto import SiteKey
-from tests.e2e.world import World, post_to_plugin
+from tests.e2e.world import World, deliver
 from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
-
-
-def deliver(site: Site, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """POSTs a signed delivery straight to the site's plugin, as the relay would; its results."""
-    key = SiteKey(str(site.constants["USERRELAY_KEY"]))
-    status, answer = post_to_plugin(site, key, "events", events=events)
-    assert 200 == status, f"the plugin answered {status}: {answer!r}"
-    return answer["results"]  # type: ignore[no-any-return]
 
 
 def event(login: str, email: str, actions: list[str], **user: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 
 from relay import signatures
 from relay.crypto import SiteKey
-from tests.e2e.world import World, post_to_plugin, send, wait_until
+from tests.e2e.world import World, deliver, send, wait_until
 from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
@@ -33,14 +33,6 @@ ATTACKS: list[tuple[str, Any]] = [
     ("USERRELAY_MODIFIED", "9999999999"), ("wp_user-settings", "x"),
     ("community-events-location ", {"ip": "127.0.0.1"}),
 ]
-
-
-def deliver(site: Site, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """POSTs a signed delivery straight to the site's plugin, as the relay would; its results."""
-    key = SiteKey(str(site.constants["USERRELAY_KEY"]))
-    status, answer = post_to_plugin(site, key, "events", events=events)
-    assert 200 == status, f"the plugin answered {status}: {answer!r}"
-    return answer["results"]  # type: ignore[no-any-return]
 
 
 def event(login: str, email: str, actions: list[str], **user: Any) -> dict[str, Any]:
