@@ -385,10 +385,13 @@ async def test_the_admin_api_adds_and_edits_a_link_and_refuses_one_between_untes
             added = r.status, await r.json()
         await until(lambda: "a-b" in load(path).links)
         for _ in range(200):
-            async with http.post(f"{api}/links/a-b/edit",
-                                 json={"direction": "pull", "incoming": ["create"]}) as r:
-                edited = r.status, await r.json()
-            if edited[0] != 404:
+            try:
+                async with http.post(f"{api}/links/a-b/edit",
+                                     json={"direction": "pull", "incoming": ["create"]}) as r:
+                    edited = r.status, await r.json()
+            except aiohttp.ClientError:  # the admin listener restarts with the reload
+                edited = (0, None)
+            if edited[0] not in (0, 404):
                 break
             import asyncio
             await asyncio.sleep(0.05)
