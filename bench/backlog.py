@@ -29,8 +29,8 @@ from bench.common import (
     unpause_link,
     workdir,
 )
-from relay import queue
-from relay.store import connect_sync
+from relay.db import queue
+from relay.db.store import connect_sync
 
 
 def claim_time(database: object, repeats: int = 30) -> float:

@@ -24,11 +24,12 @@ from typing import Any
 import yaml
 
 from relay import config as config_module
-from relay import links, signatures
-from relay.crypto import SiteKey
-from relay.keystore import KeyStore
-from relay.links import LinkBook
-from relay.signatures import Direction
+from relay.db import links
+from relay.db.links import LinkBook
+from relay.keys import signatures
+from relay.keys.crypto import SiteKey
+from relay.keys.keystore import KeyStore
+from relay.keys.signatures import Direction
 
 SERVER_CORE, LOAD_CORE = "0", "1"
 
@@ -211,10 +212,10 @@ def partner_count(port: int) -> int:
 
 def fill(database: Path, config_path: Path, first: int, last: int, chunk: int = 1000) -> None:
     """Queue events ``first``..``last`` from site a through the relay's own ingest code."""
-    from relay import queue
-    from relay.events import parse_batch
-    from relay.routing import Router
-    from relay.store import connect_sync
+    from relay.db import queue
+    from relay.db.store import connect_sync
+    from relay.model.events import parse_batch
+    from relay.model.routing import Router
     routes = Router(config_module.load(config_path)).routes_from("a")
     conn = connect_sync(database)
     conn.execute("PRAGMA synchronous=NORMAL")  # filling is set-up, not what is measured

@@ -19,9 +19,9 @@ from pathlib import Path
 import aiohttp
 
 from bench.common import one_event
-from relay import signatures
-from relay.crypto import SiteKey
-from relay.signatures import Direction
+from relay.keys import signatures
+from relay.keys.crypto import SiteKey
+from relay.keys.signatures import Direction
 
 
 async def run(url: str, site: str, key: SiteKey, rate: float, seconds: float, first: int) -> dict:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from relay import signatures
-from relay.crypto import SiteKey
-from relay.plugin_client import plugin_url
-from relay.signatures import Direction
+from relay.keys import signatures
+from relay.keys.crypto import SiteKey
+from relay.keys.signatures import Direction
+from relay.model.events import check_envelope
+from relay.sites.client import plugin_url
 
 COUNT = web.AppKey("count", list)
 
@@ -25,7 +26,7 @@ async def take(request: web.Request) -> web.Response:
     signatures.verify([request.app[KEY]], Direction.TO_SITE, h.get("webhook-id"),
                       h.get("webhook-timestamp"), h.get("webhook-signature"), body, 300)
     document = json.loads(body)
-    signatures.check_envelope(document, "events", document.get("site"))
+    check_envelope(document, "events", document.get("site"))
     events = document["events"]
     first = request.app[COUNT][0]
     request.app[COUNT][0] += len(events)

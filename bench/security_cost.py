@@ -35,9 +35,9 @@ from bench.common import (
     run_wrk,
     wrk_script,
 )
-from relay import signatures
-from relay.crypto import SiteKey
-from relay.signatures import Direction
+from relay.keys import signatures
+from relay.keys.crypto import SiteKey
+from relay.keys.signatures import Direction
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,5 @@
 """``python -m relay`` is the ``userrelay`` command."""
 
-from relay.cli import main
+from relay.cli.main import main
 
 raise SystemExit(main())

@@ -18,10 +18,11 @@ import pytest
 import structlog
 from aiohttp import web
 
-from relay import admin, logs
-from relay.app import create_app
-from relay.appkeys import ADMIN_URL
+from relay import logs
 from relay.config import Config
+from relay.web import admin
+from relay.web.app import create_app
+from relay.web.appkeys import ADMIN_URL
 from tests import support
 from tests.support import Partner, Relay, Responder, generate_keys, settings, site
 

@@ -17,13 +17,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from relay import config as config_module
-from relay import signatures
 from relay.config import Config
-from relay.crypto import SiteKey
+from relay.db.links import LinkBook
 from relay.errors import BadSignature
-from relay.keystore import KeyStore
-from relay.links import LinkBook
-from relay.signatures import Direction
+from relay.keys import signatures
+from relay.keys.crypto import SiteKey
+from relay.keys.keystore import KeyStore
+from relay.keys.signatures import Direction
 
 Responder = Callable[[dict[str, Any]], Awaitable[web.Response] | web.Response]
 

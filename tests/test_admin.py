@@ -13,11 +13,11 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from relay import admin
-from relay.app import create_app
-from relay.appkeys import ADMIN_URL
-from relay.crypto import SiteKey
 from relay.errors import ConfigError, UserRelayError
+from relay.keys.crypto import SiteKey
+from relay.web import admin
+from relay.web.app import create_app
+from relay.web.appkeys import ADMIN_URL
 from tests.support import AdminClient, event, secret_key, settings, site, until
 
 ENDPOINTS = [("GET", "/admin/status"), ("GET", "/admin/dead"), ("POST", "/admin/dead/replay"),

@@ -15,14 +15,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from relay import backfill, status
 from relay import config as config_module
-from relay.app import create_app
-from relay.cli import main
+from relay.cli.main import main
 from relay.config import Config, Link
-from relay.crypto import SiteKey
-from relay.links import LinkBook
-from relay.store import connect_sync
+from relay.db import cursors, status
+from relay.db.links import LinkBook
+from relay.db.store import connect_sync
+from relay.keys.crypto import SiteKey
+from relay.web.app import create_app
+from relay.work import initial_sync
 from tests.support import Partner, Relay, as_plugin, generate_keys, secret, site, until
 
 EVERYTHING = ["create", "edit", "delete", "password", "roles", "metadata"]
@@ -107,7 +108,7 @@ async def world(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> Any
 
 def progress(config: Config) -> dict[str, Any]:
     with LinkBook(config) as book:
-        found = book.call(backfill.progress, config, "a-b")
+        found = book.call(cursors.progress, config, "a-b")
     assert found is not None
     return found
 
@@ -204,7 +205,7 @@ async def test_no_page_is_read_while_the_target_has_two_pages_waiting(world: Any
 
 async def test_an_unreadable_page_is_asked_again_from_the_same_cursor_and_reported(
         world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backfill, "RETRY_FIRST", 0.2)
+    monkeypatch.setattr(initial_sync, "RETRY_FIRST", 0.2)
     directory, b, config, start = await world(5)
     directory.failures = 1
     await start()
@@ -228,7 +229,7 @@ async def test_only_the_first_start_of_a_link_begins_a_sync(world: Any) -> None:
 @pytest.mark.parametrize(("direction", "sources"), [
     ("push", ["a"]), ("pull", ["b"]), ("bidirectional", ["a", "b"])])
 def test_the_sync_reads_the_sites_changes_flow_from(direction: str, sources: list[str]) -> None:
-    assert sources == backfill.sources_of(Link("a-b", "a", "b", direction))
+    assert sources == cursors.sources_of(Link("a-b", "a", "b", direction))
 
 
 async def test_progress_shows_done_of_total_in_the_cli_and_in_the_status(
@@ -258,7 +259,7 @@ async def test_progress_shows_done_of_total_in_the_cli_and_in_the_status(
 
 
 def test_the_bar_fills_with_the_share_done() -> None:
-    shown = backfill.render("a-b", {"generation": 2, "state": "running", "done": 25,
+    shown = cursors.render("a-b", {"generation": 2, "state": "running", "done": 25,
                                     "total": 100, "rate": 5.0, "seconds_left": 15.0,
                                     "sources": {"a": {"last_error": None}}}, width=20)
     assert ("Link a-b initial sync #2: 25 of 100 users [#####...............] 25%, "

@@ -215,7 +215,7 @@ def test_no_mangled_copy_of_the_example_makes_check_config_fail_otherwise(
     import random
 
     from relay import config as config_module
-    from relay import startup
+    from relay.daemon import startup
     from relay.errors import ConfigError
 
     pieces = [b"[", b"]", b"{", b"}", b":", b"- ", b"\n", b"  ", b"\t", b"'", b'"', b"*a",

@@ -17,10 +17,10 @@ import yaml
 from aiohttp import web
 
 from relay.config import Config
-from relay.connection_test import ConnectionReport, record, run_connection_test
-from relay.crypto import SiteKey
-from relay.keystore import KeyStore
-from relay.links import LinkBook
+from relay.db.links import LinkBook
+from relay.keys.crypto import SiteKey
+from relay.keys.keystore import KeyStore
+from relay.sites.connection_test import ConnectionReport, record, run_connection_test
 from tests.support import Partner, Relay, settings, site
 
 PASSWORDS = ["create", "edit", "roles", "password"]

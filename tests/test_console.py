@@ -15,12 +15,12 @@ import pytest
 import yaml
 
 from relay.config import load
-from relay.console import session as sessions
-from relay.crypto import SiteKey
-from relay.keystore import KeyStore
+from relay.keys.crypto import SiteKey
+from relay.keys.keystore import KeyStore
+from relay.web.console import session as sessions
 from tests.support import RelayProcess, record, secret, secret_key, until
 
-STATIC = Path(__file__).resolve().parents[1] / "relay" / "console" / "static"
+STATIC = Path(__file__).resolve().parents[1] / "relay" / "web" / "console" / "static"
 KEY = re.compile(r"whsec_[A-Za-z0-9+/=]{20,}")
 
 

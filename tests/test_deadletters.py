@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from relay import deadletters, queue
 from relay.constants import DEAD, DONE
-from relay.deadletters import Filter
+from relay.db import deadletters, queue
+from relay.db.deadletters import Filter
+from relay.db.queue import Outcome
+from relay.db.store import connect_sync
 from relay.errors import InvalidRequest, UnknownSite
-from relay.events import parse_batch
-from relay.queue import Outcome
-from relay.routing import Router
-from relay.store import connect_sync
+from relay.model.events import parse_batch
+from relay.model.routing import Router
 from tests.support import config_file, event, run_cli, settings, site, until
 
 ALL = ["create", "edit", "delete", "password", "roles", "metadata"]

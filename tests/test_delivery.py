@@ -207,7 +207,7 @@ async def test_consecutive_unsent_edits_of_a_person_merge_into_one_delivery(
         last["actions"], last["user"]["first_name"], last["user"]["meta"], last["merged"])
 
 
-# --- what an answer means (relay/answers.py) ------------------------------------------------
+# --- what an answer means (relay/model/answers.py) ------------------------------------------------
 
 async def test_a_2xx_without_a_result_per_event_is_a_failed_attempt_not_a_delivery(
         two_sites: Any) -> None:

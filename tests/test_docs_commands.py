@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from relay import cli
+from relay.cli.main import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

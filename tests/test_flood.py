@@ -1,5 +1,5 @@
 """Unauthenticated floods: idle connections past the relay's connection limit, and clients
-that open a connection and send their headers too slowly (relay/guard.py).
+that open a connection and send their headers too slowly (relay/web/guard.py).
 
 The relay runs in this process on a real listener, with a small connection limit so that a
 hundred connections are a flood.
@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from relay import guard
-from relay.app import create_app
+from relay.web import guard
+from relay.web.app import create_app
 from tests.support import Relay, event, generate_keys, settings, site
 
 LIMIT = 20

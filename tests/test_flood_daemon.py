@@ -1,5 +1,5 @@
 """Floods against a real relay process: what an unauthenticated client can cost the daemon's
-own listener (relay/guard.py, relay/receive.py), under the file limit systemd would set."""
+own listener (relay/web/guard.py, relay/web/ingest.py), under the file limit systemd would set."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from relay import config as config_module
 from relay.errors import InvalidEvent
-from relay.events import MAX_DEPTH, MAX_META_DEPTH, parse_batch
+from relay.model.events import MAX_DEPTH, MAX_META_DEPTH, parse_batch
 from tests.support import RelayProcess, event, generate_keys, post_signed, secret, write_config
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 
 from relay import config as config_module
-from relay.connection_test import record, run_connection_test
-from relay.keystore import KeyStore
-from relay.links import LinkBook
+from relay.db.links import LinkBook
+from relay.keys.keystore import KeyStore
+from relay.sites.connection_test import record, run_connection_test
 from tests.support import Relay, event, generate_keys, until
 
 

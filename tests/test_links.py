@@ -14,13 +14,13 @@ import pytest
 import yaml
 from aiohttp import web
 
-from relay import links, store
-from relay.app import create_app
-from relay.appkeys import LINKS
-from relay.connection_test import record, run_connection_test
+from relay.db import links, store
+from relay.db.links import LinkBook
 from relay.errors import LinkNotReady
-from relay.keystore import KeyStore
-from relay.links import LinkBook
+from relay.keys.keystore import KeyStore
+from relay.sites.connection_test import record, run_connection_test
+from relay.web.app import create_app
+from relay.web.appkeys import LINKS
 from tests.support import Partner, Relay, event, mark_tested, settings, site, until
 
 PUSH_ALL = {"id": "a-b", "site": "a", "remote": "b", "direction": "push",

@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.appkeys import COURIER_TASKS, DATABASE
 from relay.constants import PENDING_STATES
+from relay.web.appkeys import COURIER_TASKS, DATABASE
 from tests.support import Relay, event, until
 from tests.test_store import cap_pages
 

@@ -1,4 +1,4 @@
-"""The relay tells sites it is back (relay/nudge.py): a plugin waiting out a backoff step
+"""The relay tells sites it is back (relay/work/nudge.py): a plugin waiting out a backoff step
 sends its outbox at once instead."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The one door to a plugin (relay/plugin_client.py): whole answers, and no more than asked."""
+"""The one door to a plugin (relay/sites/client.py): whole answers, and no more than asked."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from relay.crypto import SiteKey
-from relay.plugin_client import PluginClient
+from relay.keys.crypto import SiteKey
+from relay.sites.client import PluginClient
 
 
 async def slow_big_answer(request: web.Request) -> web.StreamResponse:

@@ -1,6 +1,6 @@
 """Protected user meta at the relay: what may never travel is never forwarded, compared the
 way the database compares keys, by the same rule as the plugin; a link's allow-list narrows it
-(relay/protected_meta.py, docs/security.md)."""
+(relay/config/protected_meta.py, docs/security.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from relay import protected_meta
+from relay.config import protected_meta
 from relay.errors import ConfigError
 from tests.support import event, settings, site
 

@@ -12,12 +12,12 @@ import json
 import time
 from pathlib import Path
 
-from relay import queue
 from relay.constants import DONE, READY
-from relay.events import parse_batch
-from relay.queue import Outcome
-from relay.routing import Router
-from relay.store import connect_sync
+from relay.db import queue
+from relay.db.queue import Outcome
+from relay.db.store import connect_sync
+from relay.model.events import parse_batch
+from relay.model.routing import Router
 from tests.support import event, settings, site
 
 

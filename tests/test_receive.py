@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from relay import signatures
-from relay.crypto import SiteKey
-from relay.keystore import KeyStore
-from relay.signatures import Direction
+from relay.keys import signatures
+from relay.keys.crypto import SiteKey
+from relay.keys.keystore import KeyStore
+from relay.keys.signatures import Direction
 from tests.support import event
 
 
@@ -65,7 +65,7 @@ async def test_a_timestamp_more_than_five_minutes_off_gets_401(two_sites: Any,
 
 async def test_a_body_over_the_limit_gets_413(two_sites: Any, tmp_path: Any) -> None:
     relay, _ = await two_sites(ingest={"max_body_bytes": 4096})
-    limit = relay.config["ingest.max_body_bytes"]
+    limit = relay.config.ingest.max_body_bytes
     big = event("e1", 1, ["create", "metadata"], meta={"blob": "x" * limit})
 
     status, answer = await relay.post("a", [big])

@@ -13,13 +13,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from relay import cli_drift, reconcile, status
+from relay.cli import drift as cli_drift
 from relay.config import Config
-from relay.crypto import SiteKey
+from relay.db import status
+from relay.db.links import LinkBook
+from relay.db.store import connect_sync, in_transaction
 from relay.errors import BadSignature, ReconcileFailed
-from relay.keystore import KeyStore
-from relay.links import LinkBook
-from relay.store import connect_sync, in_transaction
+from relay.keys.crypto import SiteKey
+from relay.keys.keystore import KeyStore
+from relay.model.reconciliation import Report
+from relay.work import reconcile
 from tests.support import as_plugin, generate_keys, mark_tested, settings, site, until
 
 ALL = ["create", "edit", "delete", "password", "roles", "metadata"]
@@ -96,7 +99,7 @@ class World:
         self.config, self.a, self.b = config, a, b
         self.conn = connect_sync(config.database_path)
 
-    async def drift(self, repair: bool = False, page_size: int = 500) -> reconcile.Report:
+    async def drift(self, repair: bool = False, page_size: int = 500) -> Report:
         keys = KeyStore(self.config.database_path, self.config.master_key_path)
 
         async def read(fn: Any, *args: Any) -> Any:
@@ -129,7 +132,7 @@ async def world(stand_in: Any, tmp_path: Path) -> Callable[..., Awaitable[World]
     return make
 
 
-def kinds(report: reconcile.Report) -> dict[str, tuple[str, list[str], str | None]]:
+def kinds(report: Report) -> dict[str, tuple[str, list[str], str | None]]:
     return {e.match: (e.kind, e.groups, e.source) for e in report.entries}
 
 

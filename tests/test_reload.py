@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from relay import config as config_module
-from relay.links import LinkBook
+from relay.db.links import LinkBook
 from tests.support import RelayProcess, event, generate_keys, post_signed, write_config
 
 

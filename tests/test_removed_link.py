@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from relay import config as config_module
-from relay.links import LinkBook
+from relay.db.links import LinkBook
 from tests.support import RelayProcess, event, generate_keys, post_signed, write_config
 
 

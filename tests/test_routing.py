@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from relay.routing import Router
+from relay.model.routing import Router
 from tests.support import settings, site
 
 ALL = ["create", "edit", "delete", "password", "roles", "metadata"]

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from relay import config as config_module
-from relay.cli import main
-from relay.keystore import KeyStore
-from relay.setup_wizard import Prompt
+from relay.cli.main import main
+from relay.cli.wizard import Prompt
+from relay.keys.keystore import KeyStore
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from relay import signatures
-from relay.crypto import SiteKey
 from relay.errors import BadSignature
-from relay.signatures import Direction
+from relay.keys import signatures
+from relay.keys.crypto import SiteKey
+from relay.keys.signatures import Direction
 from tests.support import event
 
 

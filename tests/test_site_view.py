@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from relay import signatures
-from relay.signatures import Direction
+from relay.keys import signatures
+from relay.keys.signatures import Direction
 from tests.support import event, until
 
 

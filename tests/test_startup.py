@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from relay import config as config_module
-from relay.crypto import MasterKey, SiteKey
+from relay.keys.crypto import MasterKey, SiteKey
 from tests.cli_run import userrelay
 from tests.support import RelayProcess
 

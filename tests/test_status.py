@@ -13,12 +13,12 @@ import yaml
 from aiohttp import web
 
 from relay import config as config_module
-from relay import queue, status
 from relay.constants import DEAD, DONE
-from relay.events import parse_batch
-from relay.queue import Outcome
-from relay.routing import Router
-from relay.store import connect_sync
+from relay.db import queue, status
+from relay.db.queue import Outcome
+from relay.db.store import connect_sync
+from relay.model.events import parse_batch
+from relay.model.routing import Router
 from tests.support import event, generate_keys, settings, site, until
 
 

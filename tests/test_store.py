@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from relay.appkeys import DATABASE
-from relay.retry import RetryPolicy, parse_retry_after
+from relay.model.retry import RetryPolicy, parse_retry_after
+from relay.web.appkeys import DATABASE
 from tests.support import event
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from relay import config as config_module
-from relay import systemd
-from relay.keystore import KeyStore
+from relay.daemon import systemd
+from relay.keys.keystore import KeyStore
 from tests.support import RelayProcess, write_config
 
 

@@ -1,4 +1,4 @@
-"""The convergence rule (relay/versions.py and the plugin's class-userrelay-versions.php): how
+"""The convergence rule (relay/model/versions.py and the plugin's class-userrelay-versions.php): how
 changes are ordered, merged and applied, and that any order of delivery ends in one state."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import versions
-from relay.events import merge_updates
+from relay.model import versions
+from relay.model.events import merge_updates
 
 PHP_CLASS = (Path(__file__).resolve().parents[1] / "plugin-stub" / "userrelay" / "includes"
              / "class-userrelay-versions.php")

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from relay.crypto import SiteKey
+from relay.keys.crypto import SiteKey
 from tests.e2e.world import World, post_to_plugin
 from tests.e2e.wplab import Site
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from relay import versions
+from relay.model import versions
 from tests.e2e.test_sync import _php
 from tests.e2e.world import World, wait_until
 from tests.e2e.wplab import Site

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from relay.crypto import SiteKey
+from relay.keys.crypto import SiteKey
 from tests.e2e.test_sync import create, unique
 from tests.e2e.world import World, user, wait_until
 from tests.support import secret_key

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from relay.crypto import SiteKey
+from relay.keys.crypto import SiteKey
 from tests.e2e.world import PLUGIN, free_port, send, signed_for_plugin
 from tests.e2e.wplab import Lab, Site, ensure_packages
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from relay import signatures
-from relay.crypto import SiteKey
+from relay.keys import signatures
+from relay.keys.crypto import SiteKey
 from tests.e2e.world import World, deliver, send, wait_until
 from tests.e2e.wplab import Site
 

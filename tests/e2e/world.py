@@ -21,10 +21,10 @@ from typing import Any
 import yaml
 
 from relay import config as config_module
-from relay import signatures
-from relay.crypto import SiteKey
-from relay.keystore import KeyStore
-from relay.signatures import Direction
+from relay.keys import signatures
+from relay.keys.crypto import SiteKey
+from relay.keys.keystore import KeyStore
+from relay.keys.signatures import Direction
 from tests.e2e.wplab import Lab, Site
 from tests.support import output_file, record, secret_key
 
