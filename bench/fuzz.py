@@ -32,7 +32,7 @@ ADMIN = [("GET", "/admin/status"), ("GET", "/admin/dead"), ("POST", "/admin/dead
 
 
 def nasty(rng: random.Random) -> Any:
-    return rng.choice(NASTY + [rng.randint(-(2**70), 2**70), rng.random() * 1e20, "ok", [], {}])
+    return rng.choice([*NASTY, rng.randint(-2 ** 70, 2 ** 70), rng.random() * 1e+20, "ok", [], {}])
 
 
 def signed_batch(rng: random.Random, n: int) -> list[dict[str, Any]]:
@@ -67,9 +67,9 @@ async def one(fuzz: Fuzzed, rng: random.Random, n: int, tally: Counter[str]) -> 
         method, path = rng.choice(ADMIN)
         query = {rng.choice(["ids", "limit", "since", "target"]): str(nasty(rng))[:80]
                  .encode("utf-8", "replace").decode()}
-        body = json.dumps({rng.choice(["ids", "since", "all", "reason", "grace"]): nasty(rng)})
+        text = json.dumps({rng.choice(["ids", "since", "all", "reason", "grace"]): nasty(rng)})
         status = await fuzz.request(method, f"{fuzz.admin_url}{path}", params=query,
-                                    data=body.encode(),
+                                    data=text.encode(),
                                     headers={"Authorization": f"Bearer {fuzz.token}"})
     tally[f"{kind} {status}"] += 1
     if status >= 500:

@@ -24,11 +24,12 @@ from relay.keys.crypto import SiteKey
 from relay.keys.signatures import Direction
 
 
-async def run(url: str, site: str, key: SiteKey, rate: float, seconds: float, first: int) -> dict:
+async def run(url: str, site: str, key: SiteKey, rate: float, seconds: float, first: int
+              ) -> dict[str, float]:
     total = int(rate * seconds)
     bodies = [json.dumps(signatures.envelope("events", site, events=[one_event(first + n)])
                          ).encode() for n in range(total)]
-    counts = {"sent": 0, "accepted": 0, "refused": 0, "errors": 0}
+    counts: dict[str, float] = {"sent": 0, "accepted": 0, "refused": 0, "errors": 0}
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def send(body: bytes) -> None:

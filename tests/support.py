@@ -190,7 +190,7 @@ class Partner:
 @dataclass
 class Relay:
     config: Config
-    client: TestClient
+    client: TestClient[Any, Any]
     keys: dict[str, SiteKey]
 
     @property

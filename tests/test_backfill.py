@@ -100,7 +100,7 @@ async def world(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> Any
         directory.key, b.key = keys["a"], keys["b"]
 
         async def start() -> Relay:
-            client: TestClient = await aiohttp_client(create_app(config))
+            client: TestClient[Any, Any] = await aiohttp_client(create_app(config))
             return Relay(config, client, keys)
         return directory, b, config, start
     return make

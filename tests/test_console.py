@@ -46,10 +46,9 @@ class Console:
             if found:
                 self.csrf = found.group(1)
             self.pages.append(text)
-            if 'id="api-key"' in text:  # the one page that shows a key, on purpose
-                text_kept = KEY.sub("whsec_(shown once)", text)
-            else:
-                text_kept = text
+            # the one page that shows a key, on purpose
+            shows_key = 'id="api-key"' in text
+            text_kept = KEY.sub("whsec_(shown once)", text) if shows_key else text
             record("console-pages", f"{method} {path} {resp.status}\n{text_kept}")
             return resp.status, text, resp
 

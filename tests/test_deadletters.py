@@ -212,7 +212,8 @@ def test_a_time_is_unix_seconds_an_iso_8601_time_or_a_duration_ago(given: Any,
 
 
 def test_a_bad_filter_is_refused_naming_the_field(q: Queue) -> None:
-    cases = [({"since": "yesterday"}, InvalidRequest, "since: got 'yesterday'"),
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"since": "yesterday"}, InvalidRequest, "since: got 'yesterday'"),
              ({"ids": ["x"]}, InvalidRequest, "ids: got"),
              ({"target": "nowhere"}, UnknownSite, "target: no site 'nowhere'"),
              ({"colour": "red"}, InvalidRequest, "colour: unknown")]
@@ -305,8 +306,10 @@ def test_a_dead_letter_stored_with_a_payload_sqlite_cannot_read_still_lists(
 ])
 def test_a_filter_no_database_could_take_is_refused_naming_the_field(
         q: Any, query: dict[str, str]) -> None:
-    with pytest.raises(InvalidRequest) as refused:
+    def parse() -> None:
         deadletters.parse_filter(query, q.config, allow=frozenset({"limit"}))
         deadletters.parse_limit(query.get("limit"))
+    with pytest.raises(InvalidRequest) as refused:
+        parse()
 
     assert refused.value.message.startswith(f"{next(iter(query))}: got")

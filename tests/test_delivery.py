@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -87,7 +88,7 @@ async def test_retries_follow_the_schedule(two_sites: Any) -> None:
     await relay.post("a", [event("e1", 1, ["create"])])
 
     await b.wait_for(lambda: len(b.requests) == 3)
-    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4, gaps
     await until(lambda: relay.db("SELECT state, attempts FROM deliveries") == [("done", 3)])
 
@@ -160,7 +161,9 @@ async def test_a_persons_later_change_waits_while_an_earlier_one_is_retried(
                 results.append(b.applied(e))
         return web.json_response({"results": results})
     relay, b = await two_sites(respond, retry_schedule=[0.1])
-    names = lambda: [e["origin"]["event_id"] for e in b.events]  # noqa: E731
+
+    def names() -> list[str]:
+        return [e["origin"]["event_id"] for e in b.events]
 
     await relay.post("a", [event("e1", 1, ["create"]), event("o1", 2, ["create"])])
     await relay.post("a", [event("e2", 1, ["password"]),

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from relay.cli.main import main as cli
+from relay.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-_FENCE = re.compile(r"^ *```[^\n]*\n(.*?)^ *```", re.S | re.M)
+_FENCE = re.compile(r"^ *```[^\n]*\n(.*?)^ *```", re.DOTALL | re.MULTILINE)
 _INLINE = re.compile(r"`([^`\n]*(?:\n[^`\n]*)?)`")
 _PREFIX = re.compile(r"^(?:sudo -u \S+ )?(?:\S*/)?userrelay ")
 
@@ -59,7 +59,7 @@ def expand(command: str) -> list[list[str]]:
     lists: list[list[str]] = [[]]
     for word in words:
         options = word.split("|") if re.fullmatch(r"[a-z-]+(\|[a-z-]+)+", word) else [word]
-        lists = [done + [option] for done in lists for option in options]
+        lists = [[*done, option] for done in lists for option in options]
     return lists
 
 

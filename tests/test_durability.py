@@ -23,8 +23,7 @@ def relay_config(tmp_path: Path, partner_url: str) -> Path:
                   {"id": "b", "url": partner_url, "allow_http": True}],
         "links": [{"id": "a-b", "site": "a", "remote": "b", "direction": "push"}],
     }
-    path = write_config(tmp_path / "relay.yaml", document)
-    return path
+    return write_config(tmp_path / "relay.yaml", document)
 
 
 def states(tmp_path: Path) -> list[tuple[str, str]]:

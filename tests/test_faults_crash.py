@@ -11,6 +11,7 @@ order (a delivery in flight at a kill may arrive twice: at least once, never out
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -61,8 +62,7 @@ def in_order(deliveries: list[list[int]]) -> bool:
     """Each delivery's changes in order, and no delivery carrying an older change than the
     one before it (the same delivery may come twice after a kill)."""
     return all(numbers == sorted(numbers) for numbers in deliveries) and all(
-        later[-1] >= earlier[-1] for earlier, later in zip(deliveries, deliveries[1:],
-                                                           strict=False))
+        later[-1] >= earlier[-1] for earlier, later in itertools.pairwise(deliveries))
 
 
 async def run_crash_loop(tmp_path: Path, partner: Any, cycles: int,
@@ -71,7 +71,7 @@ async def run_crash_loop(tmp_path: Path, partner: Any, cycles: int,
     """Returns, per person, the highest change number acknowledged and what arrived."""
     path = relay_config(tmp_path, partner.url)
     keys = generate_keys(config_module.load(path))
-    acked = {p: -1 for p in range(1, PEOPLE + 1)}
+    acked = dict.fromkeys(range(1, PEOPLE + 1), -1)
     relay = RelayProcess(path)
     await relay.start()
     stop = asyncio.Event()

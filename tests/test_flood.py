@@ -38,15 +38,17 @@ async def small_relay(tmp_path: Path, partner_factory: Any, aiohttp_client: Any,
 async def test_idle_connections_past_the_limit_starve_neither_health_nor_sites(
         tmp_path: Path, partner_factory: Any, aiohttp_client: Any) -> None:
     relay, b = await small_relay(tmp_path, partner_factory, aiohttp_client)
-    server = relay.client.server.runner.server
+    runner = relay.client.server.runner
+    assert runner is not None and runner.server is not None
+    server = runner.server
     idle = []
     for _ in range(5 * LIMIT):  # connect and say nothing
         _, writer = await asyncio.open_connection("127.0.0.1", relay.client.port)
         idle.append(writer)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            async with session.get(f"{relay.url}/healthz") as resp:
-                health = resp.status
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+                    session.get(f"{relay.url}/healthz") as resp):
+            health = resp.status
         status, _ = await relay.post("a", [event("e1", 1, ["create"])])
         open_connections = len(server.connections)
     finally:

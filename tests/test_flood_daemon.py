@@ -37,9 +37,9 @@ async def test_idle_connections_past_the_file_limit_leave_the_daemon_answering(
         for _ in range(400):  # connect and say nothing: more than the process has files
             _, writer = await asyncio.open_connection("127.0.0.1", relay.port)
             idle.append(writer)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            async with session.get(f"{relay.url}/healthz") as resp:
-                health = resp.status
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+                    session.get(f"{relay.url}/healthz") as resp):
+            health = resp.status
         status, _ = await post_signed(relay.url, "a", keys["a"], [event("e1", 1, ["create"])])
     finally:
         for writer in idle:

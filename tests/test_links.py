@@ -57,7 +57,9 @@ async def connection_test(relay: Relay, site_id: str) -> bool:
 
 async def seen_by_the_relay(relay: Relay) -> None:
     """Wait until the running relay has re-read the link states (its gate refreshes)."""
-    await relay.client.server.app[LINKS].refresh()
+    app = relay.client.app
+    assert app is not None
+    await app[LINKS].refresh()
 
 
 async def nothing_delivered_while(relay: Relay, b: Partner) -> None:
@@ -171,7 +173,7 @@ async def test_a_link_paused_by_a_410_is_resumed_by_start(two_sites: Any) -> Non
     relay, b = await two_sites(respond)
     await relay.post("a", [event("e1", 1, ["create"])])
     await until(lambda: state(relay).state == "paused")
-    assert state(relay).reason.startswith("site 'b' answered 410 Gone")
+    assert (state(relay).reason or "").startswith("site 'b' answered 410 Gone")
 
     with LinkBook(relay.config) as book:
         book.start("a-b")

@@ -45,7 +45,7 @@ class StandIn:
 
     def add(self, user_id: int, email: str, modified: float = 1000.0, **fields: Any) -> None:
         user = {"id": user_id, "login": email.split("@")[0], "email": email,
-                **{name: "" for name in PROFILE}, "registered": "2026-01-01 00:00:00",
+                **dict.fromkeys(PROFILE, ""), "registered": "2026-01-01 00:00:00",
                 "roles": ["subscriber"], "password_hash": "$P$Bsame", "meta": {},
                 "modified": modified}
         user.update(fields)
@@ -282,7 +282,7 @@ async def test_the_last_run_is_shown_in_the_status(world: Any) -> None:
 
 async def test_a_site_that_refuses_fails_the_run_and_says_why(world: Any) -> None:
     w = await world()
-    w.b.check = _refuse  # type: ignore[method-assign]  # as a site with another key does
+    w.b.check = _refuse  # as a site with another key does
     with pytest.raises(ReconcileFailed, match="site 'b' answered digests with 401"):
         await w.drift()
     last = status.snapshot(w.conn, w.config)["links"]["a-b"]["last_reconcile"]

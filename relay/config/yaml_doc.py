@@ -85,7 +85,7 @@ def parse(text: bytes | str, source: str) -> Any:
             "the second: merge them into one, or check the indentation"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, [syntax_problem(exc)]) from None
-    except Exception as exc:  # only the bytes of the file can get here
+    except Exception as exc:  # noqa: BLE001 - only the bytes of the file can get here
         # A tagged value PyYAML's safe constructors cannot build (a malformed !!omap,
         # !!timestamp, …): they raise ValueError, TypeError, AttributeError and more.
         raise ConfigError(source, [f"a value cannot be read ({type(exc).__name__}: {exc}); "

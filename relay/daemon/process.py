@@ -17,6 +17,7 @@ was already opened (``relay.daemon.startup`` checks the files before anything is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import signal
@@ -192,10 +193,8 @@ class _Daemon:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if not self.serving.is_set() and not self.closing:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.serving.wait(), RELOAD_WAIT)
-            except TimeoutError:
-                pass
         runner = self.runner
         if runner is None or runner.server is None or not self.serving.is_set():
             return web.json_response({"error": "the relay is restarting; try again shortly"},
@@ -313,8 +312,7 @@ async def _reload(daemon: _Daemon) -> None:
         log.error("reload_rejected", source=exc.source, problems=len(exc.problems),
                   kept="the running configuration")
     except Exception as exc:  # a file no check foresaw: still never the end of the relay
-        log.error("reload_problem", source=running.source, problem=f"cannot be read: {exc}",
-                  exc_info=True)
+        log.exception("reload_problem", source=running.source, problem=f"cannot be read: {exc}")
         log.error("reload_rejected", source=running.source, problems=1,
                   kept="the running configuration")
     else:
@@ -327,12 +325,11 @@ async def _reload(daemon: _Daemon) -> None:
             elif isinstance(exc, UserRelayError | OSError | sqlite3.Error):
                 log.error("reload_problem", source=running.source, problem=str(exc))
             else:
-                log.error("reload_problem", source=running.source, problem=str(exc),
-                          exc_info=True)
+                log.exception("reload_problem", source=running.source, problem=str(exc))
             log.error("reload_failed", source=running.source, kept="the running configuration")
             try:
                 await daemon.start(running)
-            except Exception as again:
+            except Exception as again:  # noqa: BLE001 - said as one error, the reason kept
                 raise UserRelayError(f"cannot start again after a reload, with the new "
                                      f"configuration or the old: {again}") from None
         else:

@@ -10,6 +10,7 @@ not routing or delivery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -352,10 +353,8 @@ class GroupCommit:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         for _, _, future in self._pending:
             if not future.done():
                 future.set_exception(StoreUnavailable("the relay is shutting down"))
@@ -404,7 +403,7 @@ def _commit_batch(conn: sqlite3.Connection,
     except sqlite3.Error:
         conn.execute("ROLLBACK")
         raise  # the database itself is failing: fail the whole batch
-    except Exception:
+    except Exception:  # noqa: BLE001 - a caller's error: find whose, one by one
         conn.execute("ROLLBACK")
         return _commit_one_by_one(conn, work)
     except BaseException:
@@ -426,7 +425,7 @@ def _commit_one_by_one(conn: sqlite3.Connection,
                 value = fn(conn, *args)
             except sqlite3.Error:
                 raise
-            except Exception as exc:  # one caller's bad input must not undo the others
+            except Exception as exc:  # noqa: BLE001 - one caller's bad input must not undo the others
                 conn.execute("ROLLBACK TO request")
                 conn.execute("RELEASE request")
                 results.append((False, exc))

@@ -405,8 +405,8 @@ def merge_updates(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, A
             user["meta"], user["meta_deleted"] = _merge_meta(earlier["user"], later["user"],
                                                              {}, {})
     merged["user"] = user
-    merged["merged"] = earlier.get("merged", [earlier["origin"]["event_id"]]) + [
-        later["origin"]["event_id"]]
+    merged["merged"] = [*earlier.get("merged", [earlier["origin"]["event_id"]]),
+                        later["origin"]["event_id"]]
     return merged
 
 

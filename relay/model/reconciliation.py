@@ -96,7 +96,7 @@ def groups_of(link: Link) -> list[str]:
     actions = (allowed_by(link, link.site, link.remote)
                | allowed_by(link, link.remote, link.site))
     return [g for g in GROUPS if ACTION_OF[g] in actions
-            or g == "profile" and "create" in actions]
+            or (g == "profile" and "create" in actions)]
 
 
 def sources_of(link: Link) -> tuple[str, ...]:

@@ -76,7 +76,7 @@ from relay.work import reconcile
 log = structlog.get_logger("relay.web.admin")
 T = TypeVar("T")
 
-TOKEN_ENV = "USERRELAY_ADMIN_TOKEN"
+TOKEN_ENV = "USERRELAY_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a token
 MIN_TOKEN_LENGTH = 32
 #: The longest grace a key rotation may give the previous key (seconds), and the longest
 #: reason for a pause an admin may give.

@@ -47,7 +47,7 @@ async def _remove(relay: web.Application, document: dict[str, Any], link_ids: li
                   also: list[tuple[str, str]]) -> web.Response:
     unknown = set(document) - {"confirm"}
     if unknown:
-        raise InvalidRequest(f"{sorted(unknown)[0]}: unknown field; expected: confirm")
+        raise InvalidRequest(f"{min(unknown)}: unknown field; expected: confirm")
     confirm = document.get("confirm", False)
     if not isinstance(confirm, bool):
         raise InvalidRequest(f"confirm: got {str(confirm)[:40]!r}; expected true or false")

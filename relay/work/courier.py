@@ -10,6 +10,7 @@ burning every queued delivery's attempts against a site that is down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -100,10 +101,8 @@ class Courier:
             log.error("courier_failed", target=self.site.id, error=repr(task.exception()))
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; give in-flight requests ``grace`` seconds, then cut them off."""

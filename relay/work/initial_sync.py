@@ -64,7 +64,7 @@ def parse_page(body: bytes, cursor: Cursor, url: str) -> Page:
         document = json.loads(body)
         users, following, total = document["users"], document["next"], document["total"]
         if not isinstance(users, list) or not isinstance(total, int) or not (
-                following is None or isinstance(following, int) and following > cursor.after):
+                following is None or (isinstance(following, int) and following > cursor.after)):
             raise ValueError("expected users (a list), next (a user id after the cursor, or "
                              "null) and total (a number)")
     except (ValueError, TypeError, KeyError) as exc:

@@ -56,7 +56,7 @@ async def _every(config: Config, db: Database, keys: KeyStore, gate: LinkGate,
                 wake()  # the fixes go out now, not at a poll
         except ReconcileFailed:
             pass  # logged where it failed; the next run comes at the usual time
-        except Exception:  # noqa: BLE001 - the schedule must outlive one bad run
+        except Exception:
             log.exception("reconcile_crashed", link=link.id)
 
 

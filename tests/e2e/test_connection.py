@@ -49,7 +49,7 @@ def test_test_connection_on_the_settings_page_passes_every_check(world: World) -
     page = browser.open(f"{site.url}/wp-admin/options-general.php?page=userrelay",
                         timeout=30).read().decode()
     form = re.search(r'name="action" value="userrelay_test">.*?name="_wpnonce" value="(\w+)"',
-                     page, re.S)
+                     page, re.DOTALL)
     assert form is not None, "no Test Connection form on Settings > UserRelay"
 
     result = browser.open(f"{site.url}/wp-admin/admin-post.php", urllib.parse.urlencode({

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_backfill import completed, start_link
-from tests.e2e.test_privileges import deliver, event
+from tests.e2e.test_privileges import event
 from tests.e2e.test_sync import arrives, create, unique
-from tests.e2e.world import World, user
+from tests.e2e.world import World, deliver, user
 from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress

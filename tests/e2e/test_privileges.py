@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -42,11 +41,11 @@ def state(site: Site, uid: int) -> dict[str, Any] | None:
 
 
 @pytest.fixture
-def site_owner(world: World) -> Iterator[str]:
+def site_owner(world: World) -> str:
     """A custom role on site b holding every capability of administrator."""
     world.b.php("remove_role('site_owner'); add_role('site_owner', 'Site owner', "
                 "get_role('administrator')->capabilities);")
-    yield "site_owner"
+    return "site_owner"
 
 
 def test_giving_a_role_with_administrator_capabilities_is_refused(world: World,

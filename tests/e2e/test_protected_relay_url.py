@@ -24,7 +24,7 @@ def test_plain_http_is_refused_unless_the_relay_is_on_this_machine(world: World)
         f"$r = []; foreach (json_decode('{json.dumps(ALLOWED + REFUSED)}') as $url) {{"
         " $r[$url] = UserRelay_Settings::url_problem($url); } echo json_encode($r);")
 
-    assert {url: None for url in ALLOWED} == {url: problems[url] for url in ALLOWED}
+    assert dict.fromkeys(ALLOWED) == {url: problems[url] for url in ALLOWED}
     assert all(problems[url] for url in REFUSED), problems
     assert "https://" in problems["http://relay.example.com"]  # says what to do
 

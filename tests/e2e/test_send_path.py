@@ -78,7 +78,7 @@ def delivered_in_order(world: World, prefix: str) -> dict[str, list[str]]:
 
 
 def all_arrive_in_order(world: World, prefix: str, logins: list[str]) -> None:
-    everyone = {login: "v1" for login in logins}
+    everyone = dict.fromkeys(logins, "v1")
     wait_until(f"all {len(logins)} users reach site b as edited", lambda: first_names(
         world.b, prefix) == everyone, timeout=240, every=1)
     wait_until("site a's outbox empties", lambda: outbox(world.a) == 0, timeout=60)

@@ -24,7 +24,7 @@ def unique(prefix: str) -> tuple[str, str]:
     return f"{prefix}{tag}", f"{prefix}{tag}@example.test"
 
 
-def create(site: Site, login: str, email: str, password: str = "first-Pass-1",
+def create(site: Site, login: str, email: str, password: str = "first-Pass-1",  # noqa: S107
            role: str = "subscriber", **fields: str) -> int:
     data = {"user_login": login, "user_email": email, "user_pass": password, "role": role,
             **fields}

@@ -85,8 +85,8 @@ class Stack:
 
     def stop(self) -> None:
         for process in reversed(self.processes):
-            _stop_group(process, signal.SIGQUIT if process.args[0] == "nginx" else
-                        signal.SIGTERM)
+            nginx = isinstance(process.args, list) and process.args[0] == "nginx"
+            _stop_group(process, signal.SIGQUIT if nginx else signal.SIGTERM)
         self.processes.clear()
 
 

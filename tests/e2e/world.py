@@ -6,6 +6,7 @@ by ``make demo``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import signal
 import socket
@@ -192,8 +193,12 @@ class World:
     def quiet_outboxes(self, timeout: float = 120) -> None:
         for site in (self.a, self.b):
             if site.running:
-                wait_until(f"site {site.name}'s outbox empties", lambda s=site: outbox(s) == 0,
-                           timeout=timeout)
+                wait_until(f"site {site.name}'s outbox empties",
+                           functools.partial(_outbox_empty, site), timeout=timeout)
+
+
+def _outbox_empty(site: Site) -> bool:
+    return outbox(site) == 0
 
 
 def outbox(site: Site) -> int:
@@ -203,7 +208,7 @@ def outbox(site: Site) -> int:
 
 def user(site: Site, email: str) -> dict[str, Any] | None:
     """A user of ``site`` as the database has it (None when absent)."""
-    found = site.php_json(f"""
+    found: dict[str, Any] | None = site.php_json(f"""
         $u = get_user_by('email', {json.dumps(email)});
         if (!$u) {{ echo 'null'; return; }}
         echo json_encode(['id' => $u->ID, 'login' => $u->user_login, 'email' => $u->user_email,
@@ -211,7 +216,7 @@ def user(site: Site, email: str) -> dict[str, Any] | None:
             'display_name' => $u->display_name, 'roles' => array_values($u->roles),
             'pass' => $u->user_pass, 'meta' => get_user_meta($u->ID, 'favourite_colour', true)]);
     """)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 @contextlib.contextmanager

@@ -30,8 +30,9 @@ from typing import Any
 from tests.e2e import wpreleases
 
 WORDPRESS_SOURCE = Path("/usr/share/wordpress")
-PACKAGES = ("wordpress php-cli php-mysql php-curl php-xml php-mbstring mariadb-server "
-            "faketime").split()  # faketime: a site whose clock is off (Site.set_clock_offset)
+# faketime: a site whose clock is off (Site.set_clock_offset)
+PACKAGES = ["wordpress", "php-cli", "php-mysql", "php-curl", "php-xml", "php-mbstring",
+            "mariadb-server", "faketime"]
 LOOPBACK = "127.0.0.1"
 ADMIN_LOGIN, ADMIN_EMAIL = "admin", "admin@example.test"
 SERVER_WORKERS = "4"  # a single-worker php -S deadlocks when WordPress calls itself
@@ -406,7 +407,8 @@ class Lab:
             reason = (done.stderr.strip() or "no output").splitlines()[-1]
             raise LabError(f"SQL on database {database!r} failed: {reason}\nSQL: {sql}")
         body = re.sub(r"<\?xml[^>]*\?>", "", done.stdout)  # one declaration per result set
-        rows = ElementTree.fromstring(f"<all>{body}</all>").findall("resultset/row")
+
+        rows = ElementTree.fromstring(f"<all>{body}</all>").findall("resultset/row")  # noqa: S314
         nil = "{http://www.w3.org/2001/XMLSchema-instance}nil"
         return [{field.get("name", ""): None if field.get(nil) == "true" else (field.text or "")
                  for field in row.findall("field")} for row in rows]
@@ -509,13 +511,13 @@ class Lab:
         for site in self.sites.values():
             try:
                 site.stop()
-            except Exception as error:  # keep going: the others must stop too
+            except Exception as error:  # noqa: BLE001 - keep going: the others must stop too
                 errors.append(f"site {site.name!r}: {error}")
         if (db := self._db) is not None:
             try:
                 _stop_group(db, signal.SIGTERM)  # mariadbd shuts down cleanly on SIGTERM
                 self._db = None
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - reported with the others
                 errors.append(f"MariaDB (pid {db.pid}): {error}")
         if self._owns_dir and not self.keep:
             shutil.rmtree(self.base_dir, ignore_errors=True)

@@ -36,7 +36,7 @@ class ReleaseError(RuntimeError):
 def release_of(tree: Path) -> str:
     """"6.1" for a tree whose wp-includes/version.php says 6.1.9."""
     text = (tree / "wp-includes" / "version.php").read_text(errors="replace")
-    found = re.search(r"^\$wp_version\s*=\s*'(\d+)\.(\d+)", text, re.M)
+    found = re.search(r"^\$wp_version\s*=\s*'(\d+)\.(\d+)", text, re.MULTILINE)
     if found is None:
         raise ReleaseError(f"no $wp_version in {tree}/wp-includes/version.php")
     return f"{found.group(1)}.{found.group(2)}"
@@ -69,9 +69,9 @@ def _mirror() -> str:
             text = path.read_text(errors="replace")
         except OSError:
             continue
-        for uri in re.findall(r"(?:^URIs:|^deb(?:\s+\[[^\]]*\])?)\s+(\S+)", text, re.M):
+        for uri in re.findall(r"(?:^URIs:|^deb(?:\s+\[[^\]]*\])?)\s+(\S+)", text, re.MULTILINE):
             if uri.rstrip("/").endswith("/debian"):
-                return uri.rstrip("/")
+                return str(uri).rstrip("/")
     return DEFAULT_MIRROR
 
 

@@ -260,7 +260,7 @@ def _ago(timestamp: float | None) -> str:
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
-        return "–"
+        return "–"  # noqa: RUF001 - an en dash: "none" in a table cell
     seconds = float(seconds)
     if seconds < 90:
         return f"{seconds:.0f} s"
