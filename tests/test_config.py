@@ -129,3 +129,14 @@ def test_plain_http_to_another_machine_is_refused_even_when_allowed(tmp_path: Pa
                                           f'url: "{url}", allow_http: true'), tmp_path)
 
     assert "plain http is allowed only for a loopback address" in problem
+
+
+def test_a_section_under_its_former_name_still_works_and_says_to_rename_it() -> None:
+    config = config_module.from_mapping({"backfill": {"page_size": 50}}, source="relay.yaml")
+
+    assert 50 == config.initial_sync.page_size
+    assert ["backfill: now called initial_sync; the old name still works, but rename it in "
+            "relay.yaml"] == list(config.notes)
+    with pytest.raises(ConfigError, match="backfill: the same section as initial_sync"):
+        config_module.from_mapping({"backfill": {"page_size": 50},
+                                    "initial_sync": {"window": 3}})

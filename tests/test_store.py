@@ -1,10 +1,15 @@
-"""The store: a full disk is answered 503 and nothing of the request is acknowledged."""
+"""The store: whole functions on the writer's thread, group commits that answer each caller,
+and a full disk answered 503 with nothing of the request acknowledged."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
+from pathlib import Path
 from typing import Any
 
+from relay.db.store import Database, GroupCommit
 from relay.model.retry import RetryPolicy, parse_retry_after
 from relay.web.appkeys import DATABASE
 from tests.support import event
@@ -69,3 +74,52 @@ def test_giving_up_names_why() -> None:
 
     assert (None, "gave up after 3 attempts", "gave up after 1.0 hours of failures") == (
         policy.gives_up(2, 10), policy.gives_up(3, 10), policy.gives_up(1, 3600))
+
+
+async def test_the_writer_runs_each_whole_function_on_one_thread_of_its_own(
+        tmp_path: Path) -> None:
+    """``Database.call`` hands aiosqlite's thread a whole function (through aiosqlite's
+    ``_execute`` and ``_conn``, docs/adr/0002-one-writer-group-commit.md): an aiosqlite release that
+    changed them fails here first, not in production."""
+    db = Database(tmp_path / "relay.sqlite3")
+    await db.open()
+    try:
+        def where(conn: sqlite3.Connection, tag: str, *, times: int) -> tuple[int, str]:
+            conn.execute("CREATE TABLE IF NOT EXISTS t (tag TEXT)")
+            conn.executemany("INSERT INTO t VALUES (?)", [(tag,)] * times)
+            return threading.get_ident(), tag
+
+        first, second = await db.call(where, "a", times=1), await db.transaction(where, "b",
+                                                                                 times=2)
+        assert first[0] == second[0] != threading.get_ident()
+        assert ("a", "b") == (first[1], second[1])
+        assert [("a", 1), ("b", 2)] == await db.call(
+            lambda conn: conn.execute("SELECT tag, count(*) FROM t GROUP BY tag").fetchall())
+    finally:
+        await db.close()
+
+
+async def test_a_group_commit_answers_each_caller_with_its_own_result_or_error(
+        tmp_path: Path) -> None:
+    db = Database(tmp_path / "relay.sqlite3")
+    await db.open()
+    group = GroupCommit(db, max_batch=10)
+    group.start()
+    try:
+        await db.call(lambda conn: conn.execute("CREATE TABLE t (n INTEGER)"))
+
+        def put(conn: sqlite3.Connection, n: int) -> int:
+            if n == 3:
+                raise ValueError("three is refused")
+            conn.execute("INSERT INTO t VALUES (?)", (n,))
+            return n * 10
+
+        results = await asyncio.gather(*(group.submit(put, n) for n in range(5)),
+                                       return_exceptions=True)
+        assert [0, 10, 20] == results[:3] and [40] == results[4:]
+        assert isinstance(results[3], ValueError)
+        assert [(0,), (1,), (2,), (4,)] == await db.call(
+            lambda conn: conn.execute("SELECT n FROM t ORDER BY n").fetchall())
+    finally:
+        await group.stop()
+        await db.close()

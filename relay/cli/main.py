@@ -128,6 +128,8 @@ def _check_config(args: argparse.Namespace, out: IO[str] = sys.stdout) -> int:
     startup.check(config)
     print(f"{path}: OK ({len(config.sites)} sites, {len(config.links)} links; database "
           f"{config.database_path})", file=out)
+    for note in config.notes:
+        print(f"note: {note}", file=out)
     return 0
 
 

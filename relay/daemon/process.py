@@ -108,6 +108,8 @@ async def serve(config: Config) -> None:
         host, port = daemon.address
         log.info("relay_started", host=host, port=port, database=str(config.database_path),
                  sites=sorted(config.sites), links=sorted(config.links), pid=os.getpid())
+        for note in config.notes:
+            log.warning("config_note", source=config.source, note=note)
         systemd.notify("READY=1", f"STATUS={daemon.status()}")
         interval = systemd.watchdog_interval()
         watchdog = (asyncio.create_task(systemd.watchdog(interval, daemon.alive),

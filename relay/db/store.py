@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 import structlog
@@ -23,6 +24,9 @@ from relay.errors import DatabaseUnusable, StoreUnavailable
 
 log = structlog.get_logger("relay.db.store")
 T = TypeVar("T")
+P = ParamSpec("P")
+#: Work for the writer: a function of the connection alone, its arguments bound.
+Work = Callable[[sqlite3.Connection], Any]
 
 SCHEMA_VERSION = 4
 SCHEMA = """
@@ -301,25 +305,39 @@ class Database:
             await self._aio.close()
             self._aio = None
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(connection, *args)`` on the database thread, as one hop."""
+    async def call(self, fn: Callable[Concatenate[sqlite3.Connection, P], T],
+                   *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(connection, *args, **kwargs)`` on the database thread, as one hop."""
         assert self._aio is not None, "the database is not open"
         # aiosqlite's worker runs callables in order on its thread; we give it whole
-        # transactions rather than single statements (docs/adr/0002-one-writer.md).
-        result: T = await self._aio._execute(fn, self._aio._conn, *args)  # type: ignore[no-untyped-call]
+        # transactions rather than single statements. ``_execute`` and ``_conn`` are
+        # aiosqlite's own: docs/adr/0002-one-writer-group-commit.md says why, and which versions we pin;
+        # tests/test_store.py fails first if a version changes them.
+        bound = functools.partial(fn, self._aio._conn, *args, **kwargs)
+        result: T = await self._aio._execute(bound)  # type: ignore[no-untyped-call]
         return result
 
-    async def transaction(self, fn: Callable[..., T], *args: Any) -> T:
+    async def transaction(self, fn: Callable[Concatenate[sqlite3.Connection, P], T],
+                          *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``; roll back if it raises."""
-        return await self.call(in_transaction, fn, *args)
+        return await self.call(in_transaction, _bind(fn, *args, **kwargs))
 
 
-def in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+def _bind(fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args,
+          **kwargs: P.kwargs) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` with every argument but the connection given."""
+    def work(conn: sqlite3.Connection) -> T:
+        return fn(conn, *args, **kwargs)
+    return work
+
+
+def in_transaction(conn: sqlite3.Connection, fn: Callable[Concatenate[sqlite3.Connection, P], T],
+                   *args: P.args, **kwargs: P.kwargs) -> T:
     """``fn(conn, *args)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back if it raises.
     (On a connection of another process, the daemon's writer waits for it: keep it short.)"""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        result = fn(conn, *args)
+        result = fn(conn, *args, **kwargs)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -338,7 +356,7 @@ class GroupCommit:
     def __init__(self, db: Database, max_batch: int) -> None:
         self._db = db
         self._max_batch = max_batch
-        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Work, asyncio.Future[Any]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -355,13 +373,16 @@ class GroupCommit:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for _, _, future in self._pending:
+        for _, future in self._pending:
             if not future.done():
                 future.set_exception(StoreUnavailable("the relay is shutting down"))
 
-    async def submit(self, fn: Callable[..., T], *args: Any) -> T:
+    async def submit(self, fn: Callable[Concatenate[sqlite3.Connection, P], T],
+                     *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(connection, *args, **kwargs)`` in the next group commit; its result once
+        committed."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, args, future))
+        self._pending.append((_bind(fn, *args, **kwargs), future))
         self._wakeup.set()
         return await future
 
@@ -373,15 +394,15 @@ class GroupCommit:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 try:
-                    results = await self._db.call(_commit_batch, [(f, a) for f, a, _ in batch])
+                    results = await self._db.call(_commit_batch, [work for work, _ in batch])
                 except sqlite3.Error as exc:
                     log.error("commit_failed", error=str(exc), requests=len(batch))
-                    for _, _, future in batch:
+                    for _, future in batch:
                         if not future.done():
                             future.set_exception(StoreUnavailable(f"database write failed: {exc}"))
                     continue
                 self.commits += 1
-                for (_, _, future), (ok, value) in zip(batch, results, strict=True):
+                for (_, future), (ok, value) in zip(batch, results, strict=True):
                     if future.done():
                         continue
                     if ok:
@@ -390,8 +411,7 @@ class GroupCommit:
                         future.set_exception(value)
 
 
-def _commit_batch(conn: sqlite3.Connection,
-                  work: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
+def _commit_batch(conn: sqlite3.Connection, work: list[Work]) -> list[tuple[bool, Any]]:
     """Run every caller's function in one transaction.
 
     The fast path runs them back to back. Should one raise, the transaction is rolled back and
@@ -399,7 +419,7 @@ def _commit_batch(conn: sqlite3.Connection,
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        results: list[tuple[bool, Any]] = [(True, fn(conn, *args)) for fn, args in work]
+        results: list[tuple[bool, Any]] = [(True, fn(conn)) for fn in work]
     except sqlite3.Error:
         conn.execute("ROLLBACK")
         raise  # the database itself is failing: fail the whole batch
@@ -413,16 +433,14 @@ def _commit_batch(conn: sqlite3.Connection,
     return results
 
 
-def _commit_one_by_one(conn: sqlite3.Connection,
-                       work: list[tuple[Callable[..., Any], tuple[Any, ...]]]
-                       ) -> list[tuple[bool, Any]]:
+def _commit_one_by_one(conn: sqlite3.Connection, work: list[Work]) -> list[tuple[bool, Any]]:
     results: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for fn, args in work:
+        for fn in work:
             conn.execute("SAVEPOINT request")
             try:
-                value = fn(conn, *args)
+                value = fn(conn)
             except sqlite3.Error:
                 raise
             except Exception as exc:  # noqa: BLE001 - one caller's bad input must not undo the others
