@@ -311,8 +311,8 @@ class Database:
         assert self._aio is not None, "the database is not open"
         # aiosqlite's worker runs callables in order on its thread; we give it whole
         # transactions rather than single statements. ``_execute`` and ``_conn`` are
-        # aiosqlite's own: docs/adr/0002-one-writer-group-commit.md says why, and which versions we pin;
-        # tests/test_store.py fails first if a version changes them.
+        # aiosqlite's own: docs/adr/0002-one-writer-group-commit.md says why, and which
+        # versions we pin; tests/test_store.py fails first if a version changes them.
         bound = functools.partial(fn, self._aio._conn, *args, **kwargs)
         result: T = await self._aio._execute(bound)  # type: ignore[no-untyped-call]
         return result
