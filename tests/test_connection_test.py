@@ -20,7 +20,8 @@ from relay.config import Config
 from relay.db.links import LinkBook
 from relay.keys.crypto import SiteKey
 from relay.keys.keystore import KeyStore
-from relay.sites.connection_test import ConnectionReport, record, run_connection_test
+from relay.sites.connection_report import ConnectionReport, record
+from relay.sites.connection_test import run_connection_test
 from tests.support import Partner, Relay, settings, site
 
 PASSWORDS = ["create", "edit", "roles", "password"]

@@ -14,7 +14,8 @@ import yaml
 from relay import config as config_module
 from relay.db.links import LinkBook
 from relay.keys.keystore import KeyStore
-from relay.sites.connection_test import record, run_connection_test
+from relay.sites.connection_report import record
+from relay.sites.connection_test import run_connection_test
 from tests.support import Relay, event, generate_keys, until
 
 

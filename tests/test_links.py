@@ -14,11 +14,12 @@ import pytest
 import yaml
 from aiohttp import web
 
-from relay.db import links, store
+from relay.db import links, schema, store
 from relay.db.links import LinkBook
 from relay.errors import LinkNotReady
 from relay.keys.keystore import KeyStore
-from relay.sites.connection_test import record, run_connection_test
+from relay.sites.connection_report import record
+from relay.sites.connection_test import run_connection_test
 from relay.web.app import create_app
 from relay.web.appkeys import LINKS
 from tests.support import Partner, Relay, event, mark_tested, settings, site, until
@@ -246,7 +247,7 @@ def test_a_database_made_by_the_previous_version_is_migrated_keeping_its_rows(
 
     conn = store.connect_sync(path)
     try:
-        assert [(store.SCHEMA_VERSION,)] == conn.execute("PRAGMA user_version").fetchall()
+        assert [(schema.SCHEMA_VERSION,)] == conn.execute("PRAGMA user_version").fetchall()
         assert [("a-b", 1, "site 'b' answered 410 Gone", 2.0, 0)] == conn.execute(
             "SELECT link, paused, reason, changed_at, started FROM link_states").fetchall()
         assert [("a", None, None)] == conn.execute(

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.model import versions
-from relay.model.events import merge_updates
+from relay.model.for_target import merge_updates
 
 PHP_CLASS = (Path(__file__).resolve().parents[1] / "plugin-stub" / "userrelay" / "includes"
              / "class-userrelay-versions.php")

@@ -24,12 +24,8 @@ from relay.config import Config
 from relay.db.links import ACTIVE, TESTED, LinkBook, LinkState
 from relay.errors import ConfigError
 from relay.keys.keystore import KeyStore
-from relay.sites.connection_test import (
-    DEFAULT_TIMEOUT,
-    ConnectionReport,
-    record,
-    run_connection_test,
-)
+from relay.sites.connection_report import ConnectionReport, record
+from relay.sites.connection_test import DEFAULT_TIMEOUT, run_connection_test
 
 #: Modules adding actions to ``userrelay sites``; each has ``register_sites(actions, default)``.
 SITES_MODULES: tuple[str, ...] = ("relay.cli.wizard", "relay.cli.sites")

@@ -18,7 +18,8 @@ from typing import Any
 
 from relay.constants import DEAD, DONE, LEASED, READY, SUPERSEDED, WAITING
 from relay.db import identity
-from relay.model.events import Event, for_target, merge_updates, versions_for
+from relay.model.events import Event
+from relay.model.for_target import for_target, merge_updates, versions_for
 from relay.model.routing import Route
 
 #: A person's pending deliveries to a target. Spelt exactly as the partial index

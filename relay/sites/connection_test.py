@@ -28,12 +28,9 @@ while the daemon runs. For callers (CLI, admin API):
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import ssl
 import time
-from dataclasses import asdict, dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,62 +38,31 @@ import aiohttp
 
 from relay import __version__
 from relay.config import Config
-from relay.db.links import LinkBook, SiteTest
+from relay.db.links import SiteTest
 from relay.keys.crypto import SiteKey
 from relay.keys.keystore import KeyStore
 from relay.keys.signatures import PROTOCOL
 from relay.model.routing import Router
 from relay.sites.client import PluginClient, tls_context
+from relay.sites.connection_report import (
+    FAIL,
+    HASH_PREFIXES,
+    NTP,
+    OK,
+    OLDEST_WORDPRESS,
+    SKIP,
+    WARN,
+    Check,
+    ConnectionReport,
+    clock_offset,
+    hash_written_by,
+    read_json,
+    version_tuple,
+)
 
-OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 #: Seconds each step may take; the ping includes the plugin's own ping of the relay (5 s).
 DEFAULT_TIMEOUT = 15.0
 CLOCK_WARN, CLOCK_FAIL = 30.0, 300.0
-OLDEST_WORDPRESS = (6, 1)
-#: How each password hash format begins, and which one a WordPress writes by default.
-HASH_PREFIXES = {"phpass": "$P$", "bcrypt": "$2y$", "wp-bcrypt": "$wp$"}
-NTP = ("synchronise both clocks with NTP (e.g. chrony or systemd-timesyncd) on the site's "
-       "server and the relay's")
-
-
-@dataclass
-class Check:
-    name: str
-    title: str
-    status: str
-    detail: str
-    fix: str | None = None
-    data: dict[str, Any] | None = None
-
-
-@dataclass
-class ConnectionReport:
-    site: str
-    url: str
-    key_id: str | None
-    tested_at: float
-    checks: list[Check] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return self.key_id is not None and all(c.status != FAIL for c in self.checks)
-
-    @property
-    def failed(self) -> list[Check]:
-        return [c for c in self.checks if c.status == FAIL]
-
-    def check(self, name: str) -> Check | None:
-        return next((c for c in self.checks if c.name == name), None)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"site": self.site, "url": self.url, "tested_at": self.tested_at,
-                "passed": self.passed, "checks": [asdict(c) for c in self.checks]}
-
-
-def record(book: LinkBook, report: ConnectionReport) -> None:
-    """Store the report as the site's last test (and last passing one, if it passed)."""
-    book.record_test(report.site, report.url, report.key_id or "", report.passed,
-                     [asdict(c) for c in report.checks], now=report.tested_at)
 
 
 async def run_connection_test(config: Config, site_id: str, keys: KeyStore, *,
@@ -267,8 +233,8 @@ class _Run:
         status, body = reply.status, reply.body
         date, location = reply.headers.get("Date"), reply.headers.get("Location", "")
         middle = (sent + time.time()) / 2
-        answer = _json(body)
-        clock = _clock(answer.get("time"), date, middle)
+        answer = read_json(body)
+        clock = clock_offset(answer.get("time"), date, middle)
         code = str(answer.get("code", ""))
         if status == 200 and "site" in answer:
             if answer["site"] != site:
@@ -371,7 +337,7 @@ class _Run:
             return
         version, plugin = str(answer.get("wordpress", "?")), str(answer.get("plugin", "?"))
         data: dict[str, Any] = {"version": version, "plugin": plugin}
-        if _version(version) < OLDEST_WORDPRESS:
+        if version_tuple(version) < OLDEST_WORDPRESS:
             self.add("wordpress", "WordPress", WARN, f"WordPress {version} (plugin {plugin}) is "
                      "older than 6.1, the oldest the plugin is tested with", "update WordPress",
                      data)
@@ -382,7 +348,8 @@ class _Run:
         # Formats the plugin verifies itself (the $wp$ check on WordPress before 6.8).
         by_plugin = {str(f) for f in answer.get("hash_formats_by_plugin", [])}
         notes = self._hash_notes(version, accepts)
-        data = {"accepts": accepts, "writes": _writes(version), "by_plugin": sorted(by_plugin)}
+        data = {"accepts": accepts, "writes": hash_written_by(version),
+                "by_plugin": sorted(by_plugin)}
         shown = ", ".join(
             f"{f} ({HASH_PREFIXES.get(f, '?')}"
             + (f", by the plugin on WordPress {version})" if f in by_plugin else ")")
@@ -413,7 +380,7 @@ class _Run:
                 route = next((r for r in router.routes_from(source) if r.target == target), None)
                 if route is None or "password" not in route.actions:
                     continue
-                writes = _writes(versions[source])
+                writes = hash_written_by(versions[source])
                 if writes not in verifies[target]:
                     notes.append(
                         f"site {source!r} (WordPress {versions[source]}) writes "
@@ -423,35 +390,3 @@ class _Run:
         return notes
 
 
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
-
-
-def _clock(remote: Any, date: str | None, ours: float) -> float | None:
-    """The site's clock minus ours: from the answer's ``time``, else its Date header."""
-    if isinstance(remote, int | float) and not isinstance(remote, bool):
-        return float(remote) - ours
-    if date:
-        try:
-            # Whole seconds, cut down: the middle of that second is the better guess.
-            return parsedate_to_datetime(date).timestamp() + 0.5 - ours
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
-def _version(text: str) -> tuple[int, ...]:
-    parts = []
-    for part in text.split(".")[:3]:
-        digits = "".join(c for c in part if c.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
-def _writes(version: str) -> str:
-    """The hash format a WordPress writes by default: ``$wp$`` from 6.8 on."""
-    return "wp-bcrypt" if _version(version) >= (6, 8) else "phpass"
