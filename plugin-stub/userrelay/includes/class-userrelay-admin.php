@@ -182,11 +182,11 @@ final class UserRelay_Admin {
 			$skew = time() - $date;
 			/* translators: %d: seconds. */
 			$detail   = sprintf( __( "This site's clock is %+d s from the relay's (signatures allow 300 s).", 'userrelay' ), $skew );
-			$checks[] = array( abs( $skew ) <= 30 ? 'ok' : ( abs( $skew ) <= UserRelay_Signature::TOLERANCE ? 'warn' : 'fail' ), __( 'Clock', 'userrelay' ), $detail );
+			$checks[] = array( abs( $skew ) <= 30 ? 'ok' : ( abs( $skew ) <= UserRelay_Facts::TIMESTAMP_TOLERANCE ? 'warn' : 'fail' ), __( 'Clock', 'userrelay' ), $detail );
 		}
 
 		$loopback = wp_remote_post(
-			rest_url( 'userrelay/v1/flush' ),
+			rest_url( UserRelay_Facts::REST_NAMESPACE . '/flush' ),
 			array(
 				'timeout'   => 15,
 				'sslverify' => apply_filters( 'https_local_ssl_verify', false ),
@@ -199,7 +199,7 @@ final class UserRelay_Admin {
 		} else {
 			$why = is_wp_error( $loopback ) ? $loopback->get_error_message() : 'HTTP ' . $status;
 			/* translators: 1: URL, 2: the error. */
-			$checks[] = array( 'warn', __( 'Background sending', 'userrelay' ), sprintf( __( 'This site cannot reach %1$s (%2$s); changes will go out through WP-Cron only.', 'userrelay' ), rest_url( 'userrelay/v1/flush' ), $why ) );
+			$checks[] = array( 'warn', __( 'Background sending', 'userrelay' ), sprintf( __( 'This site cannot reach %1$s (%2$s); changes will go out through WP-Cron only.', 'userrelay' ), rest_url( UserRelay_Facts::REST_NAMESPACE . '/flush' ), $why ) );
 		}
 		return $checks;
 	}
@@ -241,7 +241,7 @@ final class UserRelay_Admin {
 		$policies = array(
 			'USERRELAY_SYNC_PRIVILEGED' => $this->settings->sync_privileged() ? __( 'yes: privileged users (administrators and any role that can manage the site, its users or its code) are sent and may be changed, and deliveries may give privileged roles', 'userrelay' ) : __( 'no (default): privileged users (administrators and any role that can manage the site, its users or its code) are neither sent nor changed, and no delivery gives a privileged role', 'userrelay' ),
 			/* translators: %d: user id. */
-			'USERRELAY_DELETE_REASSIGN' => null === $reassign ? __( "not set (default): a user who owns posts is not deleted; the relay is told why", 'userrelay' ) : ( 'delete' === $reassign ? __( "'delete': posts are deleted with the user", 'userrelay' ) : sprintf( __( 'posts go to user %d', 'userrelay' ), $reassign ) ),
+			'USERRELAY_DELETE_REASSIGN' => null === $reassign ? __( 'not set (default): a user who owns posts is not deleted; the relay is told why', 'userrelay' ) : ( 'delete' === $reassign ? __( "'delete': posts are deleted with the user", 'userrelay' ) : sprintf( __( 'posts go to user %d', 'userrelay' ), $reassign ) ),
 			'USERRELAY_META_DENY'       => __( 'Never synced: capabilities and user levels of every blog, session tokens, application passwords, per-screen settings, UserRelay\'s own keys, and any key that is not printable ASCII.', 'userrelay' ) . ( $this->settings->meta_deny_patterns() ? ' ' . __( 'Also denied here:', 'userrelay' ) . ' ' . implode( ', ', $this->settings->meta_deny_patterns() ) : '' ),
 		);
 		foreach ( $policies as $constant => $text ) {
