@@ -29,6 +29,7 @@ require_once __DIR__ . '/includes/class-userrelay-signature.php';
 require_once __DIR__ . '/includes/class-userrelay-replay-guard.php';
 require_once __DIR__ . '/includes/class-userrelay-relay-client.php';
 require_once __DIR__ . '/includes/class-userrelay-outbox.php';
+require_once __DIR__ . '/includes/class-userrelay-loopback-kick.php';
 require_once __DIR__ . '/includes/class-userrelay-hooks.php';
 require_once __DIR__ . '/includes/class-userrelay-versions.php';
 require_once __DIR__ . '/includes/class-userrelay-snapshot.php';

@@ -126,7 +126,7 @@ final class UserRelay_Hooks {
 		add_action( 'delete_user', array( $this, 'on_delete_user' ), 10, 3 );
 		add_action( 'deleted_user', array( $this, 'on_deleted_user' ), 10, 1 );
 		add_action( 'shutdown', array( $this, 'on_shutdown' ), 1000 );
-		add_action( 'plugins_loaded', array( $this->outbox, 'serve_kick' ), 0 );
+		add_action( 'plugins_loaded', array( new UserRelay_Loopback_Kick( $this->outbox ), 'serve' ), 0 );
 	}
 
 	/**

@@ -54,9 +54,6 @@ final class UserRelay_Outbox {
 	/** Seconds after which a loopback kick that never ran (a lost request) no longer blocks one. */
 	const KICK_STALE = 10;
 
-	/** The body field of a loopback kick: the flush token. */
-	const KICK_FIELD = 'userrelay_flush';
-
 	/** The option naming when the loopback flush in flight was started (0: none). */
 	const OPTION_KICK = 'userrelay_kick_at';
 
@@ -142,7 +139,7 @@ final class UserRelay_Outbox {
 			return;
 		}
 		if ( $this->claim_kick() ) {
-			$this->kick_loopback();
+			( new UserRelay_Loopback_Kick( $this ) )->send();
 		}
 	}
 
@@ -164,70 +161,6 @@ final class UserRelay_Outbox {
 	public function release_kick(): void {
 		global $wpdb;
 		$wpdb->query( $wpdb->prepare( "UPDATE {$wpdb->options} SET option_value = '0' WHERE option_name = %s", self::OPTION_KICK ) );
-	}
-
-	/**
-	 * Asks this site, without waiting for the answer, to run a flush: writes the request on a
-	 * socket and hangs up. Not wp_remote_post( 'blocking' => false ): on WordPress's cURL
-	 * transport that still reads the whole answer (Requests enforces a timeout of at least 1 s),
-	 * measured at 800 ms against an endpoint taking 800 ms. The request goes to the home page
-	 * with the flush token in its body; serve_kick() answers it once plugins are loaded, before
-	 * the theme, init and the REST API (a flush costs a third of a full boot), and ignores the
-	 * hang-up.
-	 */
-	public function kick_loopback(): void {
-		$url   = wp_parse_url( home_url( '/' ) );
-		$https = isset( $url['scheme'] ) && 'https' === $url['scheme'];
-		$host  = isset( $url['host'] ) ? $url['host'] : '';
-		$port  = isset( $url['port'] ) ? (int) $url['port'] : ( $https ? 443 : 80 );
-		$path  = ( isset( $url['path'] ) ? $url['path'] : '/' ) . ( isset( $url['query'] ) ? '?' . $url['query'] : '' );
-		if ( '' === $host ) {
-			$this->release_kick();
-			return;
-		}
-		$context = stream_context_create(
-			array(
-				'ssl' => array(
-					// Our own site over loopback, as core's loopbacks (https_local_ssl_verify).
-					'verify_peer'      => (bool) apply_filters( 'https_local_ssl_verify', false ),
-					'verify_peer_name' => (bool) apply_filters( 'https_local_ssl_verify', false ),
-					'peer_name'        => $host,
-				),
-			)
-		);
-		$socket  = @stream_socket_client( ( $https ? 'ssl://' : 'tcp://' ) . $host . ':' . $port, $errno, $errstr, 1.0, STREAM_CLIENT_CONNECT, $context ); // phpcs:ignore Generic.PHP.NoSilencedErrors.Discouraged -- A failure only delays sending until WP-Cron.
-		if ( false === $socket ) {
-			$this->release_kick(); // Sent later: by the next request's kick or WP-Cron.
-			return;
-		}
-		$body = http_build_query( array( self::KICK_FIELD => self::flush_token() ) );
-		$head = "POST {$path} HTTP/1.1\r\nHost: {$host}" . ( isset( $url['port'] ) ? ':' . $port : '' ) . "\r\n"
-			. "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " . strlen( $body ) . "\r\n"
-			. 'User-Agent: UserRelay-Plugin/' . USERRELAY_PLUGIN_VERSION . "\r\nConnection: close\r\n\r\n";
-		fwrite( $socket, $head . $body );
-		fclose( $socket );
-	}
-
-	/**
-	 * On 'plugins_loaded' (priority 0): when this request is our own loopback kick (a POST with
-	 * the flush token), sends what is due, briefly, and ends the request there. Its own
-	 * 'shutdown' still runs, so rows left due are kicked again (UserRelay_Hooks::on_shutdown).
-	 * Any other request goes on untouched.
-	 */
-	public function serve_kick(): void {
-		// No nonce: the flush token authenticates the kick, and it is only compared, never stored.
-		if ( ! isset( $_POST[ self::KICK_FIELD ] ) || ! is_string( $_POST[ self::KICK_FIELD ] )
-			|| ! hash_equals( self::flush_token(), $_POST[ self::KICK_FIELD ] ) ) {
-			return;
-		}
-		ignore_user_abort( true ); // The kicking request hung up at once; carry on regardless.
-		try {
-			$this->flush( self::BACKGROUND_BUDGET );
-		} finally {
-			$this->release_kick();
-		}
-		status_header( 204 );
-		exit;
 	}
 
 	/**
