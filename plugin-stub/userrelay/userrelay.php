@@ -45,6 +45,7 @@ require_once __DIR__ . '/includes/class-userrelay-meta-writer.php';
 require_once __DIR__ . '/includes/class-userrelay-event-changes.php';
 require_once __DIR__ . '/includes/class-userrelay-applier.php';
 require_once __DIR__ . '/includes/class-userrelay-rest.php';
+require_once __DIR__ . '/includes/class-userrelay-connection-test.php';
 require_once __DIR__ . '/includes/class-userrelay-admin.php';
 require_once __DIR__ . '/includes/class-userrelay-plugin.php';
 
