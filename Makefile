@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench demo clean
+.PHONY: run test lint lint-php bench demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,15 @@ run: $(STAMP)  ## the relay on the example config and its SQLite file under var/
 test: $(STAMP)  ## every test, the real-WordPress suite included
 	$(BIN)/python -m pytest -ra
 
-lint: $(STAMP)
+lint: $(STAMP) lint-php
 	$(BIN)/ruff check relay tests bench
 	$(BIN)/mypy
+
+lint-php:  ## the plugin: php -l on every file, then PHP_CodeSniffer with phpcs.xml.dist
+	@status=0; for f in $$(find plugin-stub -name '*.php' | sort); do \
+		php -d display_errors=stderr -d log_errors=0 -l $$f >/dev/null || status=1; \
+	done; exit $$status
+	phpcs --standard=phpcs.xml.dist
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest

@@ -14,7 +14,6 @@ global $wpdb;
 
 wp_clear_scheduled_hook( 'userrelay_flush' );
 
-// phpcs:disable WordPress.DB.DirectDatabaseQuery
 $wpdb->query( "DROP TABLE IF EXISTS {$wpdb->prefix}userrelay_outbox" );
 $wpdb->query( "DROP TABLE IF EXISTS {$wpdb->prefix}userrelay_applied" );
 $wpdb->query( "DROP TABLE IF EXISTS {$wpdb->base_prefix}userrelay_seen" );
@@ -40,5 +39,4 @@ $wpdb->query(
 );
 // Our user meta (userrelay_modified) and any other userrelay_ key are ours by their prefix.
 $wpdb->query( $wpdb->prepare( "DELETE FROM {$wpdb->usermeta} WHERE meta_key LIKE %s", $wpdb->esc_like( 'userrelay_' ) . '%' ) );
-// phpcs:enable
 wp_cache_flush();

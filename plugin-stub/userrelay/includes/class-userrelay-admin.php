@@ -1,7 +1,8 @@
 <?php
 /**
  * Settings → UserRelay: the relay URL, site id and key (where no constant sets them), Test
- * Connection, and the state of the outbox with a Send now button.
+ * Connection (its checks: UserRelay_Connection_Test), and the state of the outbox with a Send
+ * now button.
  *
  * On a multisite network the page is Network Admin → Settings → UserRelay instead, for
  * manage_network_options only: a sub-site's admin neither sees nor sets the key (the settings
@@ -119,7 +120,7 @@ final class UserRelay_Admin {
 	 */
 	public function handle_test(): void {
 		$this->authorize( 'userrelay_test' );
-		$this->finish( array( 'checks' => $this->run_checks() ) );
+		$this->finish( array( 'checks' => ( new UserRelay_Connection_Test( $this->settings ) )->run() ) );
 	}
 
 	/**
@@ -140,80 +141,6 @@ final class UserRelay_Admin {
 			$level = 'error';
 		}
 		$this->finish( array( 'notes' => array( array( $level, $text ) ) ) );
-	}
-
-	/**
-	 * The connection checks: settings, relay reachable, signed request accepted, clock, loopback.
-	 *
-	 * @return array[] Each [ok|warn|fail, name, detail].
-	 */
-	private function run_checks(): array {
-		$problems = $this->settings->problems();
-		if ( $problems ) {
-			return array( array( 'fail', __( 'Settings', 'userrelay' ), implode( ' ', $problems ) ) );
-		}
-		$client = new UserRelay_Relay_Client( $this->settings );
-		$checks = array();
-
-		$started = microtime( true );
-		$health  = $client->health();
-		$elapsed = (int) round( ( microtime( true ) - $started ) * 1000 );
-		if ( 200 === $health['status'] ) {
-			/* translators: 1: URL, 2: milliseconds. */
-			$checks[] = array( 'ok', __( 'Relay reachable', 'userrelay' ), sprintf( __( '%1$s/healthz answered 200 in %2$d ms.', 'userrelay' ), $this->settings->url(), $elapsed ) );
-		} else {
-			/* translators: 1: URL, 2: the error. */
-			$checks[] = array( 'fail', __( 'Relay reachable', 'userrelay' ), sprintf( __( 'No healthy answer from %1$s/healthz: %2$s', 'userrelay' ), $this->settings->url(), $this->describe( $health ) ) );
-			return $checks; // Nothing further can work; do not blame the key for a network problem.
-		}
-
-		$probe = $client->probe();
-		if ( 200 === $probe['status'] ) {
-			/* translators: %s: site id. */
-			$checks[] = array( 'ok', __( 'Signed request accepted', 'userrelay' ), sprintf( __( "The relay knows site '%s' and accepted this site's signature.", 'userrelay' ), $this->settings->site() ) );
-		} else {
-			$checks[] = array( 'fail', __( 'Signed request accepted', 'userrelay' ), $this->describe( $probe ) );
-		}
-
-		$date = null !== $probe['date'] ? $probe['date'] : $health['date'];
-		if ( null === $date ) {
-			$checks[] = array( 'warn', __( 'Clock', 'userrelay' ), __( 'The relay sent no Date header to compare clocks with.', 'userrelay' ) );
-		} else {
-			$skew = time() - $date;
-			/* translators: %d: seconds. */
-			$detail   = sprintf( __( "This site's clock is %+d s from the relay's (signatures allow 300 s).", 'userrelay' ), $skew );
-			$checks[] = array( abs( $skew ) <= 30 ? 'ok' : ( abs( $skew ) <= UserRelay_Signature::TOLERANCE ? 'warn' : 'fail' ), __( 'Clock', 'userrelay' ), $detail );
-		}
-
-		$loopback = wp_remote_post(
-			rest_url( 'userrelay/v1/flush' ),
-			array(
-				'timeout'   => 15,
-				'sslverify' => apply_filters( 'https_local_ssl_verify', false ),
-				'body'      => array( 'token' => UserRelay_Outbox::flush_token() ),
-			)
-		);
-		$status   = is_wp_error( $loopback ) ? 0 : (int) wp_remote_retrieve_response_code( $loopback );
-		if ( 200 === $status ) {
-			$checks[] = array( 'ok', __( 'Background sending', 'userrelay' ), __( 'This site reached its own flush route (changes are sent without making visitors wait).', 'userrelay' ) );
-		} else {
-			$why = is_wp_error( $loopback ) ? $loopback->get_error_message() : 'HTTP ' . $status;
-			/* translators: 1: URL, 2: the error. */
-			$checks[] = array( 'warn', __( 'Background sending', 'userrelay' ), sprintf( __( 'This site cannot reach %1$s (%2$s); changes will go out through WP-Cron only.', 'userrelay' ), rest_url( 'userrelay/v1/flush' ), $why ) );
-		}
-		return $checks;
-	}
-
-	/**
-	 * What an answer of the relay client says, for a person.
-	 *
-	 * @param array $answer An answer.
-	 */
-	private function describe( array $answer ): string {
-		if ( null === $answer['status'] ) {
-			return (string) $answer['error'];
-		}
-		return 'HTTP ' . $answer['status'] . ': ' . UserRelay_Relay_Client::error_text( $answer );
 	}
 
 	/**
@@ -241,7 +168,7 @@ final class UserRelay_Admin {
 		$policies = array(
 			'USERRELAY_SYNC_PRIVILEGED' => $this->settings->sync_privileged() ? __( 'yes: privileged users (administrators and any role that can manage the site, its users or its code) are sent and may be changed, and deliveries may give privileged roles', 'userrelay' ) : __( 'no (default): privileged users (administrators and any role that can manage the site, its users or its code) are neither sent nor changed, and no delivery gives a privileged role', 'userrelay' ),
 			/* translators: %d: user id. */
-			'USERRELAY_DELETE_REASSIGN' => null === $reassign ? __( "not set (default): a user who owns posts is not deleted; the relay is told why", 'userrelay' ) : ( 'delete' === $reassign ? __( "'delete': posts are deleted with the user", 'userrelay' ) : sprintf( __( 'posts go to user %d', 'userrelay' ), $reassign ) ),
+			'USERRELAY_DELETE_REASSIGN' => null === $reassign ? __( 'not set (default): a user who owns posts is not deleted; the relay is told why', 'userrelay' ) : ( 'delete' === $reassign ? __( "'delete': posts are deleted with the user", 'userrelay' ) : sprintf( __( 'posts go to user %d', 'userrelay' ), $reassign ) ),
 			'USERRELAY_META_DENY'       => __( 'Never synced: capabilities and user levels of every blog, session tokens, application passwords, per-screen settings, UserRelay\'s own keys, and any key that is not printable ASCII.', 'userrelay' ) . ( $this->settings->meta_deny_patterns() ? ' ' . __( 'Also denied here:', 'userrelay' ) . ' ' . implode( ', ', $this->settings->meta_deny_patterns() ) : '' ),
 		);
 		foreach ( $policies as $constant => $text ) {

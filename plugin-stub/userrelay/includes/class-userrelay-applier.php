@@ -7,8 +7,9 @@
  * (wp_insert_user() updates the user_count option row while another holds wp_usermeta locks).
  * Each event runs in its own database transaction and try/catch, so one bad event never fails
  * the others: it claims its origin in {prefix}userrelay_applied first (a repeat answers 208 and
- * changes nothing), has UserRelay_Delivery_Checks refuse what cannot be applied before anything
- * is written, then writes through core's APIs.
+ * changes nothing), then has UserRelay_Event_Changes apply its actions to its user (checked by
+ * UserRelay_Delivery_Checks before anything is written, written through core's APIs).
+ * This class owns the batch, the transaction and the answer; not what an event changes.
  * All or nothing: a `query` filter watches every statement of the event's transaction. It runs
  * before wpdb::flush(), so it sees the previous statement's error; after the first error it
  * turns the event's further statements into no-ops (MariaDB rolled the transaction back on a
@@ -50,24 +51,6 @@ final class UserRelay_Applier {
 	 */
 	const DROPPED = -201;
 
-	/** Profile fields of the protocol, as wp_insert_user() field names. */
-	const PROFILE_FIELDS = array(
-		'first_name'   => 'first_name',
-		'last_name'    => 'last_name',
-		'nickname'     => 'nickname',
-		'display_name' => 'display_name',
-		'url'          => 'user_url',
-		'description'  => 'description',
-		'locale'       => 'locale',
-	);
-
-	/**
-	 * Settings.
-	 *
-	 * @var UserRelay_Settings
-	 */
-	private $settings;
-
 	/**
 	 * Checks run before writing.
 	 *
@@ -76,32 +59,18 @@ final class UserRelay_Applier {
 	private $checks;
 
 	/**
+	 * The event in progress's changes to its user.
+	 *
+	 * @var UserRelay_Event_Changes
+	 */
+	private $changes;
+
+	/**
 	 * Hooks, told which users a delivery changed.
 	 *
 	 * @var UserRelay_Hooks
 	 */
 	private $hooks;
-
-	/**
-	 * Versions applied in this batch, moved into the site's clock once their event committed.
-	 *
-	 * @var string[]
-	 */
-	private $observed = array();
-
-	/**
-	 * Groups a delivery in progress skipped as older than what the user holds here.
-	 *
-	 * @var string[]
-	 */
-	private $skipped = array();
-
-	/**
-	 * The local user the event in progress touches, so a rollback can clean its caches.
-	 *
-	 * @var int
-	 */
-	private $touched = 0;
 
 	/**
 	 * Whether the query filter watches statements (while an event's transaction is open).
@@ -124,9 +93,9 @@ final class UserRelay_Applier {
 	 * @param UserRelay_Hooks    $hooks    Hooks.
 	 */
 	public function __construct( UserRelay_Settings $settings, UserRelay_Hooks $hooks ) {
-		$this->settings = $settings;
-		$this->hooks    = $hooks;
-		$this->checks   = new UserRelay_Delivery_Checks( $settings );
+		$this->hooks   = $hooks;
+		$this->checks  = new UserRelay_Delivery_Checks( $settings );
+		$this->changes = new UserRelay_Event_Changes( $settings, $this->checks );
 	}
 
 	/**
@@ -215,20 +184,20 @@ final class UserRelay_Applier {
 		return $result;
 	}
 
+	// phpcs:disable Squiz.Commenting.FunctionCommentThrowTag.Missing -- Every exception thrown here is caught here.
 	/**
-	 * Applies one event; never throws.
+	 * Applies one event; never throws: a refusal or failure thrown inside is its result.
 	 *
 	 * @param mixed $event One event of the batch.
 	 * @return array Its result.
 	 */
 	private function apply_event( $event ): array {
+		// phpcs:enable Squiz.Commenting.FunctionCommentThrowTag.Missing
 		global $wpdb;
 		$id             = is_array( $event ) && isset( $event['id'] ) && is_scalar( $event['id'] ) ? (string) $event['id'] : '';
 		$user_id        = 0;
-		$this->touched  = 0;
-		$this->observed = array();
-		$this->skipped  = array();
 		$this->db_error = null;
+		$this->changes->reset();
 		try {
 			$origin = $this->checks->origin( $event );
 			if ( false === $wpdb->query( 'START TRANSACTION' ) ) {
@@ -236,14 +205,14 @@ final class UserRelay_Applier {
 			}
 			$this->guarding = true;
 			$table          = self::table();
-			$claimed        = $wpdb->query( $wpdb->prepare( "INSERT IGNORE INTO {$table} (origin_site, origin_event_id, user_id, applied_at) VALUES (%s, %s, 0, %d)", $origin['site'], $origin['event_id'], time() ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+			$claimed        = $wpdb->query( $wpdb->prepare( "INSERT IGNORE INTO {$table} (origin_site, origin_event_id, user_id, applied_at) VALUES (%s, %s, 0, %d)", $origin['site'], $origin['event_id'], time() ) );
 			if ( false === $claimed ) {
 				throw new UserRelay_Apply_Exception( 'cannot record the applied event: ' . $wpdb->last_error, 503 );
 			}
 			if ( 0 === $claimed ) {
 				$this->guarding = false;
 				$wpdb->query( 'ROLLBACK' );
-				$prior = (int) $wpdb->get_var( $wpdb->prepare( "SELECT user_id FROM {$table} WHERE origin_site = %s AND origin_event_id = %s", $origin['site'], $origin['event_id'] ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+				$prior = (int) $wpdb->get_var( $wpdb->prepare( "SELECT user_id FROM {$table} WHERE origin_site = %s AND origin_event_id = %s", $origin['site'], $origin['event_id'] ) );
 				return self::result( $id, 208, $prior );
 			}
 			if ( in_array( 'metadata', $event['actions'], true ) ) {
@@ -252,14 +221,14 @@ final class UserRelay_Applier {
 			$filtered = UserRelay_Developer_Hooks::incoming( $event );
 			self::quiet( true );
 			try {
-				list( $status, $user_id ) = null === $filtered ? array( self::DROPPED, 0 ) : $this->apply_actions( $filtered );
+				list( $status, $user_id ) = null === $filtered ? array( self::DROPPED, 0 ) : $this->changes->apply( $filtered );
 			} finally {
 				self::quiet( false );
 			}
 			$wpdb->update( $table, array( 'user_id' => $user_id ), array( 'origin_site' => $origin['site'], 'origin_event_id' => $origin['event_id'] ), array( '%d' ), array( '%s', '%s' ) );
 			foreach ( isset( $event['merged'] ) && is_array( $event['merged'] ) ? $event['merged'] : array() as $merged ) {
 				if ( is_string( $merged ) && $merged !== $origin['event_id'] ) {
-					$wpdb->query( $wpdb->prepare( "INSERT IGNORE INTO {$table} (origin_site, origin_event_id, user_id, applied_at) VALUES (%s, %s, %d, %d)", $origin['site'], $merged, $user_id, time() ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+					$wpdb->query( $wpdb->prepare( "INSERT IGNORE INTO {$table} (origin_site, origin_event_id, user_id, applied_at) VALUES (%s, %s, %d, %d)", $origin['site'], $merged, $user_id, time() ) );
 				}
 			}
 			$this->guard_query( '' ); // The last statement's error, if any.
@@ -274,18 +243,17 @@ final class UserRelay_Applier {
 			if ( $user_id ) {
 				$this->hooks->note_applied( $user_id, $origin );
 			}
-			foreach ( $this->observed as $version ) {
+			foreach ( $this->changes->observed() as $version ) {
 				UserRelay_Versions::observe( $version ); // The clock moves past what was applied.
 			}
-			$this->observed = array();
 			if ( self::DROPPED === $status ) {
 				return self::result( $id, 200, 0 ) + array( 'dropped' => true );
 			}
-			return self::result( $id, $status, $user_id, '', $this->skipped, self::STALE === $status );
+			return self::result( $id, $status, $user_id, '', $this->changes->skipped(), self::STALE === $status );
 		} catch ( UserRelay_Apply_Exception $refusal ) {
 			return $this->failed( $id, $refusal->getCode() ? $refusal->getCode() : 422, $refusal->getMessage() );
 		} catch ( Throwable $error ) {
-			error_log( "UserRelay: applying event {$id} failed: " . $error->getMessage() . ' at ' . $error->getFile() . ':' . $error->getLine() ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			error_log( "UserRelay: applying event {$id} failed: " . $error->getMessage() . ' at ' . $error->getFile() . ':' . $error->getLine() );
 			return $this->failed( $id, 500, 'internal error while applying: ' . $error->getMessage() );
 		}
 	}
@@ -308,502 +276,11 @@ final class UserRelay_Applier {
 				$error = 'database error while applying (rolled back): ' . $this->db_error;
 			}
 			$status = 503;
-			error_log( "UserRelay: event {$id} rolled back after a database error: {$this->db_error}" ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			error_log( "UserRelay: event {$id} rolled back after a database error: {$this->db_error}" );
 		}
-		$this->roll_back( $this->touched, null !== $this->db_error );
+		$this->roll_back( $this->changes->touched(), null !== $this->db_error );
 		$this->db_error = null;
 		return self::result( $id, $status, 0, $error );
-	}
-
-	/**
-	 * Applies the event's actions to the matched (or a new) user.
-	 *
-	 * @param array $event A checked event.
-	 * @return array{0: int, 1: int} Status and local user id.
-	 * @throws UserRelay_Apply_Exception When the event cannot be applied.
-	 */
-	private function apply_actions( array $event ): array {
-		$actions = $event['actions'];
-		$data    = $event['user'];
-		$match   = isset( $event['match'] ) && is_array( $event['match'] ) ? $event['match'] : array();
-		$user    = $this->find_user( $data, $match );
-		$this->touched = $user ? $user->ID : 0;
-		if ( $user ) {
-			$this->checks->member( $user, $data['login'] );
-		}
-		$versions = self::versions( $event );
-		if ( null !== $versions ) {
-			return $this->apply_versioned( $event, $user, $versions, $match );
-		}
-		// A delivery without versions (an older relay or plugin): applied as it says.
-		if ( in_array( 'delete', $actions, true ) ) {
-			return array( 200, $user ? $this->delete( $user, $data['login'] ) : 0 );
-		}
-		if ( $user && ! empty( $event['backfill'] ) && isset( $event['occurred_at'] ) && is_numeric( $event['occurred_at'] ) && UserRelay_Snapshot::modified( $user ) > (float) $event['occurred_at'] ) {
-			// Initial sync: this user changed here after the source's snapshot was taken; the
-			// newer data stays (docs/adr/0006-initial-sync.md). Answered 200: nothing to retry.
-			return array( 200, $user->ID );
-		}
-		$roles = in_array( 'roles', $actions, true ) ? $this->checks->roles( $data ) : null;
-		$hash  = in_array( 'password', $actions, true ) ? $this->checks->hash( $data ) : null;
-		if ( in_array( 'metadata', $actions, true ) ) {
-			$this->checks->meta( $data );
-		}
-		$this->checks->not_privileged( $user, $roles, $data['login'] );
-		$status = 200;
-		if ( ! $user ) {
-			if ( ! in_array( 'create', $actions, true ) && empty( $event['create_missing'] ) ) {
-				throw new UserRelay_Apply_Exception( sprintf( 'no user with email %1$s or login %2$s here, and create_missing is false', $data['email'], $data['login'] ), 404 );
-			}
-			$user          = $this->create( $data, $actions, null !== $roles );
-			$this->touched = $user->ID;
-			$status        = 201;
-		} elseif ( array_intersect( array( 'create', 'edit' ), $actions ) ) {
-			$this->update_profile( $user, $data, true, true, $match );
-		}
-		if ( null !== $hash && ! hash_equals( (string) get_userdata( $user->ID )->user_pass, $hash ) ) {
-			global $wpdb;
-			// wp_insert_user() would hash it again; the relay carries the stored hash, never a password.
-			$wpdb->update( $wpdb->users, array( 'user_pass' => $hash, 'user_activation_key' => '' ), array( 'ID' => $user->ID ) );
-			clean_user_cache( $user->ID );
-		}
-		if ( null !== $roles ) {
-			$user = get_userdata( $user->ID );
-			foreach ( array_diff( $user->roles, $roles ) as $role ) {
-				$user->remove_role( $role );
-			}
-			foreach ( array_diff( $roles, $user->roles ) as $role ) {
-				$user->add_role( $role );
-			}
-		}
-		if ( in_array( 'metadata', $actions, true ) ) {
-			$this->apply_meta( $user->ID, $data );
-		}
-		if ( isset( $event['occurred_at'] ) && is_numeric( $event['occurred_at'] ) ) {
-			// The user now holds the source's data as of then (what an initial sync compares).
-			UserRelay_Snapshot::modified_now( $user->ID, (float) $event['occurred_at'] );
-		}
-		return array( $status, $user->ID );
-	}
-
-	/**
-	 * The delivery's versions (group => version), or null for a delivery without them.
-	 *
-	 * @param array $event A checked event.
-	 * @throws UserRelay_Apply_Exception When they are malformed.
-	 */
-	private static function versions( array $event ): ?array {
-		if ( ! isset( $event['versions'] ) ) {
-			return null;
-		}
-		if ( ! is_array( $event['versions'] ) ) {
-			throw new UserRelay_Apply_Exception( 'versions: expected an object of field group to version', 422 );
-		}
-		foreach ( $event['versions'] as $group => $version ) {
-			if ( null === UserRelay_Versions::parse( $version ) ) {
-				throw new UserRelay_Apply_Exception( sprintf( 'versions.%s: expected a version such as "1764250000125.0@shop"', (string) $group ), 422 );
-			}
-		}
-		return $event['versions'];
-	}
-
-	/**
-	 * Applies a delivery that carries versions: each field group only where its version is
-	 * newer than the one the user holds here; a delete unless the user here is a newer
-	 * incarnation; nothing for a person deleted here after the delivery's incarnation was
-	 * created (docs/adr/0011-convergent-versions.md).
-	 *
-	 * @param array        $event    A checked event.
-	 * @param WP_User|null $user     The local user, if found.
-	 * @param array        $versions The delivery's versions.
-	 * @param array        $match    The event's match.
-	 * @return array{0: int, 1: int} Status (self::STALE when nothing was newer) and user id.
-	 * @throws UserRelay_Apply_Exception When the event cannot be applied.
-	 */
-	private function apply_versioned( array $event, ?WP_User $user, array $versions, array $match ): array {
-		$actions = $event['actions'];
-		$data    = $event['user'];
-		$created = $versions['created'] ?? UserRelay_Versions::MIN;
-		// A push or pull link: the source wins over this site's own changes (never over a
-		// newer change of its own).
-		$source_wins = ! empty( $event['source_wins'] );
-		if ( in_array( 'delete', $actions, true ) ) {
-			$deleted = $versions['delete'] ?? UserRelay_Versions::MIN;
-			if ( $user ) {
-				$held = UserRelay_Versions::held( UserRelay_Versions::stored( $user->ID ), 'created', UserRelay_Versions::implied_of( $user ) );
-				if ( ! UserRelay_Versions::delete_applies( $held, $deleted ) ) {
-					$this->skipped = array( 'created' );
-					return array( self::STALE, $user->ID ); // Created here again after that delete.
-				}
-			}
-			UserRelay_Versions::bury( $data['email'], $data['login'], $deleted );
-			$this->observed[] = $deleted;
-			return array( 200, $user ? $this->delete( $user, $data['login'] ) : 0 );
-		}
-		$groups = self::carried_groups( $actions, $data );
-		if ( ! $user ) {
-			$by   = self::by_login( $data, $match ) ? 'login' : 'email';
-			$gone = UserRelay_Versions::gone( $by, $data[ $by ] );
-			if ( ! $source_wins && null !== $gone && ! UserRelay_Versions::revives( $created, $gone ) ) {
-				$this->skipped = $groups;
-				return array( self::STALE, 0 ); // That person was deleted here after this account began.
-			}
-			$stored = array_fill_keys( UserRelay_Versions::BASE_GROUPS, UserRelay_Versions::MIN );
-			$apply  = $groups;
-		} else {
-			$stored   = UserRelay_Versions::stored( $user->ID );
-			$implied  = UserRelay_Versions::implied_of( $user );
-			$decision = UserRelay_Versions::decide( $groups, $versions, $stored, $implied, $source_wins );
-			$apply    = $decision['apply'];
-			$stored   = null === $stored ? UserRelay_Versions::materialize( $implied ) : $stored;
-			$this->skipped = $decision['skip'];
-			if ( ! $apply ) {
-				return array( self::STALE, $user->ID );
-			}
-		}
-		$roles = in_array( 'roles', $apply, true ) ? $this->checks->roles( $data ) : null;
-		$hash  = in_array( 'password', $apply, true ) ? $this->checks->hash( $data ) : null;
-		if ( in_array( 'metadata', $actions, true ) ) {
-			$this->checks->meta( $data );
-		}
-		$this->checks->not_privileged( $user, $roles, $data['login'] );
-		$status = 200;
-		if ( ! $user ) {
-			if ( ! in_array( 'create', $actions, true ) && empty( $event['create_missing'] ) ) {
-				throw new UserRelay_Apply_Exception( sprintf( 'no user with email %1$s or login %2$s here, and create_missing is false', $data['email'], $data['login'] ), 404 );
-			}
-			$user          = $this->create( $data, $actions, null !== $roles );
-			$this->touched = $user->ID;
-			$status        = 201;
-		} else {
-			$this->update_profile( $user, $data, in_array( 'email', $apply, true ), in_array( 'profile', $apply, true ), $match );
-		}
-		$this->write_hash( $user->ID, $hash );
-		$this->write_roles( $user->ID, $roles );
-		$meta_keys = array();
-		foreach ( $apply as $group ) {
-			if ( 0 === strpos( $group, 'meta:' ) ) {
-				$meta_keys[] = substr( $group, 5 );
-			}
-		}
-		if ( in_array( 'metadata', $actions, true ) ) {
-			$this->apply_meta( $user->ID, $data, $meta_keys );
-		}
-		$map            = UserRelay_Versions::record( $stored, $apply, $versions, array(), $source_wins );
-		$map['created'] = UserRelay_Versions::newer( $map['created'] ?? UserRelay_Versions::MIN, $created );
-		UserRelay_Versions::store( $user->ID, $map );
-		foreach ( $apply as $group ) {
-			$this->observed[] = $versions[ $group ] ?? UserRelay_Versions::MIN;
-		}
-		if ( isset( $event['occurred_at'] ) && is_numeric( $event['occurred_at'] ) ) {
-			UserRelay_Snapshot::modified_now( $user->ID, (float) $event['occurred_at'] );
-		}
-		return array( $status, $user->ID );
-	}
-
-	/**
-	 * The field groups a delivery carries, from its actions.
-	 *
-	 * @param string[] $actions The event's actions.
-	 * @param array    $data    The event's user.
-	 * @return string[]
-	 */
-	private static function carried_groups( array $actions, array $data ): array {
-		$groups = array();
-		if ( array_intersect( array( 'create', 'edit' ), $actions ) ) {
-			$groups[] = 'profile';
-			$groups[] = 'email';
-		}
-		foreach ( array( 'password', 'roles' ) as $group ) {
-			if ( in_array( $group, $actions, true ) ) {
-				$groups[] = $group;
-			}
-		}
-		if ( in_array( 'metadata', $actions, true ) ) {
-			$keys = array_merge( array_keys( isset( $data['meta'] ) && is_array( $data['meta'] ) ? $data['meta'] : array() ), isset( $data['meta_deleted'] ) && is_array( $data['meta_deleted'] ) ? $data['meta_deleted'] : array() );
-			foreach ( array_unique( array_map( 'strval', $keys ) ) as $key ) {
-				$groups[] = 'meta:' . $key;
-			}
-		}
-		return $groups;
-	}
-
-	/**
-	 * Writes a carried password hash (wp_insert_user() would hash it again; the relay carries
-	 * the stored hash, never a password).
-	 *
-	 * @param int         $user_id Local user id.
-	 * @param string|null $hash    The hash, or null.
-	 */
-	private function write_hash( int $user_id, ?string $hash ): void {
-		global $wpdb;
-		if ( null !== $hash && ! hash_equals( (string) get_userdata( $user_id )->user_pass, $hash ) ) {
-			$wpdb->update( $wpdb->users, array( 'user_pass' => $hash, 'user_activation_key' => '' ), array( 'ID' => $user_id ) );
-			clean_user_cache( $user_id );
-		}
-	}
-
-	/**
-	 * Gives the user exactly these roles.
-	 *
-	 * @param int           $user_id Local user id.
-	 * @param string[]|null $roles   The roles, or null.
-	 */
-	private function write_roles( int $user_id, ?array $roles ): void {
-		if ( null === $roles ) {
-			return;
-		}
-		$user = get_userdata( $user_id );
-		foreach ( array_diff( $user->roles, $roles ) as $role ) {
-			$user->remove_role( $role );
-		}
-		foreach ( array_diff( $roles, $user->roles ) as $role ) {
-			$user->add_role( $role );
-		}
-	}
-
-	/**
-	 * The local user: by match.user_id first, else by email or login as match.by says, then as
-	 * the userrelay_match_user filter says.
-	 *
-	 * @param array $data  The event's user.
-	 * @param array $match The event's match.
-	 */
-	private function find_user( array $data, array $match ): ?WP_User {
-		$user = isset( $match['user_id'] ) && is_numeric( $match['user_id'] ) ? get_userdata( (int) $match['user_id'] ) : false;
-		if ( ! $user ) {
-			// A user without an email is matched by login, whatever the link says.
-			$user = self::by_login( $data, $match ) ? get_user_by( 'login', $data['login'] ) : get_user_by( 'email', $data['email'] );
-		}
-		// A developer's choice is checked as any match is: member here, not privileged.
-		return UserRelay_Developer_Hooks::match( $user ? $user : null, $data, $match );
-	}
-
-	/**
-	 * Whether a delivered user is matched by login: as the link says, or having no email.
-	 *
-	 * @param array $data  The event's user.
-	 * @param array $match The event's match.
-	 */
-	private static function by_login( array $data, array $match ): bool {
-		return '' === $data['email'] || ( isset( $match['by'] ) && 'login' === $match['by'] );
-	}
-
-	/**
-	 * Creates the user with a random password (the real hash, if any, is written after).
-	 *
-	 * @param array    $data      The event's user.
-	 * @param string[] $actions   The event's actions.
-	 * @param bool     $set_roles Whether roles follow (then no default role is given).
-	 * @throws UserRelay_Apply_Exception When WordPress refuses.
-	 */
-	private function create( array $data, array $actions, bool $set_roles ): WP_User {
-		$userdata = array(
-			'user_login' => $data['login'],
-			'user_email' => $data['email'],
-			'user_pass'  => wp_generate_password( 32, true, true ),
-		);
-		if ( array_intersect( array( 'create', 'edit' ), $actions ) ) {
-			$userdata += $this->profile_fields( $data );
-			if ( isset( $data['registered'] ) && is_string( $data['registered'] ) && preg_match( '/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/', $data['registered'] ) ) {
-				$userdata['user_registered'] = $data['registered'];
-			}
-		}
-		if ( $set_roles ) {
-			$userdata['role'] = '';
-		}
-		// Core's REST API slashes too: wp_insert_user() expects slashed input.
-		$user_id = wp_insert_user( wp_slash( $userdata ) );
-		if ( is_wp_error( $user_id ) ) {
-			$taken = 'existing_user_login' === $user_id->get_error_code() ? get_user_by( 'login', $data['login'] ) : false;
-			if ( $taken ) {
-				throw new UserRelay_Apply_Exception( sprintf( "cannot create user '%s': that login belongs to user %d here, whose email is not %s", $data['login'], $taken->ID, $data['email'] ), 422 );
-			}
-			throw new UserRelay_Apply_Exception( sprintf( "cannot create user '%s': %s", $data['login'], $user_id->get_error_message() ), 422 );
-		}
-		return get_userdata( $user_id );
-	}
-
-	/**
-	 * Updates email and profile fields through wp_update_user().
-	 *
-	 * @param WP_User $user    The local user.
-	 * @param array   $data    The event's user.
-	 * @param bool    $email   Whether the email is written.
-	 * @param bool    $profile Whether the other profile fields are (the login among them).
-	 * @param array   $match   The event's match.
-	 * @throws UserRelay_Apply_Exception When WordPress refuses.
-	 */
-	private function update_profile( WP_User $user, array $data, bool $email = true, bool $profile = true, array $match = array() ): void {
-		// A rename reported by the source, of a login this user has here (users paired with
-		// different logins keep theirs).
-		$renamed_from = isset( $data['renamed_from'] ) && is_string( $data['renamed_from'] ) ? $data['renamed_from'] : '';
-		if ( $profile && $data['login'] !== $user->user_login && '' !== $renamed_from && strtolower( $renamed_from ) === strtolower( $user->user_login ) ) {
-			$user = $this->rename( $user, $data['login'], $match );
-		}
-		// A user without an email there never takes this user's email away.
-		$email    = $email && '' !== $data['email'];
-		$userdata = ( $email ? array( 'user_email' => $data['email'] ) : array() ) + ( $profile ? $this->profile_fields( $data ) : array() );
-		foreach ( $userdata as $field => $value ) {
-			if ( (string) $user->get( $field ) === $value ) {
-				unset( $userdata[ $field ] );
-			}
-		}
-		if ( ! $userdata ) {
-			return;
-		}
-		$userdata['ID'] = $user->ID;
-		$result         = wp_update_user( wp_slash( $userdata ) );
-		if ( is_wp_error( $result ) ) {
-			throw new UserRelay_Apply_Exception( sprintf( "cannot update user '%s' (%d): %s", $user->user_login, $user->ID, $result->get_error_message() ), 422 );
-		}
-	}
-
-	/**
-	 * Writes meta and deletes meta_deleted keys, all of them syncable (checked before anything
-	 * was written; checked again here, so no path can write a protected key). Keys and values
-	 * are slashed: the meta API unslashes both, and backslashes would be lost.
-	 *
-	 * @param int           $user_id Local user id.
-	 * @param array         $data    The event's user.
-	 * @param string[]|null $only    The keys to write or remove (null: every key carried).
-	 */
-	private function apply_meta( int $user_id, array $data, ?array $only = null ): void {
-		$meta = isset( $data['meta'] ) && is_array( $data['meta'] ) ? $data['meta'] : array();
-		foreach ( $meta as $key => $value ) {
-			if ( $this->settings->is_meta_denied( (string) $key ) ) {
-				throw new UserRelay_Apply_Exception( (string) $this->settings->meta_problem( (string) $key ), 422 );
-			}
-			if ( null === $only || in_array( (string) $key, $only, true ) ) {
-				self::write_meta( $user_id, (string) $key, (array) UserRelay_Snapshot::meta_values( $value ) );
-			}
-		}
-		$deleted = isset( $data['meta_deleted'] ) && is_array( $data['meta_deleted'] ) ? $data['meta_deleted'] : array();
-		foreach ( $deleted as $key ) {
-			if ( ! is_string( $key ) || $this->settings->is_meta_denied( $key ) ) {
-				throw new UserRelay_Apply_Exception( 'meta_deleted: ' . ( is_string( $key ) ? (string) $this->settings->meta_problem( $key ) : 'expected meta keys' ), 422 );
-			}
-			if ( null === $only || in_array( $key, $only, true ) ) {
-				delete_user_meta( $user_id, wp_slash( $key ) );
-			}
-		}
-	}
-
-	/**
-	 * Gives a meta key exactly these values, in order (one value: update_user_meta(), as
-	 * before; several: the key's rows replaced, unless they hold these values already).
-	 *
-	 * @param int    $user_id Local user id.
-	 * @param string $key     Meta key (syncable: checked before).
-	 * @param array  $values  Its values.
-	 */
-	private static function write_meta( int $user_id, string $key, array $values ): void {
-		$held = get_user_meta( $user_id, $key, false );
-		if ( 1 === count( $values ) && count( $held ) < 2 ) {
-			update_user_meta( $user_id, wp_slash( $key ), wp_slash( $values[0] ) );
-			return;
-		}
-		if ( array_values( $held ) === array_values( $values ) ) {
-			return;
-		}
-		delete_user_meta( $user_id, wp_slash( $key ) );
-		foreach ( $values as $value ) {
-			add_user_meta( $user_id, wp_slash( $key ), wp_slash( $value ) );
-		}
-	}
-
-	/**
-	 * Deletes the user, never losing content unless told to (USERRELAY_DELETE_REASSIGN).
-	 *
-	 * @param WP_User $user  The local user (a member of this site: checked before).
-	 * @param string  $login The event's login, for messages.
-	 * @return int Its id.
-	 * @throws UserRelay_Apply_Exception When the delete is refused.
-	 */
-	private function delete( WP_User $user, string $login ): int {
-		$this->checks->not_privileged( $user, null, $login );
-		$reassign = $this->checks->reassign_target( $user );
-		require_once ABSPATH . 'wp-admin/includes/user.php';
-		if ( ! wp_delete_user( $user->ID, $reassign ) ) {
-			throw new UserRelay_Apply_Exception( sprintf( "WordPress did not delete user '%s' (%d)", $user->user_login, $user->ID ), 500 );
-		}
-		return $user->ID;
-	}
-
-	/**
-	 * Renames a user as WordPress core's own tools would (there is no API for it): user_login,
-	 * and user_nicename when it was made from the old login, written with $wpdb, then the
-	 * caches of the old and new login and nicename cleared. Refused (422, nothing of the event
-	 * written) on a link matching users by login (the login is what pairs them), for a login
-	 * WordPress would not accept, or one another user holds here.
-	 *
-	 * @param WP_User $user  The local user.
-	 * @param string  $login The login the user has on the source.
-	 * @param array   $match The event's match.
-	 * @return WP_User The user as it is now.
-	 * @throws UserRelay_Apply_Exception When the rename is refused.
-	 */
-	private function rename( WP_User $user, string $login, array $match ): WP_User {
-		global $wpdb;
-		$why = null;
-		if ( isset( $match['by'] ) && 'login' === $match['by'] ) {
-			$why = 'this link matches users by login, so a login is never changed by a delivery; rename the user here too, or match by email';
-		} elseif ( sanitize_user( $login, true ) !== $login || ! validate_username( $login ) || mb_strlen( $login ) > 60 ) {
-			$why = 'WordPress does not accept that login (at most 60 characters: letters, digits, space, _ . - @)';
-		} elseif ( in_array( strtolower( $login ), array_map( 'strtolower', (array) apply_filters( 'illegal_user_logins', array() ) ), true ) ) {
-			$why = 'that login is not allowed on this site (illegal_user_logins)';
-		} else {
-			$holder = get_user_by( 'login', $login );
-			if ( $holder && (int) $holder->ID !== (int) $user->ID ) {
-				$why = sprintf( 'that login belongs to user %d here', $holder->ID );
-			}
-		}
-		if ( null !== $why ) {
-			throw new UserRelay_Apply_Exception( sprintf( "login rename of user '%1\$s' (%2\$d) to '%3\$s' refused: %4\$s", $user->user_login, $user->ID, $login, $why ), 422 );
-		}
-		$row = array( 'user_login' => $login );
-		if ( $user->user_nicename === sanitize_title( mb_substr( $user->user_login, 0, 50 ) ) ) {
-			$row['user_nicename'] = $this->free_nicename( $login, (int) $user->ID );
-		}
-		$wpdb->update( $wpdb->users, $row, array( 'ID' => $user->ID ) );
-		clean_user_cache( $user ); // The old login, nicename and email keys go with the object.
-		wp_cache_delete( $login, 'userlogins' );
-		if ( isset( $row['user_nicename'] ) ) {
-			wp_cache_delete( $row['user_nicename'], 'userslugs' );
-		}
-		return get_userdata( $user->ID );
-	}
-
-	/**
-	 * A nicename made from a login, unique among users as wp_insert_user() makes it.
-	 *
-	 * @param string $login   The login.
-	 * @param int    $user_id The user it is for.
-	 */
-	private function free_nicename( string $login, int $user_id ): string {
-		global $wpdb;
-		$base     = mb_substr( sanitize_title( mb_substr( $login, 0, 50 ) ), 0, 50 );
-		$nicename = $base;
-		for ( $suffix = 2; $wpdb->get_var( $wpdb->prepare( "SELECT ID FROM {$wpdb->users} WHERE user_nicename = %s AND ID != %d LIMIT 1", $nicename, $user_id ) ); ++$suffix ) {
-			$nicename = mb_substr( $base, 0, 49 - strlen( (string) $suffix ) ) . '-' . $suffix;
-		}
-		return $nicename;
-	}
-
-	/**
-	 * Profile fields present in the event, as wp_insert_user() fields.
-	 *
-	 * @param array $data The event's user.
-	 * @return array<string, string>
-	 */
-	private function profile_fields( array $data ): array {
-		$fields = array();
-		foreach ( self::PROFILE_FIELDS as $name => $field ) {
-			if ( isset( $data[ $name ] ) && is_string( $data[ $name ] ) ) {
-				$fields[ $field ] = $data[ $name ];
-			}
-		}
-		return $fields;
 	}
 
 	/**
@@ -846,9 +323,9 @@ final class UserRelay_Applier {
 	/**
 	 * One result of the answer.
 	 *
-	 * @param string $id      The delivery id.
-	 * @param int    $status  Per-event status.
-	 * @param int    $user_id Local user id, if any.
+	 * @param string   $id      The delivery id.
+	 * @param int      $status  Per-event status.
+	 * @param int      $user_id Local user id, if any.
 	 * @param string   $error   Why it was not applied.
 	 * @param string[] $skipped Field groups left as they were (older than this site's).
 	 * @param bool     $stale   Whether nothing was newer than this site's (status 200 then).

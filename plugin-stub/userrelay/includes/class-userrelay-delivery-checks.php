@@ -17,18 +17,9 @@ if ( ! defined( 'ABSPATH' ) ) {
 }
 
 /**
- * A per-event refusal: its code is the status of the event's result, its message says why.
- */
-final class UserRelay_Apply_Exception extends Exception {
-}
-
-/**
  * Checks deliveries against this site.
  */
 final class UserRelay_Delivery_Checks {
-
-	/** The six actions of the protocol. */
-	const ACTIONS = array( 'create', 'edit', 'delete', 'password', 'roles', 'metadata' );
 
 	/**
 	 * Settings.
@@ -72,8 +63,8 @@ final class UserRelay_Delivery_Checks {
 			throw new UserRelay_Apply_Exception( 'origin: expected {"site": ..., "event_id": ...}', 400 );
 		}
 		$actions = isset( $event['actions'] ) && is_array( $event['actions'] ) ? $event['actions'] : array();
-		if ( ! $actions || array_diff( $actions, self::ACTIONS ) ) {
-			throw new UserRelay_Apply_Exception( 'actions: expected a non-empty list drawn from ' . implode( ', ', self::ACTIONS ), 400 );
+		if ( ! $actions || array_diff( $actions, UserRelay_Facts::ACTIONS ) ) {
+			throw new UserRelay_Apply_Exception( 'actions: expected a non-empty list drawn from ' . implode( ', ', UserRelay_Facts::ACTIONS ), 400 );
 		}
 		$user = isset( $event['user'] ) && is_array( $event['user'] ) ? $event['user'] : array();
 		if ( ! isset( $user['login'] ) || ! is_string( $user['login'] ) || '' === $user['login'] ) {
@@ -240,7 +231,7 @@ final class UserRelay_Delivery_Checks {
 		$posts = 0;
 		if ( $types ) {
 			$in    = implode( ',', array_fill( 0, count( $types ), '%s' ) );
-			$posts = (int) $wpdb->get_var( $wpdb->prepare( "SELECT COUNT(*) FROM {$wpdb->posts} WHERE post_author = %d AND post_type IN ($in)", array_merge( array( $user_id ), $types ) ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+			$posts = (int) $wpdb->get_var( $wpdb->prepare( "SELECT COUNT(*) FROM {$wpdb->posts} WHERE post_author = %d AND post_type IN ($in)", array_merge( array( $user_id ), $types ) ) );
 		}
 		return $posts + (int) $wpdb->get_var( $wpdb->prepare( "SELECT COUNT(*) FROM {$wpdb->links} WHERE link_owner = %d", $user_id ) );
 	}

@@ -2,7 +2,7 @@
 /**
  * Filters and actions for developers, and what holds whatever they return.
  *
- * userrelay_outgoing_event ( array $event, int $user_id ): change an event before it is stored
+ * Filter userrelay_outgoing_event ( array $event, int $user_id ): change an event before it is stored
  * in the outbox, or return false to drop it. Whatever a filter returns, the event keeps its
  * user's identity (user.id), its actions stay within the protocol's six, and no meta key that
  * may not be synced is sent (UserRelay_Protected_Meta): a filter cannot add one back.
@@ -60,7 +60,7 @@ final class UserRelay_Developer_Hooks {
 		}
 		$filtered['user']['id'] = $event['user']['id'] ?? $user_id;
 		$actions                = isset( $filtered['actions'] ) && is_array( $filtered['actions'] ) ? $filtered['actions'] : array();
-		$filtered['actions']    = array_values( array_intersect( $actions, UserRelay_Delivery_Checks::ACTIONS ) );
+		$filtered['actions']    = array_values( array_intersect( $actions, UserRelay_Facts::ACTIONS ) );
 		if ( ! $filtered['actions'] ) {
 			return null;
 		}
@@ -126,7 +126,7 @@ final class UserRelay_Developer_Hooks {
 			}
 		}
 		$actions             = isset( $filtered['actions'] ) && is_array( $filtered['actions'] ) ? $filtered['actions'] : array();
-		$filtered['actions'] = array_values( array_intersect( $actions, UserRelay_Delivery_Checks::ACTIONS ) );
+		$filtered['actions'] = array_values( array_intersect( $actions, UserRelay_Facts::ACTIONS ) );
 		if ( ! $filtered['actions'] ) {
 			return null;
 		}
@@ -141,7 +141,7 @@ final class UserRelay_Developer_Hooks {
 			foreach ( array_keys( $user['meta'] ) as $key ) {
 				if ( ! UserRelay_Protected_Meta::is_syncable( (string) $key ) ) {
 					unset( $user['meta'][ $key ] );
-					error_log( "UserRelay: the userrelay_incoming_event filter added meta key '{$key}', which may not be synced; left out" ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+					error_log( "UserRelay: the userrelay_incoming_event filter added meta key '{$key}', which may not be synced; left out" );
 				}
 			}
 		}
@@ -203,7 +203,7 @@ final class UserRelay_Developer_Hooks {
 			 */
 			do_action( $hook, $event, $result );
 		} catch ( Throwable $error ) {
-			error_log( "UserRelay: a {$hook} callback failed: " . $error->getMessage() ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			error_log( "UserRelay: a {$hook} callback failed: " . $error->getMessage() );
 		}
 	}
 }

@@ -27,12 +27,6 @@ if ( ! defined( 'ABSPATH' ) ) {
  */
 final class UserRelay_Digests {
 
-	/** Profile fields compared, beside email (registered is set once, at creation). */
-	const PROFILE = array( 'first_name', 'last_name', 'nickname', 'display_name', 'url', 'description', 'locale' );
-
-	/** Field groups a relay may ask for. */
-	const GROUPS = array( 'profile', 'roles', 'password', 'meta' );
-
 	const MAX_LIMIT = 1000;
 
 	/**
@@ -74,7 +68,7 @@ final class UserRelay_Digests {
 				}
 				continue;
 			}
-			if ( in_array( $part, self::GROUPS, true ) ) {
+			if ( in_array( $part, UserRelay_Facts::DIGEST_GROUPS, true ) ) {
 				$groups[] = $part;
 				$in_meta  = false;
 			} elseif ( $in_meta && '' !== $part ) {
@@ -94,11 +88,11 @@ final class UserRelay_Digests {
 	 */
 	public function page( int $after, int $limit, string $fields ): array {
 		list( $groups, $meta_keys ) = self::parse_fields( $fields );
-		$limit    = max( 1, min( self::MAX_LIMIT, $limit ) );
-		$scan     = ( new UserRelay_Directory( $this->settings ) )->scan( $after, $limit );
-		$ids      = $scan['ids'];
-		$snapshot = new UserRelay_Snapshot( $this->settings );
-		$users    = array();
+		$limit                      = max( 1, min( self::MAX_LIMIT, $limit ) );
+		$scan                       = ( new UserRelay_Directory( $this->settings ) )->scan( $after, $limit );
+		$ids                        = $scan['ids'];
+		$snapshot                   = new UserRelay_Snapshot( $this->settings );
+		$users                      = array();
 		foreach ( $scan['users'] as $user_id => list( $user, $hash ) ) {
 			$values  = $this->groups( $snapshot->fields( $user ), $hash, $meta_keys );
 			$digests = array();
@@ -150,18 +144,18 @@ final class UserRelay_Digests {
 	 */
 	private function groups( array $fields, string $hash, ?array $meta_keys ): array {
 		$profile = array( 'email' => $fields['email'] );
-		foreach ( self::PROFILE as $name ) {
+		foreach ( UserRelay_Profile::edited() as $name ) {
 			$profile[ $name ] = $fields[ $name ];
 		}
 		$roles = $fields['roles'];
 		sort( $roles );
 		$meta = array();
 		foreach ( (array) get_user_meta( $fields['id'] ) as $key => $values ) {
-			$key  = (string) $key;
+			$key = (string) $key;
 			if ( $this->settings->is_meta_denied( $key ) ) {
 				continue; // Never digested, even when the relay names the key.
 			}
-			$pick = null !== $meta_keys ? in_array( $key, $meta_keys, true ) : ! in_array( $key, UserRelay_Hooks::PROFILE_META, true );
+			$pick = null !== $meta_keys ? in_array( $key, $meta_keys, true ) : ! in_array( $key, UserRelay_Facts::PROFILE_META_FIELDS, true );
 			if ( $pick ) {
 				$meta[ $key ] = UserRelay_Snapshot::meta_value( array_map( 'maybe_unserialize', (array) $values ) );
 			}

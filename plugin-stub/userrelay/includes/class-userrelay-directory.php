@@ -64,12 +64,12 @@ final class UserRelay_Directory {
 			$users[]                 = $fields;
 		}
 		$last = $ids ? end( $ids ) : null;
-		$more = null !== $last && count( $ids ) === $limit && (int) $wpdb->get_var( $wpdb->prepare( "SELECT COUNT(*) FROM {$wpdb->users} WHERE ID > %d", $last ) ) > 0; // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		$more = null !== $last && count( $ids ) === $limit && (int) $wpdb->get_var( $wpdb->prepare( "SELECT COUNT(*) FROM {$wpdb->users} WHERE ID > %d", $last ) ) > 0;
 		return array(
 			'users'   => $users,
 			'next'    => $more ? $last : null,
 			'scanned' => count( $ids ), // Users looked at, those left out included.
-			'total'   => (int) $wpdb->get_var( "SELECT COUNT(*) FROM {$wpdb->users}" ), // phpcs:ignore WordPress.DB.PreparedSQL.NotPrepared
+			'total'   => (int) $wpdb->get_var( "SELECT COUNT(*) FROM {$wpdb->users}" ),
 		);
 	}
 
@@ -86,7 +86,7 @@ final class UserRelay_Directory {
 	 */
 	public function scan( int $after, int $limit ): array {
 		global $wpdb;
-		$rows = $wpdb->get_results( $wpdb->prepare( "SELECT ID, user_pass FROM {$wpdb->users} WHERE ID > %d ORDER BY ID LIMIT %d", $after, $limit ), OBJECT_K ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared,WordPress.DB.DirectDatabaseQuery
+		$rows = $wpdb->get_results( $wpdb->prepare( "SELECT ID, user_pass FROM {$wpdb->users} WHERE ID > %d ORDER BY ID LIMIT %d", $after, $limit ), OBJECT_K );
 		$ids  = array_map( 'intval', array_keys( $rows ) );
 		if ( $ids ) {
 			cache_users( $ids );
@@ -116,7 +116,7 @@ final class UserRelay_Directory {
 		$meta = array();
 		foreach ( (array) get_user_meta( $user_id ) as $key => $values ) {
 			$key = (string) $key;
-			if ( in_array( $key, UserRelay_Hooks::PROFILE_META, true ) || $this->settings->is_meta_denied( $key ) ) {
+			if ( in_array( $key, UserRelay_Facts::PROFILE_META_FIELDS, true ) || $this->settings->is_meta_denied( $key ) ) {
 				continue;
 			}
 			$meta[ $key ] = UserRelay_Snapshot::meta_value( array_map( 'maybe_unserialize', (array) $values ) );

@@ -21,16 +21,11 @@ if ( ! defined( 'ABSPATH' ) ) {
  */
 final class UserRelay_Hooks {
 
-	/** Profile fields stored in the users row, as snapshot field => column. */
+	/** Fields stored in the users row, as snapshot field => column. */
 	const ROW_FIELDS = array(
-		'email'        => 'user_email',
-		'url'          => 'user_url',
-		'display_name' => 'display_name',
-		'login'        => 'user_login',
-	);
-
-	/** Profile fields stored as user meta. */
-	const PROFILE_META = array( 'first_name', 'last_name', 'nickname', 'description', 'locale' );
+		'email' => 'user_email',
+		'login' => 'user_login',
+	) + UserRelay_Profile::COLUMNS;
 
 	/**
 	 * Depth of applier calls in progress; reporting is off while above 0.
@@ -131,7 +126,7 @@ final class UserRelay_Hooks {
 		add_action( 'delete_user', array( $this, 'on_delete_user' ), 10, 3 );
 		add_action( 'deleted_user', array( $this, 'on_deleted_user' ), 10, 1 );
 		add_action( 'shutdown', array( $this, 'on_shutdown' ), 1000 );
-		add_action( 'plugins_loaded', array( $this->outbox, 'serve_kick' ), 0 );
+		add_action( 'plugins_loaded', array( new UserRelay_Loopback_Kick( $this->outbox ), 'serve' ), 0 );
 	}
 
 	/**
@@ -365,7 +360,7 @@ final class UserRelay_Hooks {
 			$this->deleted = array();
 			$this->outbox->maybe_kick();
 		} catch ( Throwable $error ) {
-			error_log( 'UserRelay: reporting at shutdown failed: ' . $error->getMessage() . ' at ' . $error->getFile() . ':' . $error->getLine() ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			error_log( 'UserRelay: reporting at shutdown failed: ' . $error->getMessage() . ' at ' . $error->getFile() . ':' . $error->getLine() );
 		}
 	}
 
@@ -390,7 +385,7 @@ final class UserRelay_Hooks {
 			return;
 		}
 		$notes = &$this->touch( $user_id );
-		if ( in_array( $meta_key, self::PROFILE_META, true ) ) {
+		if ( in_array( $meta_key, UserRelay_Facts::PROFILE_META_FIELDS, true ) ) {
 			$notes['edit']    = true;
 			$notes['profile'] = true;
 			return;

@@ -54,9 +54,6 @@ final class UserRelay_Outbox {
 	/** Seconds after which a loopback kick that never ran (a lost request) no longer blocks one. */
 	const KICK_STALE = 10;
 
-	/** The body field of a loopback kick: the flush token. */
-	const KICK_FIELD = 'userrelay_flush';
-
 	/** The option naming when the loopback flush in flight was started (0: none). */
 	const OPTION_KICK = 'userrelay_kick_at';
 
@@ -110,16 +107,16 @@ final class UserRelay_Outbox {
 		$stored = 0;
 		// Usually one statement; a long import run in one process stays under max_allowed_packet.
 		foreach ( array_chunk( $values, self::INSERT_ROWS ) as $chunk ) {
-			$rows = $wpdb->query( "INSERT INTO {$table} (event_id, user_id, payload, created_at, attempts, next_attempt_at) VALUES " . implode( ',', $chunk ) ); // phpcs:ignore WordPress.DB.PreparedSQL.NotPrepared -- Each tuple is prepared above.
+			$rows = $wpdb->query( "INSERT INTO {$table} (event_id, user_id, payload, created_at, attempts, next_attempt_at) VALUES " . implode( ',', $chunk ) ); // Each tuple is prepared above.
 			if ( false === $rows ) {
 				// Only a database refusing the rows can lose events: say so loudly, once.
-				error_log( 'UserRelay: could not store ' . count( $chunk ) . ' event(s) in the outbox: ' . $wpdb->last_error ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+				error_log( 'UserRelay: could not store ' . count( $chunk ) . ' event(s) in the outbox: ' . $wpdb->last_error );
 				continue;
 			}
 			$stored += $rows;
 			// An event's id is this install's id plus its row id: unique for ever, stable on resend.
 			// insert_id is the statement's first id; the range keeps this to a primary-key scan.
-			$wpdb->query( $wpdb->prepare( "UPDATE {$table} SET event_id = CONCAT(%s, id) WHERE id >= %d AND event_id = ''", self::install_id() . '-', (int) $wpdb->insert_id ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+			$wpdb->query( $wpdb->prepare( "UPDATE {$table} SET event_id = CONCAT(%s, id) WHERE id >= %d AND event_id = ''", self::install_id() . '-', (int) $wpdb->insert_id ) );
 		}
 		return $stored;
 	}
@@ -131,7 +128,7 @@ final class UserRelay_Outbox {
 	public function maybe_kick(): void {
 		global $wpdb;
 		$table = self::table();
-		$head  = $wpdb->get_row( $wpdb->prepare( "SELECT next_attempt_at, IS_FREE_LOCK(%s) AS free FROM {$table} ORDER BY id LIMIT 1", self::lock_name() ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		$head  = $wpdb->get_row( $wpdb->prepare( "SELECT next_attempt_at, IS_FREE_LOCK(%s) AS free FROM {$table} ORDER BY id LIMIT 1", self::lock_name() ) );
 		if ( null === $head || (int) $head->next_attempt_at > time() || '1' !== (string) $head->free ) {
 			return; // Empty, waiting out a backoff, or a flusher runs (it looks again when done).
 		}
@@ -142,7 +139,7 @@ final class UserRelay_Outbox {
 			return;
 		}
 		if ( $this->claim_kick() ) {
-			$this->kick_loopback();
+			( new UserRelay_Loopback_Kick( $this ) )->send();
 		}
 	}
 
@@ -154,7 +151,7 @@ final class UserRelay_Outbox {
 		global $wpdb;
 		$now = microtime( true );
 		// Affected rows: 1 inserted, 2 updated (stale claim taken), 0 left alone (a kick runs).
-		$rows = $wpdb->query( $wpdb->prepare( "INSERT INTO {$wpdb->options} (option_name, option_value, autoload) VALUES (%s, %s, 'no') ON DUPLICATE KEY UPDATE option_value = IF(CAST(option_value AS DECIMAL(20,6)) < %f, VALUES(option_value), option_value)", self::OPTION_KICK, sprintf( '%.6f', $now ), $now - self::KICK_STALE ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		$rows = $wpdb->query( $wpdb->prepare( "INSERT INTO {$wpdb->options} (option_name, option_value, autoload) VALUES (%s, %s, 'no') ON DUPLICATE KEY UPDATE option_value = IF(CAST(option_value AS DECIMAL(20,6)) < %f, VALUES(option_value), option_value)", self::OPTION_KICK, sprintf( '%.6f', $now ), $now - self::KICK_STALE ) );
 		return is_int( $rows ) && $rows > 0;
 	}
 
@@ -163,72 +160,7 @@ final class UserRelay_Outbox {
 	 */
 	public function release_kick(): void {
 		global $wpdb;
-		$wpdb->query( $wpdb->prepare( "UPDATE {$wpdb->options} SET option_value = '0' WHERE option_name = %s", self::OPTION_KICK ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
-	}
-
-	/**
-	 * Asks this site, without waiting for the answer, to run a flush: writes the request on a
-	 * socket and hangs up. Not wp_remote_post( 'blocking' => false ): on WordPress's cURL
-	 * transport that still reads the whole answer (Requests enforces a timeout of at least 1 s),
-	 * measured at 800 ms against an endpoint taking 800 ms. The request goes to the home page
-	 * with the flush token in its body; serve_kick() answers it once plugins are loaded, before
-	 * the theme, init and the REST API (a flush costs a third of a full boot), and ignores the
-	 * hang-up.
-	 */
-	public function kick_loopback(): void {
-		$url   = wp_parse_url( home_url( '/' ) );
-		$https = isset( $url['scheme'] ) && 'https' === $url['scheme'];
-		$host  = isset( $url['host'] ) ? $url['host'] : '';
-		$port  = isset( $url['port'] ) ? (int) $url['port'] : ( $https ? 443 : 80 );
-		$path  = ( isset( $url['path'] ) ? $url['path'] : '/' ) . ( isset( $url['query'] ) ? '?' . $url['query'] : '' );
-		if ( '' === $host ) {
-			$this->release_kick();
-			return;
-		}
-		$context = stream_context_create(
-			array(
-				'ssl' => array(
-					// Our own site over loopback, as core's loopbacks (https_local_ssl_verify).
-					'verify_peer'      => (bool) apply_filters( 'https_local_ssl_verify', false ),
-					'verify_peer_name' => (bool) apply_filters( 'https_local_ssl_verify', false ),
-					'peer_name'        => $host,
-				),
-			)
-		);
-		$socket  = @stream_socket_client( ( $https ? 'ssl://' : 'tcp://' ) . $host . ':' . $port, $errno, $errstr, 1.0, STREAM_CLIENT_CONNECT, $context ); // phpcs:ignore WordPress.PHP.NoSilencedErrors.Discouraged -- A failure only delays sending until WP-Cron.
-		if ( false === $socket ) {
-			$this->release_kick(); // Sent later: by the next request's kick or WP-Cron.
-			return;
-		}
-		$body = http_build_query( array( self::KICK_FIELD => self::flush_token() ) );
-		$head = "POST {$path} HTTP/1.1\r\nHost: {$host}" . ( isset( $url['port'] ) ? ':' . $port : '' ) . "\r\n"
-			. "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " . strlen( $body ) . "\r\n"
-			. 'User-Agent: UserRelay-Plugin/' . USERRELAY_PLUGIN_VERSION . "\r\nConnection: close\r\n\r\n";
-		fwrite( $socket, $head . $body ); // phpcs:ignore WordPress.WP.AlternativeFunctions.file_system_operations_fwrite
-		fclose( $socket ); // phpcs:ignore WordPress.WP.AlternativeFunctions.file_system_operations_fclose
-	}
-
-	/**
-	 * On 'plugins_loaded' (priority 0): when this request is our own loopback kick (a POST with
-	 * the flush token), sends what is due, briefly, and ends the request there. Its own
-	 * 'shutdown' still runs, so rows left due are kicked again (UserRelay_Hooks::on_shutdown).
-	 * Any other request goes on untouched.
-	 */
-	public function serve_kick(): void {
-		// phpcs:disable WordPress.Security.NonceVerification.Missing -- Authenticated by the flush token.
-		if ( ! isset( $_POST[ self::KICK_FIELD ] ) || ! is_string( $_POST[ self::KICK_FIELD ] )
-			|| ! hash_equals( self::flush_token(), $_POST[ self::KICK_FIELD ] ) ) { // phpcs:ignore WordPress.Security.ValidatedSanitizedInput -- Compared only.
-			return;
-		}
-		// phpcs:enable WordPress.Security.NonceVerification.Missing
-		ignore_user_abort( true ); // The kicking request hung up at once; carry on regardless.
-		try {
-			$this->flush( self::BACKGROUND_BUDGET );
-		} finally {
-			$this->release_kick();
-		}
-		status_header( 204 );
-		exit;
+		$wpdb->query( $wpdb->prepare( "UPDATE {$wpdb->options} SET option_value = '0' WHERE option_name = %s", self::OPTION_KICK ) );
 	}
 
 	/**
@@ -270,7 +202,7 @@ final class UserRelay_Outbox {
 	public function retry_now(): void {
 		global $wpdb;
 		$table = self::table();
-		$wpdb->query( "UPDATE {$table} SET next_attempt_at = 0 ORDER BY id LIMIT 1" ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		$wpdb->query( "UPDATE {$table} SET next_attempt_at = 0 ORDER BY id LIMIT 1" );
 	}
 
 	/**
@@ -279,7 +211,7 @@ final class UserRelay_Outbox {
 	public function count(): int {
 		global $wpdb;
 		$table = self::table();
-		return (int) $wpdb->get_var( "SELECT COUNT(*) FROM {$table}" ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		return (int) $wpdb->get_var( "SELECT COUNT(*) FROM {$table}" );
 	}
 
 	/**
@@ -288,7 +220,7 @@ final class UserRelay_Outbox {
 	public function head(): ?object {
 		global $wpdb;
 		$table = self::table();
-		return $wpdb->get_row( "SELECT id, event_id, user_id, created_at, attempts, next_attempt_at, last_error FROM {$table} ORDER BY id LIMIT 1" ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		return $wpdb->get_row( "SELECT id, event_id, user_id, created_at, attempts, next_attempt_at, last_error FROM {$table} ORDER BY id LIMIT 1" );
 	}
 
 	/**
@@ -339,7 +271,7 @@ final class UserRelay_Outbox {
 		$limit = self::BATCH_EVENTS;
 		$sent  = 0;
 		while ( microtime( true ) < $deadline ) {
-			$rows = $wpdb->get_results( $wpdb->prepare( "SELECT id, event_id, payload, attempts, next_attempt_at FROM {$table} ORDER BY id LIMIT %d", $limit ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+			$rows = $wpdb->get_results( $wpdb->prepare( "SELECT id, event_id, payload, attempts, next_attempt_at FROM {$table} ORDER BY id LIMIT %d", $limit ) );
 			if ( ! $rows || (int) $rows[0]->next_attempt_at > time() ) {
 				return $sent;
 			}
@@ -362,7 +294,7 @@ final class UserRelay_Outbox {
 			$answer     = $this->client->post_events( $body, $webhook_id );
 
 			if ( 202 === $answer['status'] ) {
-				$wpdb->query( "DELETE FROM {$table} WHERE id IN (" . implode( ',', $ids ) . ')' ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+				$wpdb->query( "DELETE FROM {$table} WHERE id IN (" . implode( ',', $ids ) . ')' );
 				$sent += count( $ids );
 				$this->record( array( 'last_sent_at' => time(), 'last_sent_count' => count( $ids ), 'last_error' => '' ) );
 				$limit = self::BATCH_EVENTS;
@@ -411,7 +343,7 @@ final class UserRelay_Outbox {
 				'last_status'   => $answer['status'],
 			)
 		);
-		error_log( "UserRelay: sending the outbox failed (attempt {$attempts}, next in {$wait} s): {$error}" ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+		error_log( "UserRelay: sending the outbox failed (attempt {$attempts}, next in {$wait} s): {$error}" );
 	}
 
 	/**
@@ -420,7 +352,7 @@ final class UserRelay_Outbox {
 	private function head_due_at(): ?int {
 		global $wpdb;
 		$table = self::table();
-		$due   = $wpdb->get_var( "SELECT next_attempt_at FROM {$table} ORDER BY id LIMIT 1" ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		$due   = $wpdb->get_var( "SELECT next_attempt_at FROM {$table} ORDER BY id LIMIT 1" );
 		return null === $due ? null : (int) $due;
 	}
 
@@ -432,7 +364,7 @@ final class UserRelay_Outbox {
 	private function encode( array $payload ): ?string {
 		$json = wp_json_encode( $payload, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE );
 		if ( false !== $json && strlen( $json ) > self::MAX_EVENT_BYTES && isset( $payload['user']['meta'] ) ) {
-			error_log( "UserRelay: the meta of user {$payload['user']['id']} is too large to send (" . strlen( $json ) . ' bytes); sending the event without it' ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			error_log( "UserRelay: the meta of user {$payload['user']['id']} is too large to send (" . strlen( $json ) . ' bytes); sending the event without it' );
 			unset( $payload['user']['meta'] );
 			$payload['actions'] = array_values( array_diff( $payload['actions'], array( 'metadata' ) ) );
 			if ( ! $payload['actions'] ) {
@@ -441,7 +373,7 @@ final class UserRelay_Outbox {
 			$json = wp_json_encode( $payload, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE );
 		}
 		if ( false === $json || strlen( $json ) > self::MAX_EVENT_BYTES ) {
-			error_log( 'UserRelay: an event of user ' . $payload['user']['id'] . ' cannot be encoded within ' . self::MAX_EVENT_BYTES . ' bytes; not sent' ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			error_log( 'UserRelay: an event of user ' . $payload['user']['id'] . ' cannot be encoded within ' . self::MAX_EVENT_BYTES . ' bytes; not sent' );
 			return null;
 		}
 		return $json;

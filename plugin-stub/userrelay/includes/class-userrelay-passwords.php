@@ -76,7 +76,6 @@ final class UserRelay_Passwords {
 		if ( $check || ! is_string( $hash ) || ! is_string( $password ) || 0 !== strpos( $hash, '$wp$' ) ) {
 			return $check;
 		}
-		// phpcs:ignore WordPress.PHP.DiscouragedPHPFunctions.obfuscation_base64_encode -- 6.8's scheme itself.
 		$prehashed = base64_encode( hash_hmac( 'sha384', $password, self::WP_HMAC_KEY, true ) );
 		return password_verify( $prehashed, substr( $hash, 3 ) );
 	}

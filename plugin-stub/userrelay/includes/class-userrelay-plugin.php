@@ -57,7 +57,7 @@ final class UserRelay_Plugin {
 		if ( is_admin() ) {
 			( new UserRelay_Admin( $settings, $outbox ) )->register();
 		}
-		add_filter( 'cron_schedules', array( __CLASS__, 'cron_schedules' ) ); // phpcs:ignore WordPress.WP.CronInterval.CronSchedulesInterval -- Every minute is the point.
+		add_filter( 'cron_schedules', array( __CLASS__, 'cron_schedules' ) );
 		add_action( self::CRON_HOOK, array( __CLASS__, 'on_cron' ) );
 		add_action( 'plugins_loaded', array( __CLASS__, 'maybe_upgrade' ) );
 	}
@@ -76,7 +76,7 @@ final class UserRelay_Plugin {
 		self::install_tables();
 		UserRelay_Outbox::install_id();
 		UserRelay_Outbox::flush_token();
-		add_filter( 'cron_schedules', array( __CLASS__, 'cron_schedules' ) ); // phpcs:ignore WordPress.WP.CronInterval.CronSchedulesInterval
+		add_filter( 'cron_schedules', array( __CLASS__, 'cron_schedules' ) );
 		if ( ! wp_next_scheduled( self::CRON_HOOK ) ) {
 			wp_schedule_event( time() + MINUTE_IN_SECONDS, self::CRON_SCHEDULE, self::CRON_HOOK );
 		}
@@ -121,7 +121,7 @@ final class UserRelay_Plugin {
 			self::$parts['outbox']->flush();
 		}
 		$table = UserRelay_Applier::table();
-		$wpdb->query( $wpdb->prepare( "DELETE FROM {$table} WHERE applied_at < %d LIMIT 1000", time() - self::APPLIED_RETENTION ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		$wpdb->query( $wpdb->prepare( "DELETE FROM {$table} WHERE applied_at < %d LIMIT 1000", time() - self::APPLIED_RETENTION ) );
 	}
 
 	/**

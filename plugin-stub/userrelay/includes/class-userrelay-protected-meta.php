@@ -26,25 +26,13 @@ if ( ! defined( 'ABSPATH' ) ) {
 	exit;
 }
 
+// The shared facts this rule is made of; also loaded on its own by the relay's tests.
+require_once __DIR__ . '/class-userrelay-facts.php';
+
 /**
  * The protected meta rule.
  */
 final class UserRelay_Protected_Meta {
-
-	/** Lowercased keys ending with one of these are protected. */
-	const SUFFIXES = array(
-		'capabilities',
-		'user_level',
-		'user-settings',
-		'user-settings-time',
-		'dashboard_quick_press_last_post_id',
-	);
-
-	/** Lowercased keys equal to one of these are protected. */
-	const EXACT = array( 'session_tokens', 'community-events-location' );
-
-	/** Lowercased keys starting with one of these are protected. */
-	const PREFIXES = array( '_application_passwords', 'userrelay' );
 
 	/**
 	 * Why a meta key may not be synced, or null when it may.
@@ -59,15 +47,15 @@ final class UserRelay_Protected_Meta {
 			return sprintf( 'meta key %s is not printable ASCII without spaces (the database would compare it with another key)', self::shown( $key ) );
 		}
 		$lower = strtolower( $key );
-		foreach ( self::SUFFIXES as $suffix ) {
+		foreach ( UserRelay_Facts::PROTECTED_META_SUFFIXES as $suffix ) {
 			if ( substr( $lower, -strlen( $suffix ) ) === $suffix ) {
 				return sprintf( 'meta key %s is protected (it ends with "%s")', self::shown( $key ), $suffix );
 			}
 		}
-		if ( in_array( $lower, self::EXACT, true ) ) {
+		if ( in_array( $lower, UserRelay_Facts::PROTECTED_META_EXACT, true ) ) {
 			return sprintf( 'meta key %s is protected', self::shown( $key ) );
 		}
-		foreach ( self::PREFIXES as $prefix ) {
+		foreach ( UserRelay_Facts::PROTECTED_META_PREFIXES as $prefix ) {
 			if ( 0 === strpos( $lower, $prefix ) ) {
 				return sprintf( 'meta key %s is protected (it starts with "%s")', self::shown( $key ), $prefix );
 			}

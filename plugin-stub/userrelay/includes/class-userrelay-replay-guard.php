@@ -60,9 +60,9 @@ final class UserRelay_Replay_Guard {
 			return new WP_Error( 'userrelay_bad_webhook_id', __( 'webhook-id is longer than 128 bytes.', 'userrelay' ), array( 'status' => 400 ) );
 		}
 		if ( 1 === wp_rand( 1, self::PRUNE_ONE_IN ) ) {
-			$wpdb->query( $wpdb->prepare( "DELETE FROM {$table} WHERE seen_at < %d LIMIT 1000", time() - 2 * UserRelay_Signature::TOLERANCE ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+			$wpdb->query( $wpdb->prepare( "DELETE FROM {$table} WHERE seen_at < %d LIMIT 1000", time() - 2 * UserRelay_Facts::TIMESTAMP_TOLERANCE ) );
 		}
-		$inserted = $wpdb->query( $wpdb->prepare( "INSERT IGNORE INTO {$table} (webhook_id, seen_at) VALUES (%s, %d)", $webhook_id, time() ) ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		$inserted = $wpdb->query( $wpdb->prepare( "INSERT IGNORE INTO {$table} (webhook_id, seen_at) VALUES (%s, %d)", $webhook_id, time() ) );
 		if ( false === $inserted ) {
 			// Cannot remember it: refuse rather than risk taking it twice; the relay retries.
 			return new WP_Error( 'userrelay_replay_guard_down', __( 'The request could not be recorded; send it again later.', 'userrelay' ), array( 'status' => 503 ) );

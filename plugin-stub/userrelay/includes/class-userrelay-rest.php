@@ -22,8 +22,6 @@ if ( ! defined( 'ABSPATH' ) ) {
  */
 final class UserRelay_REST {
 
-	const REST_NAMESPACE = 'userrelay/v1';
-
 	/** The relay's operations, each a signed POST to its own route, and their callbacks. */
 	const OPERATIONS = array(
 		'events'    => 'receive_events',
@@ -89,7 +87,7 @@ final class UserRelay_REST {
 	public function register_routes(): void {
 		foreach ( self::OPERATIONS as $operation => $callback ) {
 			register_rest_route(
-				self::REST_NAMESPACE,
+				UserRelay_Facts::REST_NAMESPACE,
 				'/' . $operation,
 				array(
 					array(
@@ -110,7 +108,7 @@ final class UserRelay_REST {
 			);
 		}
 		register_rest_route(
-			self::REST_NAMESPACE,
+			UserRelay_Facts::REST_NAMESPACE,
 			'/flush',
 			array(
 				'methods'             => WP_REST_Server::CREATABLE,
@@ -137,20 +135,20 @@ final class UserRelay_REST {
 	 * @return WP_HTTP_Response
 	 */
 	public function name_protocol( $response, $server, $request ) {
-		if ( $response instanceof WP_HTTP_Response && 0 === strpos( (string) $request->get_route(), '/' . self::REST_NAMESPACE . '/' ) ) {
-			$response->header( UserRelay_Signature::PROTOCOL_HEADER, (string) UserRelay_Signature::PROTOCOL );
+		if ( $response instanceof WP_HTTP_Response && 0 === strpos( (string) $request->get_route(), '/' . UserRelay_Facts::REST_NAMESPACE . '/' ) ) {
+			$response->header( UserRelay_Signature::PROTOCOL_HEADER, (string) UserRelay_Facts::PROTOCOL );
 		}
 		return $response;
 	}
 
 	/**
-	 * permission_callback of the signed routes: protocol, signature, operation, first use.
+	 * The permission_callback of the signed routes: protocol, signature, operation, first use.
 	 *
 	 * @param WP_REST_Request $request The request.
 	 * @return true|WP_Error
 	 */
 	public function check_signed( WP_REST_Request $request ) {
-		$operation = substr( (string) $request->get_route(), strlen( '/' . self::REST_NAMESPACE . '/' ) );
+		$operation = substr( (string) $request->get_route(), strlen( '/' . UserRelay_Facts::REST_NAMESPACE . '/' ) );
 		if ( ! isset( self::OPERATIONS[ $operation ] ) ) {
 			return new WP_Error( 'userrelay_unknown_operation', __( 'Unknown operation.', 'userrelay' ), array( 'status' => 404 ) );
 		}
@@ -187,7 +185,7 @@ final class UserRelay_REST {
 	 */
 	public function protocol_1( WP_REST_Request $request ): WP_Error {
 		$offered = $request->get_header( UserRelay_Signature::PROTOCOL_HEADER );
-		$error   = UserRelay_Signature::check_protocol( null === $offered || (string) UserRelay_Signature::PROTOCOL === $offered ? '1' : $offered );
+		$error   = UserRelay_Signature::check_protocol( null === $offered || (string) UserRelay_Facts::PROTOCOL === $offered ? '1' : $offered );
 		return $error instanceof WP_Error ? $error : new WP_Error( 'userrelay_protocol_version', '', array( 'status' => 400 ) );
 	}
 
@@ -213,7 +211,7 @@ final class UserRelay_REST {
 	}
 
 	/**
-	 * permission_callback of the flush route.
+	 * The permission_callback of the flush route.
 	 *
 	 * @param WP_REST_Request $request The request.
 	 * @return true|WP_Error
@@ -229,17 +227,16 @@ final class UserRelay_REST {
 	/**
 	 * POST /events: applies a batch, one result per event.
 	 *
-	 * @param WP_REST_Request $request The request.
 	 * @return WP_REST_Response|WP_Error
 	 */
-	public function receive_events( WP_REST_Request $request ) {
+	public function receive_events() {
 		// Read from the signed body (check_signed), never from parameters WordPress merged in.
 		$events = isset( $this->signed['events'] ) ? $this->signed['events'] : null;
 		if ( ! is_array( $events ) || ! wp_is_numeric_array( $events ) ) {
 			return new WP_Error( 'userrelay_bad_body', __( 'Expected a signed body {"operation": "events", "site": ..., "events": [...]}.', 'userrelay' ), array( 'status' => 400 ) );
 		}
 		if ( function_exists( 'set_time_limit' ) ) {
-			@set_time_limit( 60 ); // phpcs:ignore WordPress.PHP.NoSilencedErrors.Discouraged -- May be disabled; the applier keeps to its own budget anyway.
+			@set_time_limit( 60 ); // phpcs:ignore Generic.PHP.NoSilencedErrors.Discouraged -- May be disabled; the applier keeps to its own budget anyway.
 		}
 		return new WP_REST_Response( array( 'results' => $this->applier->apply_batch( $events ) ), 200 );
 	}
@@ -248,15 +245,14 @@ final class UserRelay_REST {
 	 * POST /ping: who we are, what we can take and our clock (the relay's connection test).
 	 * With check_relay, also whether the relay accepts a ping signed here (the other way).
 	 *
-	 * @param WP_REST_Request $request The request.
 	 * @return WP_REST_Response
 	 */
-	public function ping( WP_REST_Request $request ) {
+	public function ping() {
 		$answer = array(
 			'site'                   => $this->settings->site(),
 			'wordpress'              => get_bloginfo( 'version' ),
 			'plugin'                 => USERRELAY_PLUGIN_VERSION,
-			'protocol'               => UserRelay_Signature::PROTOCOL,
+			'protocol'               => UserRelay_Facts::PROTOCOL,
 			'hash_formats'           => UserRelay_Delivery_Checks::hash_formats(),
 			'hash_formats_by_plugin' => UserRelay_Passwords::formats_by_plugin(),
 			'time'                   => microtime( true ),
@@ -274,10 +270,9 @@ final class UserRelay_REST {
 	/**
 	 * POST /users: one page of this site's users, for the relay's initial sync.
 	 *
-	 * @param WP_REST_Request $request The request.
 	 * @return WP_REST_Response|WP_Error
 	 */
-	public function users( WP_REST_Request $request ) {
+	public function users() {
 		$after = $this->int_param( 'after', 0, 0, PHP_INT_MAX );
 		$limit = $this->int_param( 'limit', 200, 1, UserRelay_Directory::MAX_LIMIT );
 		foreach ( array( $after, $limit ) as $value ) {
@@ -291,10 +286,9 @@ final class UserRelay_REST {
 	/**
 	 * POST /digests: one page of per-user digests (reconciliation; see UserRelay_Digests).
 	 *
-	 * @param WP_REST_Request $request The request.
 	 * @return WP_REST_Response|WP_Error
 	 */
-	public function digests( WP_REST_Request $request ) {
+	public function digests() {
 		$after  = $this->int_param( 'after', 0, 0, PHP_INT_MAX );
 		$limit  = $this->int_param( 'limit', 500, 1, UserRelay_Digests::MAX_LIMIT );
 		$fields = isset( $this->signed['fields'] ) ? $this->signed['fields'] : 'profile,roles';
@@ -312,10 +306,9 @@ final class UserRelay_REST {
 	/**
 	 * POST /snapshots: full snapshots of the users whose ids the body lists ({"ids": [...]}).
 	 *
-	 * @param WP_REST_Request $request The request.
 	 * @return WP_REST_Response|WP_Error
 	 */
-	public function snapshots( WP_REST_Request $request ) {
+	public function snapshots() {
 		$ids = isset( $this->signed['ids'] ) ? $this->signed['ids'] : null;
 		if ( ! is_array( $ids ) || ! wp_is_numeric_array( $ids ) ) {
 			return new WP_Error( 'userrelay_bad_body', __( 'ids: expected a list of user ids.', 'userrelay' ), array( 'status' => 400 ) );
@@ -327,10 +320,9 @@ final class UserRelay_REST {
 	 * POST /nudge: the relay is back (or took something after failing): send the outbox now,
 	 * in the background, instead of waiting out the current backoff.
 	 *
-	 * @param WP_REST_Request $request The request.
 	 * @return WP_REST_Response
 	 */
-	public function nudge( WP_REST_Request $request ) {
+	public function nudge() {
 		$waiting = $this->outbox->count();
 		if ( $waiting ) {
 			// Due now; the send itself starts after this answer, at 'shutdown' (UserRelay_Hooks).
@@ -347,7 +339,7 @@ final class UserRelay_REST {
 	public function flush() {
 		ignore_user_abort( true ); // The kicking request hung up at once; carry on regardless.
 		if ( function_exists( 'set_time_limit' ) ) {
-			@set_time_limit( 120 ); // phpcs:ignore WordPress.PHP.NoSilencedErrors.Discouraged -- May be disabled; the flush keeps to its own budget.
+			@set_time_limit( 120 ); // phpcs:ignore Generic.PHP.NoSilencedErrors.Discouraged -- May be disabled; the flush keeps to its own budget.
 		}
 		if ( ! $this->settings->is_configured() ) {
 			$this->outbox->release_kick();

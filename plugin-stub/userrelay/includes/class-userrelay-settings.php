@@ -28,9 +28,6 @@ final class UserRelay_Settings {
 		'USERRELAY_KEY'  => 'userrelay_key',
 	);
 
-	/** Standard Webhooks secret prefix; the rest is base64 of the HMAC key bytes. */
-	const KEY_PREFIX = 'whsec_';
-
 	/** Smallest and largest HMAC key accepted, in bytes (the Standard Webhooks range). */
 	const KEY_MIN_BYTES = 24;
 	const KEY_MAX_BYTES = 64;
@@ -77,7 +74,7 @@ final class UserRelay_Settings {
 	 */
 	public function hmac_key(): ?string {
 		$key = $this->key();
-		return null === self::key_problem( $key ) ? base64_decode( substr( $key, strlen( self::KEY_PREFIX ) ), true ) : null;
+		return null === self::key_problem( $key ) ? base64_decode( substr( $key, strlen( UserRelay_Facts::KEY_PREFIX ) ), true ) : null;
 	}
 
 	/**
@@ -159,10 +156,10 @@ final class UserRelay_Settings {
 		if ( '' === $key ) {
 			return __( 'The key is not set (USERRELAY_KEY).', 'userrelay' );
 		}
-		if ( 0 !== strpos( $key, self::KEY_PREFIX ) ) {
+		if ( 0 !== strpos( $key, UserRelay_Facts::KEY_PREFIX ) ) {
 			return __( 'The key must start with whsec_ (paste it exactly as `userrelay keys generate` printed it).', 'userrelay' );
 		}
-		$bytes = base64_decode( substr( $key, strlen( self::KEY_PREFIX ) ), true );
+		$bytes = base64_decode( substr( $key, strlen( UserRelay_Facts::KEY_PREFIX ) ), true );
 		if ( false === $bytes || strlen( $bytes ) < self::KEY_MIN_BYTES || strlen( $bytes ) > self::KEY_MAX_BYTES ) {
 			return __( 'The key is not whsec_ followed by base64 of 24 to 64 bytes; it may have been cut when pasted.', 'userrelay' );
 		}

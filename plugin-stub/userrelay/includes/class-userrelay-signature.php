@@ -21,12 +21,6 @@ if ( ! defined( 'ABSPATH' ) ) {
  */
 final class UserRelay_Signature {
 
-	/** Seconds a webhook-timestamp may be away from our clock (every reference library: 5 min). */
-	const TOLERANCE = 300;
-
-	/** The protocol spoken here, sent in the userrelay-protocol header both ways. */
-	const PROTOCOL = 2;
-
 	/** The header naming the protocol. */
 	const PROTOCOL_HEADER = 'userrelay-protocol';
 
@@ -43,7 +37,7 @@ final class UserRelay_Signature {
 	 * @param string $direction self::TO_RELAY or self::TO_SITE.
 	 */
 	public static function direction_key( string $hmac_key, string $direction ): string {
-		return hash_hkdf( 'sha256', $hmac_key, 32, 'userrelay/' . self::PROTOCOL . ' ' . $direction, 'userrelay' );
+		return hash_hkdf( 'sha256', $hmac_key, 32, 'userrelay/' . UserRelay_Facts::PROTOCOL . ' ' . $direction, 'userrelay' );
 	}
 
 	/**
@@ -84,7 +78,7 @@ final class UserRelay_Signature {
 			'webhook-timestamp'   => (string) $timestamp,
 			'webhook-signature'   => self::sign( self::direction_key( $hmac_key, self::TO_RELAY ), $webhook_id, $timestamp, $body ),
 			'content-type'        => 'application/json',
-			self::PROTOCOL_HEADER => (string) self::PROTOCOL,
+			self::PROTOCOL_HEADER => (string) UserRelay_Facts::PROTOCOL,
 		);
 	}
 
@@ -95,7 +89,7 @@ final class UserRelay_Signature {
 	 * @return true|WP_Error
 	 */
 	public static function check_protocol( ?string $offered ) {
-		if ( (string) self::PROTOCOL === $offered ) {
+		if ( (string) UserRelay_Facts::PROTOCOL === $offered ) {
 			return true;
 		}
 		return new WP_Error(
@@ -103,7 +97,7 @@ final class UserRelay_Signature {
 			sprintf(
 				/* translators: 1: our protocol version, 2: the version the request was made with. */
 				__( 'This UserRelay plugin speaks protocol %1$d; the request was made with protocol %2$s: use a relay and a plugin of the same protocol version (update the older one).', 'userrelay' ),
-				self::PROTOCOL,
+				UserRelay_Facts::PROTOCOL,
 				null === $offered || '' === $offered ? '1' : $offered
 			),
 			array( 'status' => 400 )
@@ -141,7 +135,7 @@ final class UserRelay_Signature {
 			return self::refuse( 'userrelay_bad_timestamp', __( 'webhook-timestamp must be whole unix seconds.', 'userrelay' ) );
 		}
 		$skew = ( null === $now ? time() : $now ) - (int) $timestamp;
-		if ( abs( $skew ) > self::TOLERANCE ) {
+		if ( abs( $skew ) > UserRelay_Facts::TIMESTAMP_TOLERANCE ) {
 			return self::refuse(
 				'userrelay_stale_timestamp',
 				sprintf(
@@ -149,7 +143,7 @@ final class UserRelay_Signature {
 					__( 'webhook-timestamp is %1$d s %2$s; at most %3$d s is accepted. Check the clocks of this site and the relay.', 'userrelay' ),
 					abs( $skew ),
 					$skew > 0 ? __( 'old', 'userrelay' ) : __( 'in the future', 'userrelay' ),
-					self::TOLERANCE
+					UserRelay_Facts::TIMESTAMP_TOLERANCE
 				)
 			);
 		}

@@ -170,7 +170,7 @@ final class UserRelay_Snapshot {
 				}
 			}
 		}
-		$versions = UserRelay_Versions::stamp( $user, $this->changed_groups( $notes, $actions, $fields ), $notes['create'] ? $this->buried( $user ) : UserRelay_Versions::MIN );
+		$versions = UserRelay_Versions::stamp( $user, $this->changed_groups( $notes, $actions, $fields ), $notes['create'] ? $this->buried( $user ) : UserRelay_Facts::MIN_VERSION );
 		self::modified_now( $user_id, $notes['at'] );
 		return $this->event( $user_id, $notes['at'], $actions, $fields, $origins, self::carried( $versions, $actions, $fields ) );
 	}
@@ -186,7 +186,7 @@ final class UserRelay_Snapshot {
 	private function changed_groups( array $notes, array $actions, array $fields ): array {
 		$groups = array();
 		if ( $notes['create'] ) {
-			$groups = UserRelay_Versions::BASE_GROUPS;
+			$groups = UserRelay_Facts::VERSION_GROUPS;
 		} elseif ( $notes['edit'] ) {
 			if ( $notes['email'] ) {
 				$groups[] = 'email';
@@ -259,7 +259,7 @@ final class UserRelay_Snapshot {
 	private function buried( WP_User $user ): string {
 		$email = UserRelay_Versions::gone( 'email', (string) $user->user_email );
 		$login = UserRelay_Versions::gone( 'login', (string) $user->user_login );
-		return UserRelay_Versions::newer( $email ?? UserRelay_Versions::MIN, $login ?? UserRelay_Versions::MIN );
+		return UserRelay_Versions::newer( $email ?? UserRelay_Facts::MIN_VERSION, $login ?? UserRelay_Facts::MIN_VERSION );
 	}
 
 	/**
@@ -278,7 +278,7 @@ final class UserRelay_Snapshot {
 			return false;
 		}
 		if ( '' === (string) $user->user_login ) {
-			error_log( "UserRelay: user {$user->ID} has no login; the relay needs one, so it is not reported" ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			error_log( "UserRelay: user {$user->ID} has no login; the relay needs one, so it is not reported" );
 			return false;
 		}
 		return true;
@@ -329,21 +329,17 @@ final class UserRelay_Snapshot {
 	 * @param WP_User $user The user.
 	 */
 	public function fields( WP_User $user ): array {
-		$user_id = (int) $user->ID;
-		return array(
-			'id'           => $user_id,
-			'login'        => (string) $user->user_login,
-			'email'        => (string) $user->user_email,
-			'first_name'   => (string) get_user_meta( $user_id, 'first_name', true ),
-			'last_name'    => (string) get_user_meta( $user_id, 'last_name', true ),
-			'nickname'     => (string) get_user_meta( $user_id, 'nickname', true ),
-			'display_name' => (string) $user->display_name,
-			'url'          => (string) $user->user_url,
-			'description'  => (string) get_user_meta( $user_id, 'description', true ),
-			'locale'       => (string) get_user_meta( $user_id, 'locale', true ),
-			'registered'   => (string) $user->user_registered,
-			'roles'        => array_values( (array) $user->roles ),
+		$fields = array(
+			'id'    => (int) $user->ID,
+			'login' => (string) $user->user_login,
+			'email' => (string) $user->user_email,
 		);
+		foreach ( UserRelay_Profile::edited() as $field ) {
+			$fields[ $field ] = UserRelay_Profile::value( $user, $field );
+		}
+		$fields['registered'] = (string) $user->user_registered;
+		$fields['roles']      = array_values( (array) $user->roles );
+		return $fields;
 	}
 
 	/**
@@ -414,7 +410,7 @@ final class UserRelay_Snapshot {
 	private function current_hashes( array $user_ids ): array {
 		global $wpdb;
 		$user_ids = array_map( 'intval', $user_ids );
-		$rows     = $wpdb->get_results( "SELECT ID, user_pass FROM {$wpdb->users} WHERE ID IN (" . implode( ',', $user_ids ) . ')', OBJECT_K ); // phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared
+		$rows     = $wpdb->get_results( "SELECT ID, user_pass FROM {$wpdb->users} WHERE ID IN (" . implode( ',', $user_ids ) . ')', OBJECT_K );
 		$hashes   = array();
 		foreach ( $user_ids as $user_id ) {
 			if ( isset( $rows[ $user_id ] ) ) {

@@ -26,6 +26,9 @@ if ( ! defined( 'ABSPATH' ) ) {
 	exit;
 }
 
+// The shared facts this rule is made of; also loaded on its own by the relay's tests.
+require_once __DIR__ . '/class-userrelay-facts.php';
+
 /**
  * The version rule.
  */
@@ -39,12 +42,6 @@ final class UserRelay_Versions {
 
 	/** Options holding when a person was deleted here, by match key (tombstones). */
 	const GONE_OPTION = 'userrelay_gone_';
-
-	/** Groups every user has (meta keys come on top). */
-	const BASE_GROUPS = array( 'created', 'profile', 'email', 'password', 'roles', 'meta:*' );
-
-	/** The oldest possible version: what a group no one ever versioned holds. */
-	const MIN = '0.0@';
 
 	/** Most digits of a version's ms and counter (PHP integers are 64 bits). */
 	const PATTERN = '/^(\d{1,15})\.(\d{1,9})@([\x21-\x7E]{0,64})$/D';
@@ -101,7 +98,7 @@ final class UserRelay_Versions {
 	 * @param string|null $b Another.
 	 */
 	public static function newer( $a, $b ): string {
-		return self::compare( $a, $b ) >= 0 ? (string) ( $a ?? self::MIN ) : (string) $b;
+		return self::compare( $a, $b ) >= 0 ? (string) ( $a ?? UserRelay_Facts::MIN_VERSION ) : (string) $b;
 	}
 
 	/**
@@ -134,7 +131,7 @@ final class UserRelay_Versions {
 		if ( 0 === strpos( $group, 'meta:' ) && isset( $stored['meta:*'] ) && is_string( $stored['meta:*'] ) ) {
 			return $stored['meta:*'];
 		}
-		return self::MIN;
+		return UserRelay_Facts::MIN_VERSION;
 	}
 
 	/**
@@ -153,7 +150,7 @@ final class UserRelay_Versions {
 		$apply = array();
 		$skip  = array();
 		foreach ( $groups as $group ) {
-			$version = isset( $delivered[ $group ] ) && is_string( $delivered[ $group ] ) ? $delivered[ $group ] : self::MIN;
+			$version = isset( $delivered[ $group ] ) && is_string( $delivered[ $group ] ) ? $delivered[ $group ] : UserRelay_Facts::MIN_VERSION;
 			$held    = self::held( $stored, $group, $implied );
 			$newer   = self::compare( $held, $version ) >= 0;
 			if ( $newer && $source_wins ) {
@@ -208,7 +205,7 @@ final class UserRelay_Versions {
 	public static function record( ?array $stored, array $apply, array $delivered, array $implied, bool $source_wins = false ): array {
 		$map = null === $stored ? self::materialize( $implied ) : $stored;
 		foreach ( $apply as $group ) {
-			$version       = $delivered[ $group ] ?? self::MIN;
+			$version       = $delivered[ $group ] ?? UserRelay_Facts::MIN_VERSION;
 			$map[ $group ] = $source_wins ? $version : self::newer( self::held( $map, $group, $implied ), $version );
 		}
 		return $map;
@@ -222,7 +219,7 @@ final class UserRelay_Versions {
 	 */
 	public static function materialize( array $implied ): array {
 		$map = array();
-		foreach ( self::BASE_GROUPS as $group ) {
+		foreach ( UserRelay_Facts::VERSION_GROUPS as $group ) {
 			$map[ $group ] = 'created' === $group ? $implied['created'] : $implied['changed'];
 		}
 		return $map;
@@ -234,7 +231,7 @@ final class UserRelay_Versions {
 	 * @param array $map Group => version.
 	 */
 	public static function newest( array $map ): string {
-		$newest = self::MIN;
+		$newest = UserRelay_Facts::MIN_VERSION;
 		foreach ( $map as $version ) {
 			if ( is_string( $version ) ) {
 				$newest = self::newer( $newest, $version );
@@ -333,7 +330,7 @@ final class UserRelay_Versions {
 	 * @param string[] $groups The groups changed here.
 	 * @param string   $floor  A version the stamp must pass too (a tombstone), if any.
 	 */
-	public static function stamp( WP_User $user, array $groups, string $floor = self::MIN ): array {
+	public static function stamp( WP_User $user, array $groups, string $floor = UserRelay_Facts::MIN_VERSION ): array {
 		$map     = self::of( $user );
 		$version = self::tick( self::newer( self::newer( self::clock(), self::newest( $map ) ), $floor ), self::now_ms(), self::site() );
 		foreach ( $groups as $group ) {
@@ -361,8 +358,8 @@ final class UserRelay_Versions {
 	 */
 	public static function clock(): string {
 		global $wpdb;
-		$value = $wpdb->get_var( $wpdb->prepare( "SELECT option_value FROM {$wpdb->options} WHERE option_name = %s", self::CLOCK_OPTION ) ); // phpcs:ignore WordPress.DB.DirectDatabaseQuery
-		return is_string( $value ) && null !== self::parse( $value . '@' ) ? $value . '@' : self::MIN;
+		$value = $wpdb->get_var( $wpdb->prepare( "SELECT option_value FROM {$wpdb->options} WHERE option_name = %s", self::CLOCK_OPTION ) );
+		return is_string( $value ) && null !== self::parse( $value . '@' ) ? $value . '@' : UserRelay_Facts::MIN_VERSION;
 	}
 
 	/**
@@ -378,7 +375,7 @@ final class UserRelay_Versions {
 		}
 		$value = $parts[0] . '.' . $parts[1];
 		// Straight to the table: the options cache of another request would not see it anyway.
-		$wpdb->query( $wpdb->prepare( "INSERT INTO {$wpdb->options} (option_name, option_value, autoload) VALUES (%s, %s, 'no') ON DUPLICATE KEY UPDATE option_value = VALUES(option_value)", self::CLOCK_OPTION, $value ) ); // phpcs:ignore WordPress.DB.DirectDatabaseQuery
+		$wpdb->query( $wpdb->prepare( "INSERT INTO {$wpdb->options} (option_name, option_value, autoload) VALUES (%s, %s, 'no') ON DUPLICATE KEY UPDATE option_value = VALUES(option_value)", self::CLOCK_OPTION, $value ) );
 	}
 
 	/**
