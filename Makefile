@@ -19,9 +19,10 @@ run: $(STAMP)  ## the relay on the example config and its SQLite file under var/
 test: $(STAMP)  ## every test, the real-WordPress suite included
 	$(BIN)/python -m pytest -ra
 
-lint: $(STAMP) lint-php
+lint: $(STAMP) lint-php  ## ruff, mypy strict, the import layers of relay/, and the plugin's PHP
 	$(BIN)/ruff check relay tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 lint-php:  ## the plugin: php -l on every file, then PHP_CodeSniffer with phpcs.xml.dist
 	@status=0; for f in $$(find plugin-stub -name '*.php' | sort); do \

@@ -14,6 +14,11 @@ SYNC_TYPES_SUPPORTED = ("users",)
 SYNC_TYPES_PLANNED = ("orders", "posts")
 MATCH_BY = ("email", "login")
 
+#: The protocol version spoken here, sent in the ``userrelay-protocol`` header both ways.
+PROTOCOL = 2
+#: Where the plugin's routes live, relative to a site's URL.
+PLUGIN_BASE = "/wp-json/userrelay/v1"
+
 #: Standard Webhooks secret prefix; the rest is base64 of the key bytes.
 KEY_PREFIX = "whsec_"
 KEY_BYTES = 32

@@ -92,7 +92,7 @@ async def world(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> Any
             "database": str(tmp_path / "relay.sqlite3"),
             "delivery": {"retry_schedule": [0.05], "jitter": 0, "timeout": 5, "lease": 10,
                          "shutdown_grace": 2},
-            "backfill": {"page_size": 10, **backfill_settings},
+            "initial_sync": {"page_size": 10, **backfill_settings},
             "sites": [site("a", directory.url), site("b", b.url)],
             "links": [{"id": "a-b", "site": "a", "remote": "b", "direction": direction,
                        "outgoing": outgoing, "incoming": EVERYTHING}]}, base_dir=tmp_path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from typing import Any
 
@@ -32,8 +33,9 @@ SHOWN = 50
 
 
 def register(commands: Any, default_config: str) -> None:
-    drift = commands.add_parser("drift", help="compare the two sites of a link and report "
-                                "what differs (--repair queues the fixes)")
+    drift = commands.add_parser("reconcile", aliases=["drift"],
+                                help="compare the two sites of a link and report what differs "
+                                "(--repair queues the fixes); `drift` is its former name")
     drift.add_argument("link")
     drift.add_argument("--repair", action="store_true", help="queue the fixes as events from "
                        "their source, through the ordinary path (obeying the link's actions)")
@@ -46,6 +48,9 @@ def register(commands: Any, default_config: str) -> None:
 
 def _drift(args: argparse.Namespace) -> int:
     logs.configure("warning")  # the report is the output; log lines go to stderr, if any
+    if getattr(args, "command", None) == "drift":
+        print("note: `userrelay drift` is now `userrelay reconcile`; the old name still works",
+              file=sys.stderr)
     config = config_module.load(args.config)
     if args.link not in config.links:
         raise ConfigError(args.config, [f"links: no link {args.link!r}; configured links: "

@@ -38,7 +38,9 @@ def register(commands: Any, default_config: str) -> None:
     start.set_defaults(run=_start)
 
     progress = actions.add_parser(
-        "progress", help="how far a link's initial sync is: users done of total, rate, time left")
+        "initial-sync", aliases=["progress"],
+        help="how far a link's initial sync is: users done of total, rate, time left "
+             "(`progress` is its former name)")
     progress.add_argument("link")
     progress.add_argument("--config", default=default_config, help="YAML configuration file")
     progress.add_argument("--json", action="store_true", help="machine-readable output")

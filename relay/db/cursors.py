@@ -70,7 +70,7 @@ def begin(conn: sqlite3.Connection, config: Config, link_id: str, now: float) ->
     conn.executemany(
         "INSERT INTO backfills (link, source, generation, started_at, updated_at) "
         "VALUES (?, ?, ?, ?, ?)", [(link_id, s, generation, now, now) for s in sources_of(link)])
-    log.info("backfill_begun", link=link_id, generation=generation, sources=sources_of(link))
+    log.info("initial_sync_begun", link=link_id, generation=generation, sources=sources_of(link))
     return generation
 
 

@@ -25,11 +25,10 @@ import secrets
 import time
 from typing import Any
 
+from relay.constants import PROTOCOL
 from relay.errors import BadSignature, ProtocolMismatch
 from relay.keys.crypto import SiteKey
 
-#: The protocol version spoken here, sent in the ``userrelay-protocol`` header both ways.
-PROTOCOL = 2
 PROTOCOL_HEADER = "userrelay-protocol"
 HKDF_SALT = b"userrelay"
 

@@ -22,6 +22,8 @@ from relay.model import versions
 #: rename reported with this event).
 PROFILE_FIELDS = ("first_name", "last_name", "nickname", "display_name", "url", "registered",
                   "description", "locale", "renamed_from")
+#: The profile fields WordPress keeps as user meta (they travel as profile, never as meta).
+PROFILE_META_FIELDS = ("first_name", "last_name", "nickname", "description", "locale")
 #: Fields that identify the person and are always sent, for matching.
 IDENTITY_FIELDS = ("login", "email")
 MAX_EVENTS_PER_REQUEST = 1000

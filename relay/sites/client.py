@@ -20,12 +20,11 @@ from typing import Any
 
 import aiohttp
 
+from relay.constants import PLUGIN_BASE, PROTOCOL
 from relay.keys import signatures
 from relay.keys.crypto import SiteKey
-from relay.keys.signatures import PROTOCOL, PROTOCOL_HEADER, Direction
+from relay.keys.signatures import PROTOCOL_HEADER, Direction
 
-#: Where the plugin's routes live, relative to a site's URL.
-PLUGIN_BASE = "/wp-json/userrelay/v1"
 #: The operations a plugin takes, each a signed POST to its own route.
 OPERATIONS = ("events", "ping", "users", "digests", "snapshots", "nudge")
 #: The most of an answer that is read; a larger one is cut (and then fails to parse).

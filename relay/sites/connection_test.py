@@ -38,10 +38,10 @@ import aiohttp
 
 from relay import __version__
 from relay.config import Config
+from relay.constants import PROTOCOL
 from relay.db.links import SiteTest
 from relay.keys.crypto import SiteKey
 from relay.keys.keystore import KeyStore
-from relay.keys.signatures import PROTOCOL
 from relay.model.routing import Router
 from relay.sites.client import PluginClient, tls_context
 from relay.sites.connection_report import (

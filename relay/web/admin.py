@@ -18,8 +18,9 @@ listen at all. The token is never logged, echoed, or put into an error message.
     POST /admin/sites                    {"id", "url", "label"}: add a site; its key, once
     POST /admin/links                    {"site", "remote", "direction", …, "start": true}
     POST /admin/links/{link}/edit        {"direction", "outgoing", "incoming", …}
-    GET  /admin/links/{link}/progress    the initial sync: done of total, rate, time left
-    POST /admin/links/{link}/drift       {"repair": false}: compare the link's two sites
+    GET  /admin/links/{link}/initial-sync  the initial sync: done of total, rate, time left
+    POST /admin/links/{link}/reconcile   {"repair": false}: compare the link's two sites
+    (``…/progress`` and ``…/drift``, their former names, still answer.)
     GET  /admin/history                  the last hour's events in, deliveries out and lag
     POST /admin/reload                   read the configuration file again (as SIGHUP)
 
@@ -151,8 +152,10 @@ def create_admin_app(relay: web.Application, token: str) -> web.Application:
     admin.router.add_post("/admin/sites", admin_sites.add_site)
     admin.router.add_post("/admin/links", admin_sites.add_link)
     admin.router.add_post("/admin/links/{link}/edit", admin_sites.edit_link)
-    admin.router.add_get("/admin/links/{link}/progress", admin_sites.link_progress)
-    admin.router.add_post("/admin/links/{link}/drift", admin_sites.drift_link)
+    admin.router.add_get("/admin/links/{link}/initial-sync", admin_sites.link_progress)
+    admin.router.add_post("/admin/links/{link}/reconcile", admin_sites.drift_link)
+    admin.router.add_get("/admin/links/{link}/progress", admin_sites.link_progress)  # former
+    admin.router.add_post("/admin/links/{link}/drift", admin_sites.drift_link)  # former
     admin.router.add_get("/admin/history", get_history)
     admin.router.add_post("/admin/reload", reload_config)
     admin.router.add_get("/admin/sites", admin_sites.list_sites)

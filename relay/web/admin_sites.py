@@ -245,6 +245,6 @@ async def drift_link(request: web.Request) -> web.Response:
     if report.enqueued:
         for courier in relay[COURIERS].values():
             courier.wake()
-    log.info("drift_compared", link=link, repair=repair, by="admin API", **report.summary())
+    log.info("reconcile_compared", link=link, repair=repair, by="admin API", **report.summary())
     return web.Response(text=status.masked(json.dumps(report.as_dict())) or "",
                         content_type="application/json")

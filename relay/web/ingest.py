@@ -17,6 +17,7 @@ from aiohttp import web
 
 from relay import __version__
 from relay.config import protected_meta
+from relay.constants import PROTOCOL
 from relay.db import queue
 from relay.errors import (
     BadSignature,
@@ -28,7 +29,7 @@ from relay.errors import (
     UnknownSite,
 )
 from relay.keys import signatures
-from relay.keys.signatures import PROTOCOL, PROTOCOL_HEADER, Direction
+from relay.keys.signatures import PROTOCOL_HEADER, Direction
 from relay.model import events
 from relay.model.events import parse_batch
 from relay.web import guard, metrics

@@ -85,7 +85,7 @@ def parse_page(body: bytes, cursor: Cursor, url: str) -> Page:
 def _event(user: Any, cursor: Cursor, where: str) -> Event | None:
     """One user of a page as a create event, or None (logged) if it is not one."""
     if not isinstance(user, dict):
-        log.warning("backfill_user_skipped", site=cursor.source, where=where,
+        log.warning("initial_sync_user_skipped", site=cursor.source, where=where,
                     reason="not an object")
         return None
     actions = ["create"]
@@ -105,7 +105,7 @@ def _event(user: Any, cursor: Cursor, where: str) -> Event | None:
     try:
         return replace(parse_event(raw, where), backfill=True)
     except InvalidEvent as exc:
-        log.warning("backfill_user_skipped", site=cursor.source, reason=exc.message)
+        log.warning("initial_sync_user_skipped", site=cursor.source, reason=exc.message)
         return None
 
 
@@ -151,7 +151,7 @@ class Backfiller:
             try:
                 moved = await self.step()
             except (sqlite3.Error, StoreUnavailable) as exc:  # the cursors stay; try again
-                log.error("backfill_failed", error=str(exc))
+                log.error("initial_sync_failed", error=str(exc))
                 moved = False
             if not moved:
                 await asyncio.sleep(POLL)
@@ -168,7 +168,7 @@ class Backfiller:
             if cursor.finished_at is not None:
                 if waiting == 0:
                     await self._db.transaction(complete, cursor, time.time())
-                    log.info("backfill_completed", link=cursor.link, source=cursor.source,
+                    log.info("initial_sync_completed", link=cursor.link, source=cursor.source,
                              generation=cursor.generation, users=cursor.done)
                 continue
             if waiting >= self._window:
@@ -184,7 +184,7 @@ class Backfiller:
             when, last = self._retry.get((cursor.link, cursor.source), (0.0, 0.0))
             wait = min(RETRY_MOST, last * 2 if last else RETRY_FIRST)
             self._retry[(cursor.link, cursor.source)] = (time.time() + wait, wait)
-            log.warning("backfill_page_unread", link=cursor.link, site=cursor.source,
+            log.warning("initial_sync_page_unread", link=cursor.link, site=cursor.source,
                         after=cursor.after, error=str(exc), retry_in=wait)
             await self._db.transaction(record_error, cursor, str(exc), time.time())
             return False
@@ -193,7 +193,7 @@ class Backfiller:
         answer = await self._group.submit(take_page, cursor, page, routes, time.time())
         if answer is None:
             return False
-        log.info("backfill_page", link=cursor.link, site=cursor.source, after=cursor.after,
+        log.info("initial_sync_page", link=cursor.link, site=cursor.source, after=cursor.after,
                  users=len(page.events), deliveries=answer.get("deliveries", 0),
                  last=page.next is None)
         if answer.get("deliveries"):

@@ -238,7 +238,8 @@ async def link_action(request: web.Request) -> web.Response:
 async def drift(request: web.Request) -> web.Response:
     link = request.match_info["link"]
     repair = one(await form(request), "repair") == "1"
-    answer = await api(request).post(request, f"/admin/links/{link}/drift", {"repair": repair})
+    answer = await api(request).post(request, f"/admin/links/{link}/reconcile",
+                                     {"repair": repair})
     if not answer.ok:
         return await _back(request, answer, "")
     return render(request, "drift.html", link=link, report=answer.body, repaired=repair)

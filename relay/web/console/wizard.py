@@ -281,7 +281,7 @@ async def edit(request: web.Request) -> web.StreamResponse:
 
 async def _progress(request: web.Request) -> dict[str, Any]:
     link = request.match_info["link"]
-    answer = await api(request).get(request, f"/admin/links/{link}/progress")
+    answer = await api(request).get(request, f"/admin/links/{link}/initial-sync")
     if answer.ok:
         return {"link": link, "progress": answer.body, "waiting": None}
     return {"link": link, "progress": None, "waiting": answer.error}
