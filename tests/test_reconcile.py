@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from relay.cli import drift as cli_drift
+from relay.cli import reconcile as cli_reconcile
 from relay.config import Config
 from relay.db import status
 from relay.db.links import LinkBook
@@ -344,7 +344,7 @@ async def test_the_text_report_names_each_difference_and_its_fix(world: Any) -> 
     w.a.add(1, "ada@example.test", first_name="A", modified=2000.0)
     w.b.add(1, "ada@example.test", first_name="B", modified=1000.0)
     w.b.add(2, "bob@example.test")
-    text = cli_drift.render(await w.drift())
+    text = cli_reconcile.render(await w.drift())
     assert "in step: 0; missing: 1; differ: 0; conflicts: 1" in text
     assert ("CONFLICT ada@example.test (a #1, b #1): differs in profile; most recent change "
             "wins: a changed at 1970-01-01 00:33:20 UTC") in text

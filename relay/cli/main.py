@@ -34,7 +34,7 @@ CONFIG_HELP = ("YAML configuration file (default: $USERRELAY_CONFIG, else config
                f"current folder; now {DEFAULT_CONFIG})")
 #: Modules adding command groups; each has ``register(commands, default_config)``.
 COMMAND_MODULES: tuple[str, ...] = ("relay.cli.sites", "relay.cli.dead", "relay.cli.links",
-                                    "relay.cli.drift")
+                                    "relay.cli.reconcile")
 
 
 def main(argv: list[str] | None = None) -> int:

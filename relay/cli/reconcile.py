@@ -1,4 +1,5 @@
-"""``userrelay drift LINK [--repair] [--json]``: do the two sites of a link agree?
+"""``userrelay reconcile`` (formerly ``drift``): compare a link's two sites, report what
+differs, and repair it when asked.
 
 See relay/work/reconcile.py for how the sites are compared and repaired.
 
