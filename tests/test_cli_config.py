@@ -180,13 +180,13 @@ def test_the_wizard_prints_the_public_url_for_userrelay_url_and_warns_of_loopbac
     assert f"set public_url in {other}" in loopback.out
 
 
-def test_drift_on_an_untested_link_stops_before_contacting_a_site(tmp_path: Path) -> None:
+def test_reconcile_on_an_untested_link_stops_before_contacting_a_site(tmp_path: Path) -> None:
     path = tmp_path / "relay.yaml"
     path.write_text(TWO_SITES + LINK)
     userrelay("keys", "generate", "shop", "--config", path)
     userrelay("keys", "generate", "branch", "--config", path)
 
-    result = userrelay("drift", "shop-branch", "--config", path)
+    result = userrelay("reconcile", "shop-branch", "--config", path)
 
     assert 1 == result.code
     assert result.err.startswith("userrelay: link 'shop-branch' cannot be compared yet: site "
