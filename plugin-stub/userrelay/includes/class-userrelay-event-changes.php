@@ -154,7 +154,7 @@ final class UserRelay_Event_Changes {
 			$this->touched = $user->ID;
 			$status        = 201;
 		} elseif ( array_intersect( array( 'create', 'edit' ), $actions ) ) {
-			$this->writer->update_profile( $user, $data, true, true, $match );
+			$this->writer->update_profile( $user, $data, ! self::keeps( $event, 'email' ), true, $match );
 		}
 		$this->writer->write_hash( $user->ID, $hash );
 		$this->writer->write_roles( $user->ID, $roles );
@@ -258,7 +258,7 @@ final class UserRelay_Event_Changes {
 			$this->touched = $user->ID;
 			$status        = 201;
 		} else {
-			$this->writer->update_profile( $user, $data, in_array( 'email', $apply, true ), in_array( 'profile', $apply, true ), $match );
+			$this->writer->update_profile( $user, $data, in_array( 'email', $apply, true ) && ! self::keeps( $event, 'email' ), in_array( 'profile', $apply, true ), $match );
 		}
 		$this->writer->write_hash( $user->ID, $hash );
 		$this->writer->write_roles( $user->ID, $roles );
@@ -281,6 +281,18 @@ final class UserRelay_Event_Changes {
 			UserRelay_Snapshot::modified_now( $user->ID, (float) $event['occurred_at'] );
 		}
 		return array( $status, $user->ID );
+	}
+
+	/**
+	 * Whether the delivery says to keep this field of a user held here as it is (its "keep":
+	 * a link whose fields leave out email sends it for matching only). A user the delivery
+	 * creates gets it anyway: an account needs one.
+	 *
+	 * @param array  $event A checked event.
+	 * @param string $field A field of the user.
+	 */
+	private static function keeps( array $event, string $field ): bool {
+		return isset( $event['keep'] ) && is_array( $event['keep'] ) && in_array( $field, $event['keep'], true );
 	}
 
 	/**
