@@ -112,7 +112,7 @@ final class UserRelay_Directory {
 	 * @param int $user_id User id.
 	 * @return array<string, mixed>
 	 */
-	private function meta( int $user_id ): array {
+	public function meta( int $user_id ): array {
 		$meta = array();
 		foreach ( (array) get_user_meta( $user_id ) as $key => $values ) {
 			$key = (string) $key;

@@ -242,7 +242,8 @@ final class UserRelay_REST {
 	}
 
 	/**
-	 * POST /ping: who we are, what we can take and our clock (the relay's connection test).
+	 * POST /ping: who we are, what we can take, our roles and our clock (the relay's connection
+	 * test).
 	 * With check_relay, also whether the relay accepts a ping signed here (the other way).
 	 *
 	 * @return WP_REST_Response
@@ -256,6 +257,7 @@ final class UserRelay_REST {
 			'hash_formats'           => UserRelay_Delivery_Checks::hash_formats(),
 			'hash_formats_by_plugin' => UserRelay_Passwords::formats_by_plugin(),
 			'time'                   => microtime( true ),
+			'roles'                  => self::roles(),
 		);
 		if ( ! empty( $this->signed['check_relay'] ) ) {
 			$answer['relay_check'] = ( new UserRelay_Relay_Client( $this->settings ) )->relay_check();
@@ -265,6 +267,22 @@ final class UserRelay_REST {
 			}
 		}
 		return new WP_REST_Response( $answer, 200 );
+	}
+
+	/**
+	 * Every role of this site, slug and name (the relay names a link's role a site lacks).
+	 *
+	 * @return array[]
+	 */
+	private static function roles(): array {
+		$roles = array();
+		foreach ( wp_roles()->get_names() as $slug => $name ) {
+			$roles[] = array(
+				'slug' => (string) $slug,
+				'name' => translate_user_role( (string) $name ),
+			);
+		}
+		return $roles;
 	}
 
 	/**

@@ -79,6 +79,7 @@ final class UserRelay_Snapshot {
 					'id'    => $user_id,
 					'login' => $gone['login'],
 					'email' => $gone['email'],
+					'roles' => isset( $gone['roles'] ) ? array_values( (array) $gone['roles'] ) : array(),
 				),
 				$origins,
 				array(
@@ -170,9 +171,70 @@ final class UserRelay_Snapshot {
 				}
 			}
 		}
-		$versions = UserRelay_Versions::stamp( $user, $this->changed_groups( $notes, $actions, $fields ), $notes['create'] ? $this->buried( $user ) : UserRelay_Facts::MIN_VERSION );
+		$changed = $this->changed_groups( $notes, $actions, $fields );
+		$whole   = in_array( 'roles', $actions, true );
+		if ( $whole ) {
+			// A user who enters a link's roles is sent as a create with everything: the event
+			// carries the user whole (docs/protocol.md, "whole"); only what changed is stamped.
+			$fields = $this->whole( $user_id, $fields, $hash );
+		}
+		$versions = UserRelay_Versions::stamp( $user, $changed, $notes['create'] ? $this->buried( $user ) : UserRelay_Facts::MIN_VERSION );
 		self::modified_now( $user_id, $notes['at'] );
-		return $this->event( $user_id, $notes['at'], $actions, $fields, $origins, self::carried( $versions, $actions, $fields ) );
+		$carried = $whole ? self::carried( $versions, UserRelay_Facts::ACTIONS, $fields ) : self::carried( $versions, $actions, $fields );
+		return $this->event( $user_id, $notes['at'], $actions, $fields, $origins, $carried, $whole ? array( 'whole' => true ) : array() );
+	}
+
+	/**
+	 * "Send to partner sites now" (Users → All Users): the user whole, as a resend with every
+	 * action (docs/protocol.md, "resend"), carrying the versions the user holds (nothing is
+	 * stamped: nothing changed). Null for a user this site does not report (privileged, another
+	 * blog's, without a login).
+	 *
+	 * @param WP_User $user The user.
+	 * @return array|null The outbox entry.
+	 */
+	public function resend( WP_User $user ): ?array {
+		if ( ! $this->reported( $user ) ) {
+			return null;
+		}
+		$hashes = $this->current_hashes( array( (int) $user->ID ) );
+		if ( ! isset( $hashes[ (int) $user->ID ] ) ) {
+			return null;
+		}
+		$user    = get_userdata( (int) $user->ID );
+		$actions = array( 'create', 'edit', 'password', 'roles', 'metadata' );
+		$fields  = $this->whole( (int) $user->ID, $this->fields( $user ), $hashes[ (int) $user->ID ] );
+		return $this->event(
+			(int) $user->ID,
+			microtime( true ),
+			$actions,
+			$fields,
+			array(),
+			self::carried( UserRelay_Versions::of( $user ), $actions, $fields ),
+			array(
+				'whole'  => true,
+				'resend' => true,
+			)
+		);
+	}
+
+	/**
+	 * The protocol's user object made whole: the password hash and every syncable meta key (as
+	 * the users route lists a user, UserRelay_Directory), beside what the event already holds
+	 * (a removed key stays in meta_deleted).
+	 *
+	 * @param int    $user_id User id.
+	 * @param array  $fields  The event's user.
+	 * @param string $hash    The stored password hash.
+	 */
+	private function whole( int $user_id, array $fields, string $hash ): array {
+		$fields['password_hash'] = $hash;
+		$meta                    = ( new UserRelay_Directory( $this->settings ) )->meta( $user_id );
+		$fields['meta']          = (object) array_merge( $meta, isset( $fields['meta'] ) ? (array) $fields['meta'] : array() );
+		if ( ! isset( $fields['meta_deleted'] ) ) {
+			$fields['meta_deleted'] = array();
+		}
+		return $fields;
 	}
 
 	/**
@@ -383,14 +445,15 @@ final class UserRelay_Snapshot {
 	 * @param array    $fields   The "user" object.
 	 * @param array    $origins  Origins of applied deliveries.
 	 * @param array    $versions The versions of the groups the event carries.
+	 * @param array    $marks    Flags of the event: whole, resend.
 	 */
-	private function event( int $user_id, float $at, array $actions, array $fields, array $origins, array $versions ): array {
+	private function event( int $user_id, float $at, array $actions, array $fields, array $origins, array $versions, array $marks = array() ): array {
 		$payload = array(
 			'occurred_at' => round( $at, 3 ),
 			'actions'     => $actions,
 			'user'        => $fields,
 			'versions'    => $versions,
-		);
+		) + $marks;
 		if ( isset( $origins[ $user_id ] ) ) {
 			// A change made while a delivery was applied: the relay drops it (loop guard).
 			$payload['origin'] = $origins[ $user_id ];
