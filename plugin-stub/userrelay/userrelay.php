@@ -47,6 +47,8 @@ require_once __DIR__ . '/includes/class-userrelay-applier.php';
 require_once __DIR__ . '/includes/class-userrelay-rest.php';
 require_once __DIR__ . '/includes/class-userrelay-connection-test.php';
 require_once __DIR__ . '/includes/class-userrelay-admin.php';
+require_once __DIR__ . '/includes/class-userrelay-users-screen.php';
+require_once __DIR__ . '/includes/class-userrelay-user-panel.php';
 require_once __DIR__ . '/includes/class-userrelay-plugin.php';
 
 register_activation_hook( __FILE__, array( 'UserRelay_Plugin', 'activate' ) );

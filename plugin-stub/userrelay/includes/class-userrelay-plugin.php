@@ -56,6 +56,8 @@ final class UserRelay_Plugin {
 		}
 		if ( is_admin() ) {
 			( new UserRelay_Admin( $settings, $outbox ) )->register();
+			( new UserRelay_Users_Screen( $settings, $outbox ) )->register();
+			( new UserRelay_User_Panel( $settings ) )->register();
 		}
 		add_filter( 'cron_schedules', array( __CLASS__, 'cron_schedules' ) );
 		add_action( self::CRON_HOOK, array( __CLASS__, 'on_cron' ) );

@@ -1,6 +1,7 @@
 <?php
 /**
- * The HTTP side of talking to the relay: signed event batches, health, and the connection test.
+ * The HTTP side of talking to the relay: signed event batches, health, the connection test, and
+ * the read-only views of this site (overview, user status).
  *
  * Uses wp_remote_post()/wp_remote_get(), not the wp_safe_ variants: those refuse every port but
  * 80, 443 and 8080, and a relay often listens elsewhere (8480 by default). Answers are returned
@@ -134,6 +135,33 @@ final class UserRelay_Relay_Client {
 				'timeout'     => self::TEST_TIMEOUT,
 				'redirection' => 0,
 				'headers'     => UserRelay_Signature::headers( $key, 'msg_overview_' . wp_generate_password( 20, false ), $body ),
+				'body'        => $body,
+				'user-agent'  => 'UserRelay-Plugin/' . USERRELAY_PLUGIN_VERSION . '; ' . home_url(),
+			)
+		);
+		return self::answer( $response );
+	}
+
+	/**
+	 * POST {relay}/v1/sites/{site}/user-status, signed: per partner site, the state of the last
+	 * change of each of these users of this site (read-only, this site's users only).
+	 *
+	 * @param int[] $user_ids This site's user ids (1 to 100).
+	 * @param int   $timeout  Seconds (a wp-admin page waits for it).
+	 * @return array{status: int|null, body: string, error: string|null, retry_after: int|null, date: int|null}
+	 */
+	public function user_status( array $user_ids, int $timeout = self::TEST_TIMEOUT ): array {
+		$key = $this->settings->hmac_key();
+		if ( null === $key ) {
+			return self::failure( implode( ' ', $this->settings->problems() ) );
+		}
+		$body     = UserRelay_Signature::envelope( 'user-status', $this->settings->site(), array( 'user_ids' => array_values( array_map( 'intval', $user_ids ) ) ) );
+		$response = wp_remote_post(
+			$this->settings->url() . '/v1/sites/' . rawurlencode( $this->settings->site() ) . '/user-status',
+			array(
+				'timeout'     => $timeout,
+				'redirection' => 0,
+				'headers'     => UserRelay_Signature::headers( $key, 'msg_user_status_' . wp_generate_password( 20, false ), $body ),
 				'body'        => $body,
 				'user-agent'  => 'UserRelay-Plugin/' . USERRELAY_PLUGIN_VERSION . '; ' . home_url(),
 			)
