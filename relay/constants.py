@@ -6,6 +6,10 @@ from __future__ import annotations
 ACTIONS = ("create", "edit", "delete", "password", "roles", "metadata")
 #: What a link allows when it names no actions: the recommended set.
 RECOMMENDED_ACTIONS = ("create", "edit", "roles")
+#: The fields a link's ``fields`` may name: the profile fields a site admin chooses from, and
+#: email (left out, it still travels to find the person, and is kept on the target).
+LINK_FIELDS = ("first_name", "last_name", "nickname", "display_name", "url", "description",
+               "locale", "email")
 #: Actions that change an existing user and that a later delete makes pointless.
 UPDATE_ACTIONS = frozenset({"edit", "password", "roles", "metadata"})
 

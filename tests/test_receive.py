@@ -173,7 +173,7 @@ async def test_an_answer_says_what_was_done_with_each_event(two_sites: Any) -> N
 
     assert 202 == status
     assert {"status": "accepted", "accepted": 1, "duplicates": 0, "echoes": 1,
-            "deliveries": 1} == answer
+            "deliveries": 1, "unjudged": 0, "filtered": []} == answer
     assert json.dumps(answer)  # plain JSON, no secrets
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from relay import config as config_module
 from relay.cli import remove as cli_remove
-from relay.config import Config
+from relay.config import Config, Link, link_rules
+from relay.constants import LINK_FIELDS
 from relay.db import cursors
 from relay.db.links import ACTIVE, PAUSED, TESTED, LinkBook, LinkState
 
@@ -61,7 +62,8 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: v.as_dict() for k, v in states.items()}, indent=2))
     else:
-        print("\n".join(describe(config, s) for s in states.values()) or "No links configured.")
+        print("\n".join(describe(config, s) + rules(config.links[s.link])
+                        for s in states.values()) or "No links configured.")
     return 0
 
 
@@ -74,9 +76,12 @@ def _start(args: argparse.Namespace) -> int:
         print(f"{describe(config, after)} (it already was)")
     else:
         print(f"{describe(config, after)}; what is queued for it goes out now")
-    if not before.started:
+    if not before.started and config.links[args.link].initial_sync:
         print(f"Its initial sync sends the users the sites already have; "
-              f"{config.command(f'links progress {args.link}')} shows how far it is.")
+              f"{config.command(f'links initial-sync {args.link}')} shows how far it is.")
+    elif not before.started:
+        print("It has initial_sync: false: the users the sites already have stay where they "
+              "are; changes from now on, and \"send now\" from wp-admin, go across.")
     return 0
 
 
@@ -99,6 +104,19 @@ def _pause(args: argparse.Namespace) -> int:
     print(f"{describe(config, state)}. Events keep queueing; "
           f"{config.command(f'links start {args.link}')} resumes it.")
     return 0
+
+
+def rules(link: Link) -> str:
+    """Who and what the link syncs, when it says more than the defaults, on a line of its own."""
+    said = []
+    if link.roles_outgoing is not None or link.roles_incoming is not None:
+        said.append("roles " + link_rules.role_rules_text(link.roles_outgoing,
+                                                          link.roles_incoming))
+    if link.fields != frozenset(LINK_FIELDS):
+        said.append(f"fields: {', '.join(sorted(link.fields)) or '(none)'}")
+    if not link.initial_sync:
+        said.append("initial sync: off")
+    return "\n    " + "; ".join(said) if said else ""
 
 
 def describe(config: Config, state: LinkState) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from relay.config import protected_meta
+from relay.config import link_rules, protected_meta
 from relay.config import yaml_doc as config_yaml
 from relay.config.sections import (
     ID_PATTERN,
@@ -321,7 +321,7 @@ def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[s
         problems.append(f"links: got {raw!r}; expected a list of links")
         return links
     fields = {"id", "site", "remote", "sync", "direction", "incoming", "outgoing", "match_by",
-              "reconcile", "meta_keys"}
+              "reconcile", "meta_keys", "roles", "fields", "initial_sync"}
     for i, item in enumerate(raw):
         where = f"links[{i}]"
         if not isinstance(item, dict):
@@ -367,6 +367,8 @@ def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[s
             problems.append(f"{where}.match_by: got {match_by!r}; expected one of "
                             f"{', '.join(MATCH_BY)}")
         every, repair = _reconcile(item.get("reconcile"), f"{where}.reconcile", problems)
+        roles_out, roles_in = link_rules.roles(item.get("roles"), direction, f"{where}.roles",
+                                               problems)
         links[link_id] = Link(
             id=link_id, site=str(ends[0]), remote=str(ends[1]), direction=str(direction),
             reconcile_every=every, reconcile_repair=repair,
@@ -375,6 +377,10 @@ def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[s
             outgoing=_actions(item.get("outgoing"), f"{where}.outgoing", problems),
             match_by=str(match_by),
             meta_keys=_meta_keys(item.get("meta_keys"), f"{where}.meta_keys", problems),
+            roles_outgoing=roles_out, roles_incoming=roles_in,
+            fields=link_rules.fields(item.get("fields"), f"{where}.fields", problems),
+            initial_sync=link_rules.initial_sync(item.get("initial_sync"),
+                                                 f"{where}.initial_sync", problems),
         )
     return links
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from relay.constants import RECOMMENDED_ACTIONS
+from relay.constants import LINK_FIELDS, RECOMMENDED_ACTIONS
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -235,6 +235,16 @@ class Link:
     #: The meta keys the link carries (exact, or a prefix ending in ``*``); None: every key
     #: that may be synced at all (relay/config/protected_meta.py).
     meta_keys: tuple[str, ...] | None = None
+    #: The role slugs whose users the link's site sends (judged by their roles on the site);
+    #: None: every user, as without role rules (relay/config/link_rules.py).
+    roles_outgoing: frozenset[str] | None = None
+    #: The role slugs the link's site accepts from the remote; None: every user.
+    roles_incoming: frozenset[str] | None = None
+    #: The profile fields (and email) the link carries; the default is every one of them.
+    fields: frozenset[str] = frozenset(LINK_FIELDS)
+    #: Whether the first start copies the users the sites already have (ADR 0006); false: only
+    #: changes from the start on, and "send now", travel.
+    initial_sync: bool = True
 
 
 @dataclass(frozen=True)

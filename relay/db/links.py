@@ -163,7 +163,9 @@ def start(conn: sqlite3.Connection, config: Config, link: str, now: float) -> Li
     conn.execute("INSERT INTO link_states (link, paused, reason, changed_at, started) "
                  "VALUES (?, 0, NULL, ?, 1) ON CONFLICT (link) DO UPDATE SET paused = 0, "
                  "reason = NULL, changed_at = excluded.changed_at, started = 1", (link, now))
-    if not current.started:  # first start: the users the sites already have go across too
+    if not current.started and config.links[link].initial_sync:
+        # first start: the users the sites already have go across too (unless the link says
+        # initial_sync: false, when only changes from now on, and "send now", travel)
         cursors.begin(conn, config, link, now)
     return read_states(conn, config)[link]
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from relay.constants import DEAD, DONE, LEASED, READY, SUPERSEDED, WAITING
-from relay.db import identity
+from relay.db import identity, scope
 from relay.model.events import Event
 from relay.model.for_target import for_target, merge_updates, versions_for
 from relay.model.routing import Route
@@ -61,7 +61,8 @@ def accept(conn: sqlite3.Connection, site: str, webhook_id: str, events: list[Ev
                            (site, webhook_id)).fetchone()
     if receipt is not None:
         return int(receipt[0]), json.loads(receipt[1])
-    counts = {"accepted": 0, "duplicates": 0, "echoes": 0, "deliveries": 0}
+    counts = {"accepted": 0, "duplicates": 0, "echoes": 0, "deliveries": 0, "unjudged": 0}
+    filtered: list[dict[str, str]] = []
     match_by = [(r.target, r.match_by) for r in routes]
     for event in events:
         outcome = "routed"
@@ -80,8 +81,23 @@ def accept(conn: sqlite3.Connection, site: str, webhook_id: str, events: list[Ev
         # A person new to the relay has no account elsewhere and no line yet: skip the lookups.
         person, new = identity.resolve(conn, site, event.user_id, event.user["email"],
                                        event.user["login"], match_by)
+        unjudged = False
         for route in routes:
-            actions, user = for_target(event, route.actions, route.meta_keys)
+            carried = event
+            if route.role_rules:
+                held = event.user.get("roles")
+                if held is None:  # an older plugin's event: no rule can judge it (ADR 17)
+                    unjudged = True
+                    scope.count(conn, route.link, scope.UNJUDGED, now)
+                else:
+                    verdict = _judged(conn, site, event, route, person, new, held, now)
+                    if isinstance(verdict, dict):
+                        filtered.append(verdict)
+                        continue
+                    if verdict:  # entered the rules: sent whole, as a create
+                        carried = _whole_create(event)
+            actions, user = for_target(carried, route.actions, route.meta_keys, route.fields,
+                                       route.roles_kept if route.role_rules else None)
             if not actions:
                 continue
             payload = {
@@ -97,21 +113,59 @@ def accept(conn: sqlite3.Connection, site: str, webhook_id: str, events: list[Ev
             }
             if event.backfill:  # the target keeps a copy changed after this snapshot
                 payload["backfill"] = True
-            carried = versions_for(event, actions, user)
-            if carried is not None:  # the target applies only groups newer than its own
-                payload["versions"] = carried
+            if carried.whole:
+                payload["whole"] = True
+            if event.resend:
+                payload["resend"] = True
+            kept = frozenset() if "email" in route.fields else frozenset({"email"})
+            if kept:  # travels to find the person; never written over the target's own
+                payload["keep"] = sorted(kept)
+            versions_carried = versions_for(event, actions, user, kept)
+            if versions_carried is not None:  # the target applies only groups newer than its own
+                payload["versions"] = versions_carried
                 # ... or, live from the source of a push or pull link, any not overtaken by
                 # that source's own (the initial sync keeps a copy changed after it: ADR 6)
                 if route.one_way and not event.backfill:
                     payload["source_wins"] = True
-            _enqueue(conn, site, event, route, person, payload, now, new)
+            _enqueue(conn, site, carried, route, person, payload, now, new)
+            if route.role_rules and not new:
+                scope.queued(conn, site, route.target, person)
             counts["deliveries"] += 1
+        counts["unjudged"] += int(unjudged)
         if event.kind == "delete":
             identity.forget(conn, site, person)
-    answer = {"status": "accepted", **counts}
+    answer = {"status": "accepted", **counts, "filtered": filtered}
     conn.execute("INSERT INTO receipts (site, webhook_id, status, answer, received_at) "
                  "VALUES (?, ?, ?, ?, ?)", (site, webhook_id, 202, json.dumps(answer), now))
     return 202, answer
+
+
+def _judged(conn: sqlite3.Connection, site: str, event: Event, route: Route, person: int,
+            new: bool, held: list[str], now: float) -> dict[str, str] | bool:
+    """Judge a change by the route's role rules, remembering the verdict: what the answer says
+    of it when a rule keeps it back, else whether the person just entered the rules."""
+    outside = route.outside(held)
+    was = None if new else scope.was_within(conn, route.link, route.target, person)
+    scope.remember(conn, route.link, route.target, person, outside is None, now)
+    if outside is not None:
+        rule, why = outside
+        scope.filtered(conn, site, route.target, person, rule.link, event.id, rule.rule, why,
+                       now)
+        return {"event": event.id, "target": route.target, "link": rule.link,
+                "rule": rule.rule, "reason": why}
+    return was is False and event.kind != "delete"
+
+
+def _whole_create(event: Event) -> Event:
+    """The change of a person who entered a link's role rules, as a create of everything it
+    carries (a whole event carries everything; the links then cut it to what they allow).
+    With edit beside it: a link that does not allow create still gets the profile."""
+    actions = {"create", "edit", "roles"}
+    if "password_hash" in event.user:
+        actions.add("password")
+    if "meta" in event.user:
+        actions.add("metadata")
+    return replace(event, actions=frozenset(actions), whole=True)
 
 
 def _enqueue(conn: sqlite3.Connection, source: str, event: Event, route: Route, person: int,

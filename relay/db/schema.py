@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS site_keys (
     site        TEXT PRIMARY KEY,
@@ -138,6 +138,39 @@ CREATE TABLE IF NOT EXISTS reconcile_runs (
     summary     TEXT
 );
 CREATE INDEX IF NOT EXISTS reconcile_runs_link ON reconcile_runs (link, id);
+-- A site's users' last changes per target (relay/db/user_status.py).
+CREATE INDEX IF NOT EXISTS deliveries_person ON deliveries (person, target, id);
+-- Whether a person was within a link's role rules at their last change judged for a target
+-- (relay/db/scope.py): one who enters is sent whole, as a create.
+CREATE TABLE IF NOT EXISTS link_scope (
+    link        TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    person      INTEGER NOT NULL,
+    in_scope    INTEGER NOT NULL,
+    updated_at  REAL NOT NULL,
+    PRIMARY KEY (link, target, person)
+);
+-- A person's last change from a site that a link's rule kept from a target (removed when a
+-- later change of theirs is queued for that target): what user-status says of it.
+CREATE TABLE IF NOT EXISTS filtered_changes (
+    source      TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    person      INTEGER NOT NULL,
+    link        TEXT NOT NULL,          -- the link whose rule it was
+    event_id    TEXT NOT NULL,
+    rule        TEXT NOT NULL,          -- roles.outgoing or roles.incoming
+    reason      TEXT NOT NULL,
+    at          REAL NOT NULL,
+    PRIMARY KEY (source, target, person)
+);
+-- How many changes each link's rules filtered (rule 'unjudged': let through unjudged).
+CREATE TABLE IF NOT EXISTS filter_counts (
+    link        TEXT NOT NULL,
+    rule        TEXT NOT NULL,
+    count       INTEGER NOT NULL,
+    last_at     REAL NOT NULL,
+    PRIMARY KEY (link, rule)
+);
 """
 #: Changes to tables an older database already has, by the version that made them. (New tables
 #: and indexes need no entry: SCHEMA creates whatever is missing.)
@@ -148,6 +181,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE site_keys ADD COLUMN previous_until REAL"),
     3: (),  # backfills: a new table, created by SCHEMA (the bump makes older databases run it)
     4: (),  # reconcile_runs: a new table, created by SCHEMA (likewise)
+    5: (),  # link_scope, filtered_changes, filter_counts, deliveries_person: new (likewise)
 }
 
 

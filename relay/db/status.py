@@ -21,12 +21,14 @@ from typing import Any
 
 from relay.config import Config
 from relay.constants import DEAD, DONE, LEASED, READY, WAITING
-from relay.db import cursors, links, reconcile_runs
+from relay.db import cursors, links, reconcile_runs, scope
 from relay.db.queue import IN_LINE
 from relay.logs import redact_secrets
 
 #: The window of the per-minute rates, in seconds.
 RATE_WINDOW = 60.0
+#: How ``render`` names what a link's rules did that is not a filter.
+_FILTERED = {scope.UNJUDGED: "let through unjudged (the plugin sent no roles: update it)"}
 
 
 def snapshot(conn: sqlite3.Connection, config: Config, now: float | None = None
@@ -53,10 +55,12 @@ def snapshot(conn: sqlite3.Connection, config: Config, now: float | None = None
         }
     states = link_states(conn, config)
     reconciled = reconcile_runs.last_runs(conn, list(config.links))
+    filtered = scope.counts(conn)
     per_link = {link.id: {"site": link.site, "remote": link.remote,
                           "direction": link.direction, **states[link.id],
                           "backfill": cursors.progress(conn, config, link.id, now),
-                          "last_reconcile": reconciled.get(link.id)}
+                          "last_reconcile": reconciled.get(link.id),
+                          "filtered": filtered.get(link.id, {})}
                 for link in config.links.values()}
     return {"at": round(now, 3), "sites": sites, "links": per_link}
 
@@ -152,6 +156,9 @@ def render(status: dict[str, Any], config_flag: str = "") -> str:
                      f"{lk['state']}{since}{why}")
         if lk.get("backfill") is not None:
             lines.append("    " + cursors.render(link_id, lk["backfill"], bar=False))
+        if lk.get("filtered"):  # kept back by its rules (unjudged: let through, no roles)
+            lines.append("    " + ", ".join(f"{_FILTERED.get(rule, 'filtered ' + rule)}: {n}"
+                                            for rule, n in lk["filtered"].items()))
         last = lk.get("last_reconcile")
         if last is not None:
             lines.append(f"    last reconciliation: {_duration(now - last['finished_at'])} ago"

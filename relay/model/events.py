@@ -65,6 +65,10 @@ class Event:
     #: The version of each field group the event carries (relay/model/versions.py); None from a
     #: plugin that sends none: its deliveries then apply as they say.
     versions: dict[str, str] | None = None
+    #: The user is carried whole (every profile field, password hash, roles, syncable meta).
+    whole: bool = False
+    #: A "send now" from wp-admin: sent again on purpose, routed by the links' rules as any.
+    resend: bool = False
 
     @property
     def user_id(self) -> int:
@@ -230,8 +234,12 @@ def _parse_event(raw: Any, where: str) -> Event:
     action_set = frozenset(actions)
     if "delete" in action_set and len(action_set) > 1:
         raise _fail(f"{where}.actions", "delete alone", actions)
-    if {"create", "edit"} <= action_set:
-        raise _fail(f"{where}.actions", "create or edit, not both", actions)
+    for flag in ("whole", "resend"):
+        if not isinstance(raw.get(flag, False), bool):
+            raise _fail(f"{where}.{flag}", "true or false", raw[flag])
+    if {"create", "edit"} <= action_set and raw.get("resend") is not True:
+        raise _fail(f"{where}.actions", "create or edit, not both (except in a resend)",
+                    actions)
     occurred_at = raw.get("occurred_at")
     if isinstance(occurred_at, bool) or not isinstance(occurred_at, int | float) \
             or not 0 <= occurred_at <= MAX_TIMESTAMP:
@@ -245,7 +253,8 @@ def _parse_event(raw: Any, where: str) -> Event:
             raise _fail(f"{where}.origin", "an object with string site and event_id", origin)
         origin = {"site": origin["site"], "event_id": origin["event_id"]}
     return Event(event_id, action_set, user, float(occurred_at), origin,
-                 versions=parse_versions(raw.get("versions"), f"{where}.versions"))
+                 versions=parse_versions(raw.get("versions"), f"{where}.versions"),
+                 whole=raw.get("whole") is True, resend=raw.get("resend") is True)
 
 
 #: Names of field groups a version may be given for (``meta:KEY`` besides).
@@ -295,10 +304,12 @@ def _parse_user(raw: Any, where: str, actions: frozenset[str]) -> dict[str, Any]
     if "password" in actions and not isinstance(raw.get("password_hash"), str):
         raise _fail(f"{where}.password_hash", "the password hash (actions include password)",
                     raw.get("password_hash"))
-    if "roles" in actions:
+    if "roles" in actions or "roles" in raw:
+        # Present in every event of a current plugin: the links' role rules judge by it.
         roles = raw.get("roles")
         if not isinstance(roles, list) or any(not isinstance(r, str) for r in roles):
-            raise _fail(f"{where}.roles", "a list of role names (actions include roles)", roles)
+            raise _fail(f"{where}.roles", "a list of role names" + (
+                " (actions include roles)" if "roles" in actions else ""), roles)
     if "meta" in raw:
         _check_meta(raw["meta"], f"{where}.meta")
     deleted = raw.get("meta_deleted", [])

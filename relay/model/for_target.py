@@ -5,41 +5,52 @@ updates of one person merged into one delivery that does what both would.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from relay.config import protected_meta
-from relay.constants import ACTIONS
+from relay.constants import ACTIONS, LINK_FIELDS
 from relay.model import versions
 from relay.model.events import IDENTITY_FIELDS, PROFILE_FIELDS, Event
 
 
 def for_target(event: Event, allowed: frozenset[str],
-               meta_keys: tuple[tuple[str, ...], ...] = ()
+               meta_keys: tuple[tuple[str, ...], ...] = (),
+               fields: frozenset[str] = frozenset(LINK_FIELDS),
+               roles_kept: Callable[[list[str]], list[str]] | None = None,
                ) -> tuple[frozenset[str], dict[str, Any]]:
     """The actions and user fields of ``event`` that a target allowed to receive ``allowed``;
     meta only as far as it may be synced at all and ``meta_keys`` (the links' allow-lists)
-    allow it (relay/config/protected_meta.py)."""
+    allow it (relay/config/protected_meta.py); of the profile fields only ``fields`` (the
+    links' choice: the rest are left as they are on the target); of the roles those
+    ``roles_kept`` keeps (the links' role rules). A create makes an edit in the same change
+    redundant (a create of a user the target holds updates them): never both."""
     actions = event.actions & allowed
+    if {"create", "edit"} <= actions:
+        actions -= {"edit"}
     user = {name: event.user[name] for name in IDENTITY_FIELDS}
     if actions & {"create", "edit"}:
-        user.update({k: event.user[k] for k in PROFILE_FIELDS if k in event.user})
+        user.update({k: event.user[k] for k in PROFILE_FIELDS
+                     if k in event.user and (k in fields or k not in LINK_FIELDS)})
     if "password" in actions:
         user["password_hash"] = event.user["password_hash"]
     if "roles" in actions:
-        user["roles"] = list(event.user["roles"])
+        roles = list(event.user["roles"])
+        user["roles"] = roles if roles_kept is None else roles_kept(roles)
     if "metadata" in actions:
         user["meta"], user["meta_deleted"] = protected_meta.carried(
             event.user.get("meta", {}), event.user.get("meta_deleted", []), meta_keys)
     return actions, user
 
 
-def versions_for(event: Event, actions: frozenset[str], user: dict[str, Any]
-                 ) -> dict[str, str] | None:
-    """The versions of what one target receives of ``event`` (``for_target``'s answer)."""
+def versions_for(event: Event, actions: frozenset[str], user: dict[str, Any],
+                 kept: frozenset[str] = frozenset()) -> dict[str, str] | None:
+    """The versions of what one target receives of ``event`` (``for_target``'s answer); none
+    of a group the target keeps (``kept``: a field it must not write)."""
     if event.versions is None:
         return None
     return {g: event.versions[g] for g in versions.groups_carried(actions, user)
-            if g in event.versions}
+            if g in event.versions and g not in kept}
 
 
 #: The user fields of each versioned group (meta keys are handled one by one).

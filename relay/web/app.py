@@ -39,7 +39,7 @@ from relay.web.appkeys import (
 )
 from relay.web.ingest import healthz, ping, ping_protocol_1, receive_events
 from relay.web.metrics import metrics_page, readyz
-from relay.web.site_view import site_overview
+from relay.web.site_view import site_overview, site_user_status
 from relay.work import reconcile_schedule, upkeep
 from relay.work.courier import Courier
 from relay.work.initial_sync import Backfiller
@@ -71,6 +71,7 @@ def create_app(config: Config, metrics: Metrics | None = None) -> web.Applicatio
     app.router.add_post("/v1/sites/{site}/ping", ping)
     app.router.add_get("/v1/sites/{site}/ping", ping_protocol_1)
     app.router.add_post("/v1/sites/{site}/overview", site_overview)
+    app.router.add_post("/v1/sites/{site}/user-status", site_user_status)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)

@@ -1,4 +1,5 @@
-"""``POST /v1/sites/{site}/overview``: a site's own view of the relay, for its Settings page.
+"""``POST /v1/sites/{site}/overview``: a site's own view of the relay, for its Settings page;
+``POST /v1/sites/{site}/user-status``: where its users' last changes are, for a user's screen.
 
 Signed with the site -> relay secret, as every request a site makes (``authenticated_body``),
 its body ``{"operation": "overview", "site": …}``, each signed request taken once. Read-only.
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from relay.config import Config
 from relay.constants import DEAD, PENDING_STATES
-from relay.db import links
+from relay.db import links, user_status
 from relay.db.status import masked
 from relay.db.store import connect_sync
 from relay.errors import InvalidRequest
@@ -97,3 +98,35 @@ async def site_overview(request: web.Request) -> web.Response:
     admin = request.app.get(ADMIN_URL)
     answer["console"] = f"{admin}/console/" if admin else None
     return web.json_response(answer, headers=PROTOCOL_ANSWER)
+
+
+def _user_ids(document: dict[str, Any]) -> list[int]:
+    ids = document.get("user_ids")
+    if (not isinstance(ids, list) or not 0 < len(ids) <= user_status.MAX_USERS
+            or any(isinstance(i, bool) or not isinstance(i, int) or i <= 0 for i in ids)):
+        raise InvalidRequest(f"user_ids: got {json.dumps(ids)[:80]}; expected a list of 1 to "
+                             f"{user_status.MAX_USERS} user ids (positive integers)")
+    return list(dict.fromkeys(ids))
+
+
+@answers_errors
+async def site_user_status(request: web.Request) -> web.Response:
+    """Signed and taken once as ``overview``; answers only about the signing site's own users'
+    changes (relay/db/user_status.py)."""
+    site, body = await authenticated_body(request)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise InvalidRequest("the body is not JSON") from None
+    events.check_envelope(document, "user-status", site)
+    user_ids = _user_ids(document)
+    request.app[REPLAYS].first_use(request.headers["webhook-id"])
+    config = request.app[CONFIG]
+
+    def read() -> dict[str, Any]:
+        conn = connect_sync(config.database_path)
+        try:
+            return user_status.user_status(conn, config, site, user_ids)
+        finally:
+            conn.close()
+    return web.json_response(await asyncio.to_thread(read), headers=PROTOCOL_ANSWER)

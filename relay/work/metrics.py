@@ -63,6 +63,14 @@ class Metrics:
         self._dead = Gauge(
             "userrelay_dead_letters", "Dead-lettered deliveries per target site, read from the "
             "database when scraped.", ["target"], registry=r)
+        self._filtered = Counter(
+            "userrelay_filtered", "Changes a link's rule kept from a target, by the link "
+            "naming the rule and the rule (roles.outgoing, roles.incoming).",
+            ["link", "rule"], registry=r)
+        self._unjudged = Counter(
+            "userrelay_unjudged_events", "Events from a site that a role rule applied to but "
+            "could not judge (no user.roles: an older plugin); routed as without the rule.",
+            ["site"], registry=r)
         self._lock = asyncio.Lock()
 
     def know(self, config: Config) -> None:
@@ -73,6 +81,11 @@ class Metrics:
             for outcome in DELIVERY_OUTCOMES:
                 self._deliveries.labels(site, outcome)
             self._latency.labels(site)
+        for link in config.links.values():
+            if link.roles_outgoing is not None:
+                self._filtered.labels(link.id, "roles.outgoing")
+            if link.roles_incoming is not None:
+                self._filtered.labels(link.id, "roles.incoming")
 
     # --- hooks on the hot paths: memory only -------------------------------------------------
 
@@ -87,6 +100,10 @@ class Metrics:
                                 strict=True):
             if answer.get(key):
                 self._events.labels(site, outcome).inc(answer[key])
+        for kept in answer.get("filtered", []):
+            self._filtered.labels(kept["link"], kept["rule"]).inc()
+        if answer.get("unjudged"):
+            self._unjudged.labels(site).inc(answer["unjudged"])
 
     def settled(self, target: str, states: list[str]) -> None:
         for state in states:
