@@ -175,6 +175,37 @@ final class UserRelay_Delivery_Checks {
 	}
 
 	/**
+	 * Whether a delete that leaves a user in no blog deletes them from the network too
+	 * (USERRELAY_NETWORK_DELETE).
+	 */
+	public function network_delete(): bool {
+		return $this->settings->network_delete();
+	}
+
+	/**
+	 * Whether a matched user belongs to this blog (always, on a single site).
+	 *
+	 * @param WP_User $user The matched local user.
+	 */
+	public function is_member( WP_User $user ): bool {
+		return $this->settings->is_member( (int) $user->ID );
+	}
+
+	/**
+	 * On a network, whether a delivery adds a matched network user to this blog: a create (or
+	 * an event allowed to create, create_missing) of a user who is not a member of it yet.
+	 *
+	 * @param WP_User $user  The matched local user.
+	 * @param array   $event The checked event.
+	 */
+	public function joins( WP_User $user, array $event ): bool {
+		if ( ! is_multisite() || $this->is_member( $user ) || in_array( 'delete', $event['actions'], true ) ) {
+			return false;
+		}
+		return in_array( 'create', $event['actions'], true ) || ! empty( $event['create_missing'] );
+	}
+
+	/**
 	 * On a network, refuses a matched user who is not a member of the blog this plugin serves.
 	 *
 	 * @param WP_User $user  The matched local user.
@@ -183,7 +214,7 @@ final class UserRelay_Delivery_Checks {
 	 */
 	public function member( WP_User $user, string $login ): void {
 		if ( ! $this->settings->is_member( (int) $user->ID ) ) {
-			throw new UserRelay_Apply_Exception( sprintf( "user '%s' exists on this network but is not a member of this site; the plugin changes only this site's users", $login ), 422 );
+			throw new UserRelay_Apply_Exception( sprintf( "user '%s' exists on this network but is not a member of this site; the plugin changes only this site's users (a create adds them to it)", $login ), 422 );
 		}
 	}
 

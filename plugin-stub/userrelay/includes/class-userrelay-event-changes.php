@@ -123,12 +123,19 @@ final class UserRelay_Event_Changes {
 		$match         = isset( $event['match'] ) && is_array( $event['match'] ) ? $event['match'] : array();
 		$user          = UserRelay_User_Match::find( $data, $match );
 		$this->touched = $user ? $user->ID : 0;
-		if ( $user ) {
+		// On a network, a create (or create_missing) matching a network user of another blog
+		// adds them to this one; anything else about them is refused.
+		$joining = $user && $this->checks->joins( $user, $event );
+		if ( $user && ! $joining && in_array( 'delete', $actions, true ) && ! $this->checks->is_member( $user ) ) {
+			$user          = null; // Not on this blog: already as the delete wants it.
+			$this->touched = 0;
+		}
+		if ( $user && ! $joining ) {
 			$this->checks->member( $user, $data['login'] );
 		}
 		$versions = self::versions( $event );
 		if ( null !== $versions ) {
-			return $this->apply_versioned( $event, $user, $versions, $match );
+			return $this->apply_versioned( $event, $user, $versions, $match, $joining );
 		}
 		// A delivery without versions (an older relay or plugin): applied as it says.
 		if ( in_array( 'delete', $actions, true ) ) {
@@ -146,6 +153,10 @@ final class UserRelay_Event_Changes {
 		}
 		$this->checks->not_privileged( $user, $roles, $data['login'] );
 		$status = 200;
+		if ( $joining ) {
+			$this->writer->join_blog( $user, $roles );
+			$status = 201;
+		}
 		if ( ! $user ) {
 			if ( ! in_array( 'create', $actions, true ) && empty( $event['create_missing'] ) ) {
 				throw new UserRelay_Apply_Exception( sprintf( 'no user with email %1$s or login %2$s here, and create_missing is false', $data['email'], $data['login'] ), 404 );
@@ -199,10 +210,11 @@ final class UserRelay_Event_Changes {
 	 * @param WP_User|null $user     The local user, if found.
 	 * @param array        $versions The delivery's versions.
 	 * @param array        $match    The event's match.
+	 * @param bool         $joining  Whether a network user joins this blog (UserRelay_Delivery_Checks::joins).
 	 * @return array{0: int, 1: int} Status (UserRelay_Applier::STALE when nothing was newer) and user id.
 	 * @throws UserRelay_Apply_Exception When the event cannot be applied.
 	 */
-	private function apply_versioned( array $event, ?WP_User $user, array $versions, array $match ): array {
+	private function apply_versioned( array $event, ?WP_User $user, array $versions, array $match, bool $joining = false ): array {
 		$actions = $event['actions'];
 		$data    = $event['user'];
 		$created = $versions['created'] ?? UserRelay_Facts::MIN_VERSION;
@@ -239,7 +251,7 @@ final class UserRelay_Event_Changes {
 			$apply         = $decision['apply'];
 			$stored        = null === $stored ? UserRelay_Versions::materialize( $implied ) : $stored;
 			$this->skipped = $decision['skip'];
-			if ( ! $apply ) {
+			if ( ! $apply && ! $joining ) {
 				return array( UserRelay_Applier::STALE, $user->ID );
 			}
 		}
@@ -250,6 +262,11 @@ final class UserRelay_Event_Changes {
 		}
 		$this->checks->not_privileged( $user, $roles, $data['login'] );
 		$status = 200;
+		if ( $joining ) {
+			// Before any write: the user's roles here, then what the delivery carries newer.
+			$this->writer->join_blog( $user, in_array( 'roles', $actions, true ) ? $this->checks->roles( $data ) : null );
+			$status = 201;
+		}
 		if ( ! $user ) {
 			if ( ! in_array( 'create', $actions, true ) && empty( $event['create_missing'] ) ) {
 				throw new UserRelay_Apply_Exception( sprintf( 'no user with email %1$s or login %2$s here, and create_missing is false', $data['email'], $data['login'] ), 404 );

@@ -56,6 +56,13 @@ final class UserRelay_Hooks {
 	private $origins = array();
 
 	/**
+	 * On a multisite network, its reporter (see report_through()); null on a single site.
+	 *
+	 * @var UserRelay_Network|null
+	 */
+	private $network = null;
+
+	/**
 	 * Settings.
 	 *
 	 * @var UserRelay_Settings
@@ -92,6 +99,23 @@ final class UserRelay_Hooks {
 	 */
 	public static function resume(): void {
 		self::$suppressed = max( 0, self::$suppressed - 1 );
+	}
+
+	/**
+	 * Whether reporting is off (a delivery is being applied).
+	 */
+	public static function suppressed(): bool {
+		return self::$suppressed > 0;
+	}
+
+	/**
+	 * On a multisite network: hands this request's notes to UserRelay_Network at shutdown,
+	 * which reports them to each blog the users belong to.
+	 *
+	 * @param UserRelay_Network $network The network's reporter.
+	 */
+	public function report_through( UserRelay_Network $network ): void {
+		$this->network = $network;
 	}
 
 	/**
@@ -347,6 +371,12 @@ final class UserRelay_Hooks {
 	 * End of the request: one snapshot per touched user into the outbox, then maybe a flush.
 	 */
 	public function on_shutdown(): void {
+		if ( null !== $this->network ) {
+			$this->network->report( $this->users, $this->origins ); // Each blog's own events.
+			$this->users   = array();
+			$this->deleted = array();
+			return;
+		}
 		if ( ! $this->settings->is_configured() ) {
 			return; // Not connected to a relay yet: there is nobody to report to.
 		}

@@ -50,9 +50,12 @@ final class UserRelay_Plugin {
 		self::$parts = compact( 'settings', 'outbox', 'hooks', 'applier', 'rest' );
 
 		UserRelay_Passwords::register(); // Logins on every blog: the users table is shared.
-		if ( $settings->serves_this_blog() ) { // On a network, one blog only (UserRelay_Settings::blog_id).
-			$hooks->register();
-			$rest->register();
+		$hooks->register();
+		$rest->register(); // On a network, every blog: each is a site of its own at the relay.
+		if ( is_multisite() ) {
+			$network = new UserRelay_Network( $settings, $outbox );
+			$network->register();
+			$hooks->report_through( $network );
 		}
 		if ( is_admin() ) {
 			( new UserRelay_Admin( $settings, $outbox ) )->register();

@@ -6,7 +6,9 @@
  * settings, users or roles, run code (plugins, themes, files, unfiltered HTML or uploads), or
  * update core. A role is privileged when it grants any dangerous capability (its capabilities
  * set to true); a user is privileged when their capabilities on this blog include one, or they
- * are a super admin of the network. Deliveries may neither give a privileged role nor touch a
+ * are a super admin of the network, or (on a network, where a user's row and password are
+ * shared by every blog) their capabilities on any other blog they belong to include one.
+ * Deliveries may neither give a privileged role nor touch a
  * privileged user, and privileged users are not reported, unless the site opted in
  * (USERRELAY_SYNC_PRIVILEGED, or the older USERRELAY_SYNC_ADMINS).
  *
@@ -113,6 +115,33 @@ final class UserRelay_Privileges {
 		$held = self::dangerous_in( (array) $user->allcaps );
 		if ( $held ) {
 			return 'holds ' . implode( ', ', array_slice( $held, 0, 3 ) ) . ( count( $held ) > 3 ? ', ...' : '' );
+		}
+		return is_multisite() ? self::elsewhere( $user ) : null;
+	}
+
+	/**
+	 * On a network, why a user is privileged on another blog they belong to, or null. Their row,
+	 * email and password are the same on every blog: changing them, or sending them, from one
+	 * blog would change or reveal an administrator of another.
+	 *
+	 * @param WP_User $user The user.
+	 */
+	private static function elsewhere( WP_User $user ): ?string {
+		$here = (int) get_current_blog_id();
+		foreach ( array_keys( get_blogs_of_user( $user->ID ) ) as $blog_id ) {
+			if ( (int) $blog_id === $here ) {
+				continue;
+			}
+			switch_to_blog( (int) $blog_id );
+			try {
+				$there = get_userdata( $user->ID );
+				$held  = $there ? self::dangerous_in( (array) $there->allcaps ) : array();
+			} finally {
+				restore_current_blog();
+			}
+			if ( $held ) {
+				return sprintf( 'holds %s on blog %d of this network', implode( ', ', array_slice( $held, 0, 3 ) ) . ( count( $held ) > 3 ? ', ...' : '' ), $blog_id );
+			}
 		}
 		return null;
 	}

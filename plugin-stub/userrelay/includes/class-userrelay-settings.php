@@ -3,8 +3,12 @@
  * Settings: where the relay is, who this site is, its key, and the optional policies.
  *
  * Every setting is read from its wp-config.php constant when that is defined, else from the
- * option the settings page saves: a site option on a multisite network (only the network admin
- * configures the plugin there; per-blog options are ignored), a blog option otherwise. This
+ * option the settings page saves: a blog option on a single site. On a multisite network each
+ * blog is a site of its own at the relay, with its own site id and key, read for the blog
+ * being served (the current one, or the one switch_to_blog() chose): they are site options
+ * of the network, one set per blog, which only the network admin writes (per-blog options are
+ * ignored); USERRELAY_URL applies to every blog, USERRELAY_SITE and USERRELAY_KEY to the
+ * primary blog only (USERRELAY_BLOG_ID, else the main site; docs/adr/0016-multisite.md). This
  * class owns the meta rule too (UserRelay_Protected_Meta plus USERRELAY_META_DENY), so the
  * reporting side and the applying side can never disagree about which keys are private.
  * It must not print or log the key.
@@ -66,6 +70,9 @@ final class UserRelay_Settings {
 	 * @param string $constant One of the keys of self::OPTIONS.
 	 */
 	public function is_constant( string $constant ): bool {
+		if ( 'USERRELAY_URL' !== $constant && ! $this->is_primary_blog() ) {
+			return false; // One site id and key in wp-config.php: the primary blog's.
+		}
 		return defined( $constant );
 	}
 
@@ -212,6 +219,16 @@ final class UserRelay_Settings {
 	}
 
 	/**
+	 * USERRELAY_NETWORK_DELETE (multisite only, off by default): whether a delivered delete that
+	 * removes a user from their last blog of the network also deletes them from the network
+	 * (wpmu_delete_user()). Off, they stay a network user of no blog, as when a blog's admin
+	 * removes someone.
+	 */
+	public function network_delete(): bool {
+		return is_multisite() && defined( 'USERRELAY_NETWORK_DELETE' ) && (bool) USERRELAY_NETWORK_DELETE;
+	}
+
+	/**
 	 * The site's extra deny patterns, USERRELAY_META_DENY (comma-separated; '*' matches any run
 	 * of characters; compared ignoring case, as the database compares keys).
 	 *
@@ -256,31 +273,60 @@ final class UserRelay_Settings {
 	}
 
 	/**
-	 * The blog this plugin serves on a multisite network: USERRELAY_BLOG_ID, else the main site.
-	 * Elsewhere on the network it neither reports nor applies (full multisite support is to come).
+	 * The primary blog of a network: USERRELAY_BLOG_ID, else the main site. Its settings keep
+	 * the names a network used before each blog had its own (userrelay_url, _site, _key), and
+	 * USERRELAY_SITE and USERRELAY_KEY in wp-config.php are its. On a single site, the site.
 	 */
-	public function blog_id(): int {
+	public function primary_blog(): int {
+		if ( ! is_multisite() ) {
+			return (int) get_current_blog_id();
+		}
 		if ( defined( 'USERRELAY_BLOG_ID' ) && (int) USERRELAY_BLOG_ID > 0 ) {
 			return (int) USERRELAY_BLOG_ID;
 		}
-		return is_multisite() ? (int) get_main_site_id() : (int) get_current_blog_id();
+		return (int) get_main_site_id();
 	}
 
 	/**
-	 * Whether the current blog is the one this plugin serves (always, on a single site).
+	 * The blog these settings are read for: the current one (switch_to_blog() changes it).
+	 */
+	public function blog_id(): int {
+		return (int) get_current_blog_id();
+	}
+
+	/**
+	 * Whether the current blog is the primary one (always, on a single site).
+	 */
+	public function is_primary_blog(): bool {
+		return ! is_multisite() || $this->blog_id() === $this->primary_blog();
+	}
+
+	/**
+	 * Whether the plugin serves the current blog: every blog does, each with its own settings
+	 * (whether one is connected to a relay is is_configured()).
 	 */
 	public function serves_this_blog(): bool {
-		return ! is_multisite() || (int) get_current_blog_id() === $this->blog_id();
+		return true;
 	}
 
 	/**
-	 * Whether a user belongs to the blog this plugin serves (always, on a single site). On a
-	 * network users are shared; the plugin never lists, reports or changes anyone else.
+	 * Whether a user belongs to the current blog (always, on a single site). On a network
+	 * users are shared; a blog's plugin lists, reports and changes its own members only.
 	 *
 	 * @param int $user_id User id.
 	 */
 	public function is_member( int $user_id ): bool {
 		return ! is_multisite() || is_user_member_of_blog( $user_id, $this->blog_id() );
+	}
+
+	/**
+	 * The option a setting is saved in: its own name on a single site and for the primary
+	 * blog of a network, the name and the blog id for any other blog (userrelay_key_3).
+	 *
+	 * @param string $constant One of the keys of self::OPTIONS.
+	 */
+	public function option_name( string $constant ): string {
+		return self::OPTIONS[ $constant ] . ( $this->is_primary_blog() ? '' : '_' . $this->blog_id() );
 	}
 
 	/**
@@ -291,7 +337,7 @@ final class UserRelay_Settings {
 	 */
 	public function save( string $constant, string $value ): void {
 		if ( is_multisite() ) {
-			update_site_option( self::OPTIONS[ $constant ], $value );
+			update_site_option( $this->option_name( $constant ), $value );
 		} else {
 			update_option( self::OPTIONS[ $constant ], $value, 'no' );
 		}
@@ -303,11 +349,11 @@ final class UserRelay_Settings {
 	 * @param string $constant One of the keys of self::OPTIONS.
 	 */
 	private function raw( string $constant ): string {
-		if ( defined( $constant ) ) {
+		if ( $this->is_constant( $constant ) ) {
 			return (string) constant( $constant );
 		}
 		if ( is_multisite() ) {
-			return (string) get_site_option( self::OPTIONS[ $constant ], '' );
+			return (string) get_site_option( $this->option_name( $constant ), '' );
 		}
 		return (string) get_option( self::OPTIONS[ $constant ], '' );
 	}

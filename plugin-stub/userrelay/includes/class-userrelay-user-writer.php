@@ -138,7 +138,26 @@ final class UserRelay_User_Writer {
 	}
 
 	/**
-	 * Deletes the user, never losing content unless told to (USERRELAY_DELETE_REASSIGN).
+	 * On a network, adds an existing network user to this blog with these roles (the default
+	 * role when the delivery carries none), as add_user_to_blog() does.
+	 *
+	 * @param WP_User       $user  The network user (checked: not privileged anywhere).
+	 * @param string[]|null $roles The delivery's checked roles, or null.
+	 * @throws UserRelay_Apply_Exception When WordPress refuses.
+	 */
+	public function join_blog( WP_User $user, ?array $roles ): void {
+		$roles  = null === $roles ? array( (string) get_option( 'default_role', 'subscriber' ) ) : $roles;
+		$result = add_user_to_blog( get_current_blog_id(), $user->ID, $roles ? $roles[0] : '' );
+		if ( is_wp_error( $result ) ) {
+			throw new UserRelay_Apply_Exception( sprintf( "cannot add network user '%s' (%d) to this site: %s", $user->user_login, $user->ID, $result->get_error_message() ), 422 );
+		}
+		$this->write_roles( $user->ID, $roles );
+	}
+
+	/**
+	 * Deletes the user, never losing content unless told to (USERRELAY_DELETE_REASSIGN). On a
+	 * network that removes them from this blog only (wp_delete_user() there); a user left in
+	 * no blog is deleted from the network only where USERRELAY_NETWORK_DELETE is true.
 	 *
 	 * @param WP_User $user  The local user (a member of this site: checked before).
 	 * @param string  $login The event's login, for messages.
@@ -151,6 +170,12 @@ final class UserRelay_User_Writer {
 		require_once ABSPATH . 'wp-admin/includes/user.php';
 		if ( ! wp_delete_user( $user->ID, $reassign ) ) {
 			throw new UserRelay_Apply_Exception( sprintf( "WordPress did not delete user '%s' (%d)", $user->user_login, $user->ID ), 500 );
+		}
+		if ( is_multisite() && $this->checks->network_delete() && ! get_blogs_of_user( $user->ID ) ) {
+			require_once ABSPATH . 'wp-admin/includes/ms.php';
+			if ( ! wpmu_delete_user( $user->ID ) ) {
+				throw new UserRelay_Apply_Exception( sprintf( "WordPress did not delete user '%s' (%d) from the network", $user->user_login, $user->ID ), 500 );
+			}
 		}
 		return $user->ID;
 	}

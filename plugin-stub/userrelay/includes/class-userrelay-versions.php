@@ -37,6 +37,9 @@ final class UserRelay_Versions {
 	/** The usermeta holding a user's versions (JSON object of group => version). */
 	const META = 'userrelay_versions';
 
+	/** On a network, the stored roles version of blog N is "roles@N" (see stored()). */
+	const ROLES_OF_BLOG = 'roles@';
+
 	/** The option holding this site's clock ("MS.COUNTER"). */
 	const CLOCK_OPTION = 'userrelay_clock';
 
@@ -277,6 +280,32 @@ final class UserRelay_Versions {
 	 * @param int $user_id User id.
 	 */
 	public static function stored( int $user_id ): ?array {
+		$map = self::stored_raw( $user_id );
+		if ( null === $map || ! is_multisite() ) {
+			return $map;
+		}
+		// On a network roles are per blog (a user has a role on each), so is their version:
+		// "roles@BLOG" in the shared map, read here as this blog's "roles". A map written before
+		// that holds "roles", which was the primary blog's.
+		$own   = self::ROLES_OF_BLOG . get_current_blog_id();
+		$roles = $map[ $own ] ?? ( ( new UserRelay_Settings() )->is_primary_blog() ? ( $map['roles'] ?? null ) : null );
+		foreach ( array_keys( $map ) as $group ) {
+			if ( 'roles' === $group || 0 === strpos( (string) $group, self::ROLES_OF_BLOG ) ) {
+				unset( $map[ $group ] );
+			}
+		}
+		if ( is_string( $roles ) ) {
+			$map['roles'] = $roles;
+		}
+		return $map;
+	}
+
+	/**
+	 * The user's stored map as it is in the usermeta (every blog's roles on a network).
+	 *
+	 * @param int $user_id User id.
+	 */
+	private static function stored_raw( int $user_id ): ?array {
 		$raw = get_user_meta( $user_id, self::META, true );
 		if ( ! is_string( $raw ) || '' === $raw ) {
 			return null;
@@ -312,6 +341,18 @@ final class UserRelay_Versions {
 	 * @param array $map     Group => version.
 	 */
 	public static function store( int $user_id, array $map ): void {
+		if ( is_multisite() ) {
+			// This blog's roles version under its own name; the other blogs' kept as they are.
+			foreach ( self::stored_raw( $user_id ) ?? array() as $group => $version ) {
+				if ( 0 === strpos( (string) $group, self::ROLES_OF_BLOG ) ) {
+					$map += array( $group => $version );
+				}
+			}
+			if ( isset( $map['roles'] ) ) {
+				$map[ self::ROLES_OF_BLOG . get_current_blog_id() ] = $map['roles'];
+				unset( $map['roles'] );
+			}
+		}
 		ksort( $map );
 		UserRelay_Hooks::suppress();
 		try {
