@@ -6,7 +6,9 @@
  *
  * On a multisite network the page is Network Admin → Settings → UserRelay instead, for
  * manage_network_options only: a sub-site's admin neither sees nor sets the key (the settings
- * are site options there, see UserRelay_Settings). Every form posts to admin-post.php and is
+ * are site options there, see UserRelay_Settings). Each blog of the network is a site of its
+ * own at the relay: the page lists the blogs and edits one at a time (?blog=N, the primary
+ * blog by default), every form and check running switched to that blog. Every form posts to admin-post.php and is
  * checked for that capability and its own nonce; input is unslashed and sanitized, output
  * escaped. The key is never printed: only a mask of it.
  *
@@ -86,6 +88,7 @@ final class UserRelay_Admin {
 	 */
 	public function handle_save(): void {
 		$this->authorize( 'userrelay_save' );
+		$blog  = $this->switch_to_chosen_blog();
 		$notes = array();
 		if ( ! $this->settings->is_constant( 'USERRELAY_URL' ) && isset( $_POST['userrelay_url'] ) ) {
 			$url     = trim( sanitize_text_field( wp_unslash( $_POST['userrelay_url'] ) ) );
@@ -110,9 +113,12 @@ final class UserRelay_Admin {
 				}
 			}
 		}
+		if ( is_multisite() ) {
+			UserRelay_Plugin::maybe_upgrade(); // The blog's tables, before anything is reported to it.
+		}
 		$this->outbox->retry_now(); // Settings may have fixed what held the outbox; this request's end sends it.
 		$notes[] = $notes ? array( 'warning', __( 'The other settings were saved.', 'userrelay' ) ) : array( 'success', __( 'Settings saved.', 'userrelay' ) );
-		$this->finish( array( 'notes' => $notes ) );
+		$this->finish( array( 'notes' => $notes ), $blog );
 	}
 
 	/**
@@ -120,7 +126,8 @@ final class UserRelay_Admin {
 	 */
 	public function handle_test(): void {
 		$this->authorize( 'userrelay_test' );
-		$this->finish( array( 'checks' => ( new UserRelay_Connection_Test( $this->settings ) )->run() ) );
+		$blog = $this->switch_to_chosen_blog();
+		$this->finish( array( 'checks' => ( new UserRelay_Connection_Test( $this->settings ) )->run() ), $blog );
 	}
 
 	/**
@@ -128,6 +135,7 @@ final class UserRelay_Admin {
 	 */
 	public function handle_send(): void {
 		$this->authorize( 'userrelay_send' );
+		$blog = $this->switch_to_chosen_blog();
 		$this->outbox->retry_now();
 		$result = $this->outbox->flush( 10 );
 		$head   = $this->outbox->head();
@@ -140,7 +148,7 @@ final class UserRelay_Admin {
 			$text .= ' ' . __( 'Last error:', 'userrelay' ) . ' ' . $head->last_error;
 			$level = 'error';
 		}
-		$this->finish( array( 'notes' => array( array( $level, $text ) ) ) );
+		$this->finish( array( 'notes' => array( array( $level, $text ) ) ), $blog );
 	}
 
 	/**
@@ -154,11 +162,15 @@ final class UserRelay_Admin {
 		delete_transient( $this->flash_key() );
 		$flash = is_array( $flash ) ? $flash : array();
 		echo '<div class="wrap"><h1>' . esc_html__( 'UserRelay', 'userrelay' ) . '</h1>';
+		if ( is_multisite() ) {
+			$this->switch_to_chosen_blog();
+			$this->render_blogs();
+		}
 		foreach ( isset( $flash['notes'] ) ? $flash['notes'] : array() as $note ) {
 			printf( '<div class="notice notice-%s"><p>%s</p></div>', esc_attr( $note[0] ), esc_html( $note[1] ) );
 		}
 
-		echo '<form method="post" action="' . esc_url( admin_url( 'admin-post.php' ) ) . '"><input type="hidden" name="action" value="userrelay_save">';
+		echo '<form method="post" action="' . esc_url( admin_url( 'admin-post.php' ) ) . '"><input type="hidden" name="action" value="userrelay_save">' . $this->blog_field(); // phpcs:ignore WordPress.Security.EscapeOutput.OutputNotEscaped -- blog_field() escapes.
 		wp_nonce_field( 'userrelay_save' );
 		echo '<table class="form-table" role="presentation">';
 		$this->field_row( 'USERRELAY_URL', 'userrelay_url', __( 'Relay URL', 'userrelay' ), $this->settings->url(), 'url', 'http://127.0.0.1:8480' );
@@ -200,6 +212,56 @@ final class UserRelay_Admin {
 		$this->render_outbox();
 		$this->button_form( 'userrelay_send', __( 'Send now', 'userrelay' ) );
 		echo '</div>';
+		if ( is_multisite() ) {
+			restore_current_blog();
+		}
+	}
+
+	/**
+	 * On a network: its blogs, each with the relay site it is (or not connected), the one
+	 * edited below first named.
+	 */
+	private function render_blogs(): void {
+		$current = get_current_blog_id();
+		/* translators: 1: blog name, 2: its address. */
+		printf( '<h2 class="userrelay-blog" data-blog="%d">%s</h2>', (int) $current, esc_html( sprintf( __( 'Connection of %1$s (%2$s)', 'userrelay' ), get_bloginfo( 'name' ), home_url( '/' ) ) ) );
+		echo '<p>' . esc_html__( 'Each site of this network is a site of its own at the relay, with its own site id and key: it reports its own users, with their roles on it, and applies what its links deliver. Choose the site to connect:', 'userrelay' ) . '</p><ul class="userrelay-blogs">';
+		foreach ( get_sites( array( 'number' => 500 ) ) as $site ) {
+			switch_to_blog( (int) $site->blog_id );
+			$id = $this->settings->is_configured() ? $this->settings->site() : '';
+			restore_current_blog();
+			printf(
+				'<li><a href="%s">%s</a> %s</li>',
+				esc_url( network_admin_url( 'settings.php?page=' . self::PAGE . '&blog=' . (int) $site->blog_id ) ),
+				esc_html( $site->domain . $site->path ),
+				'' === $id ? esc_html__( '(not connected)', 'userrelay' ) : '<code>' . esc_html( $id ) . '</code>' . ( (int) $site->blog_id === (int) $current ? ' ' . esc_html__( '(shown below)', 'userrelay' ) : '' )
+			);
+		}
+		echo '</ul>';
+	}
+
+	/**
+	 * On a network, switches to the blog the form or page is about (?blog=N, else the primary
+	 * blog; an id that is no blog of the network is the primary blog too), and returns its id;
+	 * 0 on a single site. The page restores it; a form handler ends in a redirect.
+	 */
+	private function switch_to_chosen_blog(): int {
+		if ( ! is_multisite() ) {
+			return 0;
+		}
+		// Read only to choose which blog's settings are shown or saved: the capability and the
+		// form's nonce are checked before any write (authorize()).
+		$blog = 0;
+		if ( isset( $_POST['blog'] ) ) { // phpcs:ignore WordPress.Security.NonceVerification.Missing
+			$blog = absint( wp_unslash( $_POST['blog'] ) ); // phpcs:ignore WordPress.Security.NonceVerification.Missing
+		} elseif ( isset( $_GET['blog'] ) ) { // phpcs:ignore WordPress.Security.NonceVerification.Recommended
+			$blog = absint( wp_unslash( $_GET['blog'] ) ); // phpcs:ignore WordPress.Security.NonceVerification.Recommended
+		}
+		if ( ! $blog || ! get_site( $blog ) ) {
+			$blog = $this->settings->primary_blog();
+		}
+		switch_to_blog( $blog );
+		return $blog;
 	}
 
 	/**
@@ -326,13 +388,20 @@ final class UserRelay_Admin {
 	}
 
 	/**
+	 * On a network, the hidden field naming the blog a form is about; '' on a single site.
+	 */
+	private function blog_field(): string {
+		return is_multisite() ? '<input type="hidden" name="blog" value="' . esc_attr( (string) get_current_blog_id() ) . '">' : '';
+	}
+
+	/**
 	 * A form with one nonce-protected button.
 	 *
 	 * @param string $action admin-post action (and nonce action).
 	 * @param string $label  Button label.
 	 */
 	private function button_form( string $action, string $label ): void {
-		echo '<form method="post" action="' . esc_url( admin_url( 'admin-post.php' ) ) . '"><input type="hidden" name="action" value="' . esc_attr( $action ) . '">';
+		echo '<form method="post" action="' . esc_url( admin_url( 'admin-post.php' ) ) . '"><input type="hidden" name="action" value="' . esc_attr( $action ) . '">' . $this->blog_field(); // phpcs:ignore WordPress.Security.EscapeOutput.OutputNotEscaped -- blog_field() escapes.
 		wp_nonce_field( $action );
 		submit_button( $label, 'secondary', 'submit', false );
 		echo '</form>';
@@ -354,10 +423,14 @@ final class UserRelay_Admin {
 	 * Keeps what to show for the page's next load (this user only), then goes back to it.
 	 *
 	 * @param array $flash Notes and check results.
+	 * @param int   $blog  On a network, the blog the form was about (switched to): shown again.
 	 */
-	private function finish( array $flash ): void {
+	private function finish( array $flash, int $blog = 0 ): void {
+		if ( is_multisite() ) {
+			restore_current_blog(); // The flash is kept where the page reads it, before switching.
+		}
 		set_transient( $this->flash_key(), $flash, 5 * MINUTE_IN_SECONDS );
-		wp_safe_redirect( is_multisite() ? network_admin_url( 'settings.php?page=' . self::PAGE ) : admin_url( 'options-general.php?page=' . self::PAGE ) );
+		wp_safe_redirect( is_multisite() ? network_admin_url( 'settings.php?page=' . self::PAGE . '&blog=' . $blog ) : admin_url( 'options-general.php?page=' . self::PAGE ) );
 		exit;
 	}
 

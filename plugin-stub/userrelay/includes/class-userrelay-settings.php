@@ -32,6 +32,9 @@ final class UserRelay_Settings {
 		'USERRELAY_KEY'  => 'userrelay_key',
 	);
 
+	/** On a network, meta keys naming its blogs (meaningless anywhere else): never synced. */
+	const NETWORK_META = array( 'primary_blog', 'source_domain' );
+
 	/** Smallest and largest HMAC key accepted, in bytes (the Standard Webhooks range). */
 	const KEY_MIN_BYTES = 24;
 	const KEY_MAX_BYTES = 64;
@@ -258,6 +261,9 @@ final class UserRelay_Settings {
 		$problem = UserRelay_Protected_Meta::problem( $key );
 		if ( null !== $problem ) {
 			return $problem;
+		}
+		if ( is_multisite() && in_array( strtolower( $key ), self::NETWORK_META, true ) ) {
+			return sprintf( 'meta key %s is the network\'s own (which blog is the user\'s primary one): never synced', wp_json_encode( $key ) );
 		}
 		if ( null === $this->deny_regex ) {
 			$parts = array();
