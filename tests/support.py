@@ -17,7 +17,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from relay import config as config_module
-from relay.config import Config
+from relay.config import Config, Link
+from relay.constants import LINK_FIELDS
 from relay.db.links import LinkBook
 from relay.errors import BadSignature
 from relay.keys import signatures
@@ -100,6 +101,10 @@ class Partner:
     hash_formats_by_plugin: list[str] = field(default_factory=list)  # plugin 0.1.0+ on < 6.8
     clock_offset: float = 0.0
     nudges: list[float] = field(default_factory=list)  # when the relay nudged it
+    # The site's roles, as its ping lists them (None: a plugin that lists none).
+    roles: list[dict[str, str]] | None = field(default_factory=lambda: [
+        {"slug": slug, "name": slug.title()}
+        for slug in ("administrator", "editor", "author", "contributor", "subscriber")])
 
     @property
     def url(self) -> str:
@@ -144,6 +149,8 @@ class Partner:
                                   "plugin": "0.1.0", "hash_formats": self.hash_formats,
                                   "hash_formats_by_plugin": self.hash_formats_by_plugin,
                                   "time": now}
+        if self.roles is not None:
+            answer["roles"] = self.roles
         if document.get("check_relay"):
             answer["relay_check"] = await self.check_relay(now)
         return web.json_response(answer, headers=date)
@@ -453,6 +460,20 @@ def config_file(config: Config, path: Path) -> Path:
         "links": [{"id": lk.id, "site": lk.site, "remote": lk.remote,
                    "direction": lk.direction, "sync": list(lk.sync),
                    "incoming": sorted(lk.incoming), "outgoing": sorted(lk.outgoing),
-                   "match_by": lk.match_by} for lk in config.links.values()],
+                   "match_by": lk.match_by, **link_rules(lk)} for lk in config.links.values()],
     }))
     return path
+
+
+def link_rules(link: Link) -> dict[str, Any]:
+    """A link's role rules, fields and initial sync, as the file says them (when it does)."""
+    said: dict[str, Any] = {}
+    roles = {way: sorted(names) for way, names in (("outgoing", link.roles_outgoing),
+                                                   ("incoming", link.roles_incoming)) if names}
+    if roles:
+        said["roles"] = roles
+    if link.fields != frozenset(LINK_FIELDS):
+        said["fields"] = sorted(link.fields)
+    if not link.initial_sync:
+        said["initial_sync"] = False
+    return said

@@ -66,7 +66,7 @@ async def test_a_site_whose_plugin_answers_both_ways_passes_every_check(
     assert report.passed
     assert {"key": "ok", "dns": "ok", "tcp": "ok", "tls": "ok", "ping": "ok",
             "relay_check": "ok", "clock": "ok", "wordpress": "ok",
-            "hash_formats": "ok"} == outcome(report)
+            "hash_formats": "ok", "roles": "ok"} == outcome(report)
     assert "plain http (allowed for this site)" == only(report, "tls").detail
     assert only(report, "relay_check").detail == (
         f"the site signed a ping to the relay at {relay.url} and the relay accepted it")

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from relay.cli.main import main
-from relay.errors import ConfigError
 from relay.db import status
+from relay.errors import ConfigError
 from tests.support import Partner, Relay, event, secret, settings, site
 
 EVERYTHING = ["create", "edit", "delete", "password", "roles", "metadata"]
@@ -280,3 +280,37 @@ def test_check_config_accepts_the_rules_and_the_cli_lists_them(
 
     assert "roles outgoing: customer" in out and "fields: email, first_name" in out
     assert "initial sync: off" in out
+
+
+async def test_sites_test_and_check_config_name_a_role_the_site_lacks(linked: Any) -> None:
+    from relay.config import load
+    from tests.support import config_file, run_cli
+    from tests.test_connection_test import connection_test
+    relay, b = await linked(push(roles={"outgoing": ["customr", "subscriber"]}))
+    b.roles = [{"slug": "customer", "name": "Customer"},
+               {"slug": "subscriber", "name": "Subscriber"}]
+
+    report = await connection_test(relay.config, "b")
+    path = config_file(relay.config, relay.config.base_dir / "config.yaml")
+    out = run_cli("check-config", str(path)).stdout
+
+    check = report.check("roles")
+    assert check is not None and "warn" == check.status
+    said = ("link a-b roles.outgoing: customr: site 'b' has no such role (did you mean "
+            "customer?); it has customer, subscriber")
+    assert said == check.detail
+    assert f"warning: {said}" in out
+    assert frozenset({"customr", "subscriber"}) == load(str(path)).links["a-b"].roles_outgoing
+
+
+async def test_a_plugin_that_lists_no_roles_is_told_to_update(linked: Any) -> None:
+    from tests.test_connection_test import connection_test
+    relay, b = await linked(push(roles={"outgoing": ["customer"]}))
+    b.roles = None
+
+    report = await connection_test(relay.config, "b")
+
+    check = report.check("roles")
+    assert check is not None and ("warn", "update the plugin on the site") == (
+        check.status, check.fix)
+    assert report.passed

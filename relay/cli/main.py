@@ -21,12 +21,15 @@ import structlog
 
 from relay import __version__, logs
 from relay import config as config_module
+from relay.config import Config
 from relay.daemon import process as daemon
 from relay.daemon import startup
+from relay.db import links as links_db
 from relay.db import status as status_module
 from relay.db.store import connect_sync
 from relay.errors import ConfigError, UserRelayError
 from relay.keys.keystore import KeyStore
+from relay.sites import role_check
 
 log = structlog.get_logger("relay.cli.main")
 DEFAULT_CONFIG = config_module.default_file()
@@ -130,7 +133,20 @@ def _check_config(args: argparse.Namespace, out: IO[str] = sys.stdout) -> int:
           f"{config.database_path})", file=out)
     for note in config.notes:
         print(f"note: {note}", file=out)
+    for warning in _role_warnings(config):
+        print(f"warning: {warning}", file=out)
     return 0
+
+
+def _role_warnings(config: Config) -> list[str]:
+    """Roles the links name that a site lacks, as its last connection test listed them."""
+    if not config.links or not config.database_path.exists():
+        return []
+    conn = connect_sync(config.database_path)
+    try:
+        return role_check.warnings(config, links_db.site_tests(conn))
+    finally:
+        conn.close()
 
 
 def _init(args: argparse.Namespace) -> int:

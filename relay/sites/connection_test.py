@@ -43,6 +43,7 @@ from relay.db.links import SiteTest
 from relay.keys.crypto import SiteKey
 from relay.keys.keystore import KeyStore
 from relay.model.routing import Router
+from relay.sites import role_check
 from relay.sites.client import PluginClient, tls_context
 from relay.sites.connection_report import (
     FAIL,
@@ -138,6 +139,7 @@ class _Run:
         self._relay_check(answer)
         self._clock(clock)
         self._versions(answer)
+        self._roles(answer)
 
     # --- network ---------------------------------------------------------------------------
 
@@ -360,6 +362,11 @@ class _Run:
                      "'password' out of the links named", data)
         else:
             self.add("hash_formats", "password hashes", OK, f"verifies {shown}", data=data)
+
+    def _roles(self, answer: dict[str, Any]) -> None:
+        """The site's roles, kept for ``check-config``; a role a link names that it lacks."""
+        self.add(role_check.CHECK, "roles", *role_check.verdict(self.config, self.site_id,
+                                                                 answer))
 
     def _hash_notes(self, version: str, accepts: list[str]) -> list[str]:
         """Password changes this site and its partners could not verify from each other."""
