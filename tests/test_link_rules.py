@@ -314,3 +314,30 @@ async def test_a_plugin_that_lists_no_roles_is_told_to_update(linked: Any) -> No
     assert check is not None and ("warn", "update the plugin on the site") == (
         check.status, check.fix)
     assert report.passed
+
+
+def test_links_edit_sets_and_clears_the_roles_fields_and_initial_sync(tmp_path: Path) -> None:
+    import shutil
+
+    from relay import config as config_module
+    from tests.cli_run import userrelay
+    path = tmp_path / "relay.yaml"
+    shutil.copy(Path(__file__).resolve().parent.parent / "config.example.yaml", path)
+
+    set_ = userrelay("links", "edit", "shop-to-branch", "--roles-outgoing", "customer,subscriber",
+                     "--fields", "first_name,last_name,email", "--initial-sync", "false",
+                     "--config", path)
+    link = config_module.load(path).links["shop-to-branch"]
+    bad = userrelay("links", "edit", "shop-to-branch", "--roles-outgoing", "Shop Manager",
+                    "--config", path)
+    cleared = userrelay("links", "edit", "shop-to-branch", "--roles-outgoing", "all",
+                        "--fields", "all", "--initial-sync", "true", "--config", path)
+    after = config_module.load(path).links["shop-to-branch"]
+
+    assert 0 == set_.code, set_.err
+    assert (frozenset({"customer", "subscriber"}), frozenset({"first_name", "last_name",
+                                                              "email"}), False) == (
+        link.roles_outgoing, link.fields, link.initial_sync)
+    assert 1 == bad.code and "roles.outgoing: got 'Shop', 'Manager'" in bad.err
+    assert 0 == cleared.code, cleared.err
+    assert (None, True) == (after.roles_outgoing, after.initial_sync)

@@ -16,7 +16,6 @@ from typing import Any
 from relay import config as config_module
 from relay.cli import remove as cli_remove
 from relay.config import Config, Link, link_rules
-from relay.constants import LINK_FIELDS
 from relay.db import cursors
 from relay.db.links import ACTIVE, PAUSED, TESTED, LinkBook, LinkState
 
@@ -62,7 +61,7 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: v.as_dict() for k, v in states.items()}, indent=2))
     else:
-        print("\n".join(describe(config, s) + rules(config.links[s.link])
+        print("\n".join(describe(config, s) + _rules(config.links[s.link])
                         for s in states.values()) or "No links configured.")
     return 0
 
@@ -106,17 +105,10 @@ def _pause(args: argparse.Namespace) -> int:
     return 0
 
 
-def rules(link: Link) -> str:
-    """Who and what the link syncs, when it says more than the defaults, on a line of its own."""
-    said = []
-    if link.roles_outgoing is not None or link.roles_incoming is not None:
-        said.append("roles " + link_rules.role_rules_text(link.roles_outgoing,
-                                                          link.roles_incoming))
-    if link.fields != frozenset(LINK_FIELDS):
-        said.append(f"fields: {', '.join(sorted(link.fields)) or '(none)'}")
-    if not link.initial_sync:
-        said.append("initial sync: off")
-    return "\n    " + "; ".join(said) if said else ""
+def _rules(link: Link) -> str:
+    said = link_rules.describe(link.roles_outgoing, link.roles_incoming, link.fields,
+                               link.initial_sync)
+    return f"\n    {said}" if said else ""
 
 
 def describe(config: Config, state: LinkState) -> str:

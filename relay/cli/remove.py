@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from relay import config as config_module
-from relay.config import Config
+from relay.config import Config, Link, link_rules
 from relay.config.edit import ConfigFile
 from relay.db.links import LinkBook, when
 from relay.errors import ConfigError, SetupRefused
@@ -49,6 +49,16 @@ def register_links(actions: Any, default_config: str, config_help: str) -> None:
                       help="actions taken from the remote, comma-separated, or 'none'")
     edit.add_argument("--sync", metavar="TYPE", help="what is synced: users")
     edit.add_argument("--match-by", metavar="FIELD", help="email or login")
+    edit.add_argument("--roles-outgoing", metavar="ROLES",
+                      help="role slugs whose users this site sends, e.g. customer,subscriber "
+                      "(all: every user)")
+    edit.add_argument("--roles-incoming", metavar="ROLES",
+                      help="role slugs this site accepts from the remote (all: every user)")
+    edit.add_argument("--fields", metavar="FIELDS",
+                      help="profile fields that travel, e.g. first_name,last_name,email "
+                      "(all: every one)")
+    edit.add_argument("--initial-sync", choices=["true", "false"],
+                      help="whether its first start copies the users the sites already have")
     edit.add_argument("--config", default=default_config, help=config_help)
     edit.set_defaults(run=_edit_link)
 
@@ -151,9 +161,11 @@ def _edit_link(args: argparse.Namespace) -> int:
         if value is not None:
             words = [w for w in value.replace(",", " ").lower().split() if w]
             changes[side] = [] if words == ["none"] else words
+    changes.update(_rule_changes(args, config.links[args.link]))
     if not changes:
         raise SetupRefused("nothing to change: give --direction, --outgoing, --incoming, "
-                           "--sync or --match-by (userrelay links edit --help)")
+                           "--sync, --match-by, --roles-outgoing, --roles-incoming, --fields "
+                           "or --initial-sync (userrelay links edit --help)")
     file = ConfigFile(Path(args.config))
     try:
         file.edit("links", args.link, changes)
@@ -165,9 +177,40 @@ def _edit_link(args: argparse.Namespace) -> int:
     print(f"Link {after.id} ({after.site} -> {after.remote}): {after.direction}; outgoing "
           f"{', '.join(sorted(after.outgoing)) or 'nothing'}; incoming "
           f"{', '.join(sorted(after.incoming)) or 'nothing'}; sync {', '.join(after.sync)}; "
-          f"matched by {after.match_by}. Written to {config.source}. What is queued already "
+          f"matched by {after.match_by}; {_rules_said(after)}. "
+          f"Written to {config.source}. What is queued already "
           f"goes out as it was routed. " + _reload_note(config))
     return 0
+
+
+def _rules_said(link: Link) -> str:
+    return link_rules.describe(link.roles_outgoing, link.roles_incoming, link.fields,
+                               link.initial_sync) or "every role, every profile field"
+
+
+def _words(value: str) -> list[str] | None:
+    """A comma- or space-separated list; None for ``all`` (the default: no limit)."""
+    words = [w for w in value.replace(",", " ").split() if w]
+    return None if words == ["all"] else words
+
+
+def _rule_changes(args: argparse.Namespace, link: Link) -> dict[str, Any]:
+    """Who and what the link syncs, as the flags change it (None removes: the default)."""
+    changes: dict[str, Any] = {}
+    ways = {"outgoing": args.roles_outgoing, "incoming": args.roles_incoming}
+    if any(v is not None for v in ways.values()):
+        roles = {way: sorted(names) for way, names in (("outgoing", link.roles_outgoing),
+                                                       ("incoming", link.roles_incoming))
+                 if names}
+        for way, value in ways.items():
+            if value is not None:
+                roles[way] = _words(value)  # type: ignore[assignment]
+        changes["roles"] = {k: v for k, v in roles.items() if v is not None} or None
+    if args.fields is not None:
+        changes["fields"] = _words(args.fields)
+    if args.initial_sync is not None:
+        changes["initial_sync"] = None if args.initial_sync == "true" else False
+    return changes
 
 
 def _queued(config: Config, queued: dict[str, int], where: str, target: str) -> str:

@@ -79,3 +79,16 @@ def role_rules_text(outgoing: frozenset[str] | None, incoming: frozenset[str] | 
     parts = [f"{way}: {', '.join(sorted(names))}" for way, names
              in (("outgoing", outgoing), ("incoming", incoming)) if names]
     return "; ".join(parts) or "every role"
+
+
+def describe(outgoing: frozenset[str] | None, incoming: frozenset[str] | None,
+             carried: frozenset[str], initial: bool) -> str:
+    """Who and what a link syncs, when it says more than the defaults ("" when it does not)."""
+    said = []
+    if outgoing is not None or incoming is not None:
+        said.append("roles " + role_rules_text(outgoing, incoming))
+    if carried != frozenset(LINK_FIELDS):
+        said.append(f"fields: {', '.join(sorted(carried)) or '(none)'}")
+    if not initial:
+        said.append("initial sync: off")
+    return "; ".join(said)

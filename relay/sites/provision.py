@@ -20,16 +20,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from relay.config import Config, checks, is_loopback
+from relay.config import Config, Link, checks, is_loopback
 from relay.config.edit import ConfigFile
 from relay.constants import ACTIONS, DIRECTIONS, MATCH_BY, RECOMMENDED_ACTIONS
+from relay.constants import LINK_FIELDS as FIELD_NAMES
 from relay.errors import ConfigError, InvalidRequest, SetupRefused
 from relay.keys.keystore import KeyStore
 
 SITE_FIELDS = frozenset({"id", "label", "url", "public_url"})
+#: Who and what a link syncs (relay/config/link_rules.py): checked when the file is validated.
+RULE_FIELDS = frozenset({"roles", "fields", "initial_sync"})
 LINK_FIELDS = frozenset({"id", "site", "remote", "sync", "direction", "outgoing", "incoming",
-                         "match_by", "start"})
-EDIT_FIELDS = frozenset({"sync", "direction", "outgoing", "incoming", "match_by"})
+                         "match_by", "start", *RULE_FIELDS})
+EDIT_FIELDS = frozenset({"sync", "direction", "outgoing", "incoming", "match_by", *RULE_FIELDS})
 #: The user's words for each direction, and what it is best for (shown on its card).
 DIRECTION_TEXT = {
     "push": ("Push to Remote", "Your site is the source: its changes go to the remote site.",
@@ -187,7 +190,19 @@ def link_document(config: Config, document: dict[str, Any], site: str, remote: s
     if problem := checks.link_problem("match_by", {"match_by": match_by}, site, remote):
         raise FieldRefused("match_by", problem)
     link["match_by"] = match_by
+    for name in sorted(RULE_FIELDS):  # None: the default (every role, every field, a sync)
+        if document.get(name) is not None:
+            link[name] = document[name]
     return link
+
+
+def rule_document(link: Link) -> dict[str, Any]:
+    """A link's role rules, fields and initial sync as the file says them (None: default)."""
+    roles = {way: sorted(names) for way, names in (("outgoing", link.roles_outgoing),
+                                                   ("incoming", link.roles_incoming)) if names}
+    return {"roles": roles or None,
+            "fields": None if link.fields == frozenset(FIELD_NAMES) else sorted(link.fields),
+            "initial_sync": None if link.initial_sync else False}
 
 
 def add_link(config: Config, document: dict[str, Any]) -> tuple[ConfigFile, Config, str]:
@@ -237,7 +252,8 @@ def edit_link(config: Config, link_id: str, document: dict[str, Any]) -> ConfigF
     merged: dict[str, Any] = {"sync": list(current.sync), "direction": current.direction,
                               "outgoing": sorted(current.outgoing),
                               "incoming": sorted(current.incoming),
-                              "match_by": current.match_by, **document}
+                              "match_by": current.match_by, **rule_document(current),
+                              **document}
     link = link_document(file.config, merged, current.site, current.remote)
     changes: dict[str, Any] = {name: link.get(name) for name in EDIT_FIELDS}
     try:
