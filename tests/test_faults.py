@@ -40,11 +40,11 @@ def run(*command: str) -> None:
 def fill(disk: Path) -> Path:
     """Fill the file system to its last byte; returns the filler file."""
     filler = disk / "filler"
-    with open(filler, "wb") as out:
+    # Unbuffered: a buffered file would keep the last partial chunk and fail again on close.
+    with open(filler, "wb", buffering=0) as out:
         try:
             while True:
                 out.write(b"\0" * 65536)
-                out.flush()
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
