@@ -253,6 +253,25 @@ def test_a_super_admin_is_never_synced_nor_changed(network: Network) -> None:
     assert "" == network.net.php_json(f"echo json_encode(get_userdata({boss})->first_name);")
 
 
+def test_an_administrator_of_blog_1_is_neither_sent_nor_changed_by_blog_2(
+        network: Network) -> None:
+    # Their row and password are the network's: blog 2's partners must not read or set them.
+    chief_login, chief_email = unique("chief")
+    login, email = unique("plain")
+    chief = network_user(network, chief_login, chief_email, {1: "administrator"})
+
+    network.net.php(f"""add_user_to_blog({network.sub}, {chief}, 'author');
+        $id = wpmu_create_user('{login}', 'net-Pass-1', '{email}');
+        add_user_to_blog({network.sub}, $id, 'author');""")
+    solo_user(network, email, what="the plain user's add")
+    status, answer = deliver_to_blog_2(network, [_delivered(chief_login, chief_email)])
+
+    assert user(network.solo, chief_email) is None
+    assert 200 == status and 422 == answer["results"][0]["status"], answer
+    assert "on blog 1" in answer["results"][0]["error"]
+    assert "" == network.net.php_json(f"echo json_encode(get_userdata({chief})->first_name);")
+
+
 def test_a_user_of_blog_2_is_not_reported_by_blog_1(network: Network) -> None:
     login, email = unique("onlytwo")
     user_id = network_user(network, login, email, {network.sub: "subscriber"})
