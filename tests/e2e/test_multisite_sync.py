@@ -246,11 +246,21 @@ def test_a_super_admin_is_never_synced_nor_changed(network: Network) -> None:
     solo_user(network, email, what="the plain user's add")
     status, answer = deliver_to_blog_2(network, [_delivered(boss_login, boss_email)])
 
+    # Not even where the site syncs its privileged users.
+    opted_in = network.net.php(f"""switch_to_blog({network.sub});
+        $checks = new UserRelay_Delivery_Checks(new UserRelay_Settings());
+        $boss = get_userdata({boss});
+        echo (new UserRelay_Snapshot(new UserRelay_Settings()))->reported($boss) ? 'sent' : 'kept';
+        try {{ $checks->not_privileged($boss, null, 'boss'); echo ' changed'; }}
+        catch (UserRelay_Apply_Exception $e) {{ echo ' refused'; }}""",
+        before_load="define('USERRELAY_SYNC_PRIVILEGED', true);")
+
     assert user(network.solo, boss_email) is None
     assert not network.reported_by("net2", boss_email)
     assert 200 == status and 422 == answer["results"][0]["status"], answer
     assert "super admin" in answer["results"][0]["error"]
     assert "" == network.net.php_json(f"echo json_encode(get_userdata({boss})->first_name);")
+    assert "kept refused" == opted_in
 
 
 def test_an_administrator_of_blog_1_is_neither_sent_nor_changed_by_blog_2(

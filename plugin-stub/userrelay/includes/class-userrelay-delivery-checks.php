@@ -159,6 +159,9 @@ final class UserRelay_Delivery_Checks {
 	 * @throws UserRelay_Apply_Exception (422) When a privilege is involved.
 	 */
 	public function not_privileged( ?WP_User $user, ?array $roles, string $login ): void {
+		if ( $user && UserRelay_Privileges::is_super_admin( $user ) ) {
+			throw new UserRelay_Apply_Exception( sprintf( "user '%s' is a super admin of this network: super admins are never changed by deliveries", $login ), 422 );
+		}
 		if ( $this->settings->sync_privileged() ) {
 			return;
 		}

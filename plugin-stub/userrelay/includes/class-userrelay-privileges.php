@@ -147,6 +147,16 @@ final class UserRelay_Privileges {
 	}
 
 	/**
+	 * Whether a user is a super admin of this network (never on a single site). Super admins
+	 * are never reported nor changed by a delivery, even where USERRELAY_SYNC_PRIVILEGED is true.
+	 *
+	 * @param WP_User $user The user.
+	 */
+	public static function is_super_admin( WP_User $user ): bool {
+		return is_multisite() && is_super_admin( $user->ID );
+	}
+
+	/**
 	 * Whether a user is privileged here.
 	 *
 	 * @param WP_User $user The user.

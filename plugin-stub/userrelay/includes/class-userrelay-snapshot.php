@@ -336,6 +336,9 @@ final class UserRelay_Snapshot {
 		if ( ! $this->settings->is_member( (int) $user->ID ) ) {
 			return false;
 		}
+		if ( UserRelay_Privileges::is_super_admin( $user ) ) {
+			return false; // Never, whatever USERRELAY_SYNC_PRIVILEGED says (docs/adr/0016-multisite.md).
+		}
 		if ( ! $this->settings->sync_privileged() && UserRelay_Privileges::is_privileged( $user ) ) {
 			return false;
 		}
