@@ -185,10 +185,11 @@ def test_the_network_admin_connects_each_blog_on_its_own(network: Network) -> No
     seen = network.net.php_json(f"""$out = [];
         foreach ([1, {network.sub}] as $blog) {{ switch_to_blog($blog);
             $s = new UserRelay_Settings();
-            $out[] = [$s->site(), $s->key() !== '', $s->is_configured()]; restore_current_blog(); }}
+            $out[] = [$s->site(), $s->key() !== '', $s->is_configured(),
+                (bool) wp_next_scheduled('userrelay_flush')]; restore_current_blog(); }}
         echo json_encode($out);""")
 
-    assert [["net1", True, True], ["net2", True, True]] == seen
+    assert [["net1", True, True, True], ["net2", True, True, True]] == seen
     assert "net2" in network.saved_page and "net1" in network.saved_page  # type: ignore[attr-defined]
     assert network.keys["net2"] not in network.saved_page  # type: ignore[attr-defined]
 

@@ -114,7 +114,9 @@ final class UserRelay_Admin {
 			}
 		}
 		if ( is_multisite() ) {
-			UserRelay_Plugin::maybe_upgrade(); // The blog's tables, before anything is reported to it.
+			// What network activation did for the main site only: the blog's tables, ids and
+			// WP-Cron schedule, before anything is reported to it.
+			UserRelay_Plugin::activate();
 		}
 		$this->outbox->retry_now(); // Settings may have fixed what held the outbox; this request's end sends it.
 		$notes[] = $notes ? array( 'warning', __( 'The other settings were saved.', 'userrelay' ) ) : array( 'success', __( 'Settings saved.', 'userrelay' ) );
