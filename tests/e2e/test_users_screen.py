@@ -76,6 +76,22 @@ def test_the_bulk_action_without_the_bulk_nonce_queues_nothing(world: World) -> 
     assert "userrelay-sent" not in page
 
 
+def test_the_row_action_queues_that_one_user(world: World) -> None:
+    [someone, other] = make_users(world.a, people("rowq", 2))
+    admin = Admin(world.a)
+    row_link = re.search(r'href="([^"]*action=userrelay_send_user[^"]*user=' + str(someone)
+                         + r'[^"]*)"', admin.get("/wp-admin/users.php")[1])
+    assert row_link is not None, "no row action under the user"
+
+    with recorded_events(world.a) as recorded:
+        status, page = admin.get(html.unescape(row_link.group(1)).replace(world.a.url, ""))
+        events = recorded()
+
+    assert 200 == status and notice(page, "userrelay-sent").startswith("1 user queued")
+    assert [(someone, True)] == [(e["user"]["id"], e["resend"]) for e in events]
+    assert other not in [e["user"]["id"] for e in events]
+
+
 def test_someone_who_cannot_edit_users_gets_neither_the_action_nor_its_effect(
         world: World) -> None:
     [author] = make_users(world.a, [{**people("writer", 1, "author")[0],
