@@ -211,8 +211,13 @@ final class UserRelay_Admin {
 		$this->render_relay_view();
 
 		echo '<h2>' . esc_html__( 'Outbox', 'userrelay' ) . '</h2>';
-		$this->render_outbox();
-		$this->button_form( 'userrelay_send', __( 'Send now', 'userrelay' ) );
+		if ( is_multisite() && ! get_option( UserRelay_Plugin::OPTION_DB_VERSION ) ) {
+			// A blog never connected has no outbox yet: saving its settings makes one.
+			echo '<p>' . esc_html__( 'This site is not connected yet: it has no outbox.', 'userrelay' ) . '</p>';
+		} else {
+			$this->render_outbox();
+			$this->button_form( 'userrelay_send', __( 'Send now', 'userrelay' ) );
+		}
 		echo '</div>';
 		if ( is_multisite() ) {
 			restore_current_blog();

@@ -121,6 +121,7 @@ final class UserRelay_Network {
 					'at'       => microtime( true ),
 					'login'    => (string) $user->user_login,
 					'email'    => (string) $user->user_email,
+					'roles'    => array_values( (array) $user->roles ), // Their roles on that blog.
 					'reported' => $this->settings->is_member( (int) $user_id ) && ( new UserRelay_Snapshot( $this->settings ) )->reported( $user ),
 					'versions' => UserRelay_Versions::of( $user ),
 				);
