@@ -25,6 +25,8 @@ import pytest
 from relay import config as config_module
 from relay.cli.main import main
 from relay.cli.wizard import Prompt
+from relay.constants import LINK_FIELDS
+from relay.db.links import LinkBook
 from relay.keys.keystore import KeyStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,15 @@ def stored_key(config_path: Path, site: str) -> str | None:
     return None if key is None else key.secret
 
 
+def record_roles_listed(config_path: Path, site: str, roles: list[str]) -> None:
+    """``site`` passed a Test Connection at which its plugin listed ``roles``."""
+    config = config_module.load(config_path)
+    with LinkBook(config) as book:
+        book.record_test(site, config.sites[site].url, "key-1", True, [
+            {"name": "roles", "status": "ok", "detail": "", "fix": None,
+             "data": {"roles": [{"slug": r, "name": r.title()} for r in roles]}}])
+
+
 def test_flags_make_a_config_from_nothing_that_check_config_accepts(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "config.yaml"
@@ -67,6 +78,59 @@ def test_flags_make_a_config_from_nothing_that_check_config_accepts(
     assert ("branch", "shop", "pull") == (link.site, link.remote, link.direction)
     assert {"create", "edit", "roles", "delete"} == set(link.incoming)
     assert path.read_text().startswith("# UserRelay configuration")
+
+
+def test_flags_choose_the_links_roles_fields_and_initial_sync(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.yaml"
+    assert 0 == add(path, "--id", "shop", "--url", "https://shop.example.com")
+
+    assert 0 == add(path, "--id", "branch", "--url", "https://branch.example.com",
+                    "--remote", "shop", "--direction", "bidirectional",
+                    "--roles-outgoing", "customer,subscriber", "--roles-incoming", "customer",
+                    "--fields", "first_name,last_name,email", "--initial-sync", "false")
+
+    link = config_module.load(path).links["branch-shop"]
+    assert (frozenset({"customer", "subscriber"}), frozenset({"customer"})) == (
+        link.roles_outgoing, link.roles_incoming)
+    assert (frozenset({"first_name", "last_name", "email"}), False) == (link.fields,
+                                                                        link.initial_sync)
+    out = capsys.readouterr().out
+    assert ("Who and what it syncs: roles outgoing: customer, subscriber; incoming: customer; "
+            "fields: email, first_name, last_name; initial sync: off.") in out
+    assert "only changes from then on travel" in out
+    assert 0 == main(["check-config", str(path)])
+
+
+def test_without_rule_flags_a_link_syncs_every_role_and_field_and_begins_with_an_initial_sync(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.yaml"
+    shutil.copy(EXAMPLE, path)
+
+    assert 0 == add(path, "--id", "blog", "--url", "https://blog.example.com",
+                    "--remote", "shop", "--direction", "pull")
+
+    link = config_module.load(path).links["blog-shop"]
+    assert (None, None, frozenset(LINK_FIELDS), True) == (
+        link.roles_outgoing, link.roles_incoming, link.fields, link.initial_sync)
+    assert ("Who and what it syncs: every role, every profile field; its first start copies "
+            "the users the sites already have.") in capsys.readouterr().out
+
+
+def test_a_role_the_remote_did_not_list_at_its_test_is_written_with_a_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.yaml"
+    assert 0 == add(path, "--id", "shop", "--url", "https://shop.example.com")
+    record_roles_listed(path, "shop", ["customer", "subscriber"])
+
+    assert 0 == add(path, "--id", "blog", "--url", "https://blog.example.com",
+                    "--remote", "shop", "--direction", "pull", "--roles-incoming",
+                    "customr,subscriber")
+
+    assert ("Warning: --roles-incoming: customr: site 'shop' has no such role (did you mean "
+            "customer?); it has customer, subscriber.") in capsys.readouterr().out
+    assert frozenset({"customr", "subscriber"}) == \
+        config_module.load(path).links["blog-shop"].roles_incoming
 
 
 def test_adding_a_site_to_the_example_keeps_every_line_of_it_in_order(tmp_path: Path) -> None:
@@ -168,6 +232,19 @@ def test_the_next_steps_name_both_sites_the_link_and_the_reload(
      "--outgoing 'create,teleport': got ['create', 'teleport']; expected a list drawn from"),
     (["--id", "blog", "--url", "https://blog.example.com", "--remote", "shop"],
      "not on a terminal, so --direction must be given"),
+    (["--id", "blog", "--url", "https://blog.example.com", "--remote", "shop",
+      "--direction", "push", "--roles-outgoing", "Shop Manager"],
+     "--roles-outgoing 'Shop Manager': got 'Shop', 'Manager'; expected role slugs as "
+     "WordPress stores them"),
+    (["--id", "blog", "--url", "https://blog.example.com", "--remote", "shop",
+      "--direction", "push", "--roles-incoming", "customer"],
+     "--roles-incoming 'customer': a push link has no incoming changes to filter"),
+    (["--id", "blog", "--url", "https://blog.example.com", "--remote", "shop",
+      "--direction", "push", "--fields", "first_name,password"],
+     "--fields 'first_name,password': got 'password'; expected a list drawn from first_name"),
+    (["--id", "blog", "--url", "https://blog.example.com", "--roles-outgoing", "customer",
+      "--initial-sync", "false"],
+     "--roles-outgoing, --initial-sync: only for a link, which needs --remote SITE"),
 ])
 def test_a_refusal_says_why_and_leaves_the_file_byte_for_byte_unchanged(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
@@ -328,7 +405,12 @@ def test_on_a_terminal_each_question_is_asked_and_an_invalid_answer_asked_again(
                   "create, edit, delete")
     screen.answer("Include delete: a user deleted on shop is deleted on the other site too? "
                   "[y/N]: ", "y")
+    screen.answer("Roles whose users blog sends to shop, comma-separated, or 'all' [all]: ", "")
+    screen.answer("Roles whose users blog takes from shop, comma-separated, or 'all' [all]: ",
+                  "")
+    screen.answer("Profile fields that travel, comma-separated, or 'all' [all]: ", "")
     screen.answer("Find a person on the other site first by email or login [email]: ", "login")
+    screen.answer("send the users the sites already have (its initial sync)? [Y/n]: ", "")
     screen.answer("and make the site's key? [Y/n]: ", "")
     screen.expect("shown only this once")
 
@@ -337,7 +419,49 @@ def test_on_a_terminal_each_question_is_asked_and_an_invalid_answer_asked_again(
     assert ("bidirectional", "login") == (link.direction, link.match_by)
     assert ({"create", "edit", "roles"}, {"create", "edit", "delete"}) == \
         (set(link.outgoing), set(link.incoming))
+    assert (None, None, frozenset(LINK_FIELDS), True) == (
+        link.roles_outgoing, link.roles_incoming, link.fields, link.initial_sync)
     assert [stored_key(path, "blog")] == KEY.findall(screen.screen)[:1]
+
+
+def test_on_a_terminal_the_roles_are_checked_against_those_the_remote_listed_at_its_test(
+        tmp_path: Path, terminal: Callable[[list[str]], Terminal]) -> None:
+    path = tmp_path / "config.yaml"
+    assert 0 == add(path, "--id", "shop", "--url", "https://shop.example.com")
+    record_roles_listed(path, "shop", ["customer", "subscriber", "shop_manager"])
+    screen = terminal(["sites", "add", "--config", "config.yaml", "--id", "blog", "--label",
+                       "Blog", "--url", "https://blog.example.com", "--public-url",
+                       "https://relay.example.com", "--remote", "shop", "--link-id", "blog-shop",
+                       "--sync", "users", "--direction", "push",
+                       "--outgoing", "create,edit,roles", "--match-by", "email"])
+
+    screen.expect("shop's roles at its last Test Connection: customer, shop_manager, subscriber")
+    question = "Roles whose users blog sends to shop, comma-separated, or 'all' [all]: "
+    screen.answer(question, "Shop Manager")
+    screen.expect("got 'Shop', 'Manager'; expected role slugs as WordPress stores them")
+    screen.answer(question, "customr, subscriber")
+    screen.expect("customr: site 'shop' has no such role (did you mean customer?); it has "
+                  "customer, shop_manager, subscriber")
+    screen.answer("Keep customr, subscriber anyway (the role may be added to shop later)? "
+                  "[y/N]: ", "")
+    screen.answer(question, "customer, subscriber")
+    screen.expect("email left out still travels, to find the person")
+    screen.answer("Profile fields that travel, comma-separated, or 'all' [all]: ", "password")
+    screen.expect("got 'password'; expected a list drawn from first_name")
+    screen.answer("Profile fields that travel, comma-separated, or 'all' [all]: ",
+                  "first_name, last_name, email")
+    screen.answer("send the users the sites already have (its initial sync)? [Y/n]: ", "n")
+    screen.expect("Who and what it syncs: roles outgoing: customer, subscriber; fields: email, "
+                  "first_name, last_name; initial sync: off.")
+    screen.answer("and make the site's key? [Y/n]: ", "")
+    screen.expect("shown only this once")
+
+    assert 0 == screen.finish()
+    link = config_module.load(path).links["blog-shop"]
+    assert (frozenset({"customer", "subscriber"}), None) == (link.roles_outgoing,
+                                                             link.roles_incoming)
+    assert (frozenset({"first_name", "last_name", "email"}), False) == (link.fields,
+                                                                        link.initial_sync)
 
 
 @pytest.mark.parametrize(("keys", "status", "message"), [

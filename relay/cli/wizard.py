@@ -2,7 +2,8 @@
 
 Owns the questions and their order: the site (id, label, address), the relay's public URL as
 the sites reach it (asked once, then kept as ``public_url``), then the link to an existing
-site (sync type, direction, actions each way, matching). On a terminal each question is
+site (relay/cli/wizard_link.py: sync type, direction, actions and roles each way, fields,
+matching, initial sync). On a terminal each question is
 asked with its default in brackets and asked again, with the reason, until the answer is
 valid; a flag given answers its question. Without a terminal only flags are used. Nothing is
 written until every answer is in and the edited file passes the relay's own validation
@@ -20,28 +21,13 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from relay.cli import wizard_link
+from relay.cli.wizard_link import Check, LinkStep
 from relay.config import Config, is_loopback
-from relay.config.checks import (
-    LOOPBACK,
-    link_problem,
-    relay_url_problem,
-    site_problem,
-    split_words,
-    url_problem,
-)
+from relay.config.checks import LOOPBACK, relay_url_problem, site_problem, url_problem
 from relay.config.edit import ConfigFile
-from relay.constants import ACTIONS, MATCH_BY, RECOMMENDED_ACTIONS, SYNC_TYPES_PLANNED
 from relay.errors import SetupRefused
 from relay.keys.keystore import KeyStore
-
-Check = Callable[[str], str | None]
-#: One line on each direction, as seen from the site the link is set up on.
-DIRECTION_HELP = {
-    "push": "{site} is the source: its changes go to {remote}",
-    "pull": "{remote} is the source: {site} takes {remote}'s changes",
-    "bidirectional": "both: changes go each way, and a change on either side can overwrite "
-                     "the other (the newest change of a field wins on both sites)",
-}
 
 
 class Prompt:
@@ -101,13 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser, default_config: str) -> None:
                         help="the relay's address as the sites reach it (the setting "
                         "public_url, printed for USERRELAY_URL); asked the first time, "
                         "default: public_url, else http://listen.host:listen.port")
-    flag("--remote", "SITE", "an existing site to link the new site to")
-    flag("--link-id", "LINK", "the link's id (default: SITE-REMOTE)")
-    flag("--sync", "TYPE", "what is synced: users (orders, posts: coming soon)")
-    flag("--direction", "DIRECTION", "push, pull or bidirectional")
-    flag("--outgoing", "ACTIONS", "actions sent to the remote (default: create,edit,roles)")
-    flag("--incoming", "ACTIONS", "actions taken from the remote (default: create,edit,roles)")
-    flag("--match-by", "FIELD", "how a person is first found: email (default) or login")
+    wizard_link.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -143,7 +123,8 @@ class Wizard:
         config = file.config
         site = self._site(config, file.path)
         relay_url, settings = self._public_url(config)
-        link = self._link(config, file.path, site["id"])
+        link = LinkStep(self.args, self.prompt, self.say, self._answer).ask(
+            config, file.path, site["id"])
         file.add(site, link, settings)
         self.say(_summary(site, link))
         if self.prompt and not self.prompt.confirm(f"Write this to {file.path} and make the "
@@ -207,10 +188,8 @@ class Wizard:
         if missing:
             raise SetupRefused(f"not on a terminal, so {' and '.join(missing)} must be given "
                                "(userrelay sites add --help lists every flag)")
-        link_flags = [flag for flag, value in (
-            ("--link-id", args.link_id), ("--sync", args.sync), ("--direction", args.direction),
-            ("--outgoing", args.outgoing), ("--incoming", args.incoming),
-            ("--match-by", args.match_by)) if value is not None]
+        link_flags = ["--" + name.replace("_", "-") for name in wizard_link.FLAGS
+                      if getattr(args, name) is not None]
         if args.remote is None and link_flags:
             raise SetupRefused(f"{', '.join(link_flags)}: only for a link, which needs "
                                "--remote SITE")
@@ -274,82 +253,6 @@ class Wizard:
                 return url, True
             self.say("  Then give its https:// address.")
 
-    def _link(self, config: Config, path: Path, site_id: str) -> dict[str, Any] | None:
-        args, sites = self.args, list(config.sites)
-
-        def check_remote(remote: str) -> str | None:
-            if remote in config.sites or (self.prompt and remote == "none"):
-                return None
-            return f"expected one of the sites: {', '.join(sites) or '(none configured)'}"
-
-        if args.remote is None and (not sites or self.prompt is None):
-            return None
-        remote = self._answer(
-            "--remote", args.remote, f"Link {site_id} to which existing site ({', '.join(sites)};"
-            " 'none' for no link)", sites[0] if len(sites) == 1 else None, check_remote)
-        if remote == "none":
-            return None
-
-        def check_link_id(link_id: str) -> str | None:
-            if link_id in config.links:
-                known = config.links[link_id]
-                return (f"a link {link_id!r} already exists in {path} ({known.site} to "
-                        f"{known.remote}); choose another id with --link-id")
-            return link_problem("id", {"id": link_id}, site_id, remote)
-
-        link: dict[str, Any] = {"id": self._answer("--link-id", args.link_id, "Link id",
-                                                   f"{site_id}-{remote}", check_link_id),
-                                "site": site_id, "remote": remote}
-        if self.prompt:
-            self.say("What to sync: users. " + " and ".join(SYNC_TYPES_PLANNED).capitalize()
-                     + " are coming soon.")
-        link["sync"] = [self._answer("--sync", args.sync, "Sync type", "users",
-                                     lambda kind: link_problem("sync", {"sync": [kind]},
-                                                                site_id, remote))]
-        if self.prompt:
-            self.say("Direction:")
-            for name, text in DIRECTION_HELP.items():
-                self.say(f"  {name:<14} {text.format(site=site_id, remote=remote)}")
-        link["direction"] = direction = self._answer(
-            "--direction", args.direction, "Direction (push, pull, bidirectional)", None,
-            lambda value: link_problem("direction", {"direction": value}, site_id, remote))
-        if direction == "bidirectional":
-            self.say(f"Note: with bidirectional sync a change on {site_id} can overwrite one "
-                     f"on {remote}, and the other way round.")
-        sides = {"outgoing": (direction != "pull", args.outgoing, f"{site_id} sends to {remote}"),
-                 "incoming": (direction != "push", args.incoming, f"{site_id} takes from {remote}")}
-        for side, (needed, given, what) in sides.items():
-            if needed or given is not None:
-                link[side] = self._actions(side, given, what, site_id, remote)
-        link["match_by"] = self._answer(
-            "--match-by", args.match_by, f"Find a person on the other site first by "
-            f"{' or '.join(MATCH_BY)}", MATCH_BY[0],
-            lambda value: link_problem("match_by", {"match_by": value}, site_id, remote))
-        return link
-
-    def _actions(self, side: str, given: str | None, what: str, site_id: str,
-                 remote: str) -> list[str]:
-        def check(text: str) -> str | None:
-            return link_problem(side, {side: split_words(text)}, site_id, remote)
-
-        if self.prompt and given is None:
-            others = [a for a in ACTIONS if a not in RECOMMENDED_ACTIONS and a != "delete"]
-            self.say(f"Actions {what} ({side}):\n"
-                     f"  recommended: {', '.join(RECOMMENDED_ACTIONS)}\n"
-                     f"  also: {', '.join(others)}\n"
-                     f"  delete: only when certain (a user deleted on one site is deleted on "
-                     f"the other)")
-        while True:
-            actions = split_words(self._answer(f"--{side}", given, f"{side.capitalize()} actions, "
-                                          "comma-separated, or 'none'",
-                                          ",".join(RECOMMENDED_ACTIONS), check))
-            if "delete" not in actions or given is not None or self.prompt is None:
-                return actions
-            source = site_id if side == "outgoing" else remote
-            if self.prompt.confirm(f"Include delete: a user deleted on {source} is deleted on "
-                                   "the other site too?", False):
-                return actions
-
 
 def _summary(site: dict[str, Any], link: dict[str, Any] | None) -> str:
     lines = [f"\nSite {site['id']!r} ({site['label']}) at {site['url']}."]
@@ -363,6 +266,7 @@ def _summary(site: dict[str, Any], link: dict[str, Any] | None) -> str:
                          f"from {link['remote']}")
         lines.append(f"Link {link['id']!r}: {', '.join(link['sync'])}, {link['direction']}: "
                      f"{'; '.join(flows)}; people matched by {link['match_by']}.")
+        lines.append(f"Who and what it syncs: {wizard_link.rules_said(link)}.")
     return "\n".join(lines)
 
 
@@ -378,7 +282,9 @@ def _handover(site: dict[str, Any], link: dict[str, Any] | None, secret: str, re
                  f"       userrelay sites test {s}{flag}"
                  for s in ([site_id, link["remote"]] if link else [site_id]))]
     if link:
-        steps.append(f"Start the link:\n       userrelay links start {link['id']}{flag}")
+        steps.append(f"Start the link:\n       userrelay links start {link['id']}{flag}"
+                     + ("" if link.get("initial_sync", True) else
+                        "\n     (initial_sync: false: only changes from then on travel)"))
     else:
         steps.append(f"Add the next site, and link it to {site_id}:\n"
                      f"       userrelay sites add{flag}")
