@@ -18,16 +18,13 @@ import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from relay.config import Config, link_rules
 from relay.config.checks import link_problem, split_words
 from relay.constants import ACTIONS, LINK_FIELDS, MATCH_BY, RECOMMENDED_ACTIONS, SYNC_TYPES_PLANNED
 from relay.db import links as link_book
 from relay.sites import role_check
-
-if TYPE_CHECKING:
-    from relay.cli.wizard import Prompt
 
 Check = Callable[[str], str | None]
 #: ``answer(flag, given, question, default, check)``: the wizard's way of getting one answer.
@@ -42,6 +39,14 @@ DIRECTION_HELP = {
 #: What each way's role rule judges, as seen from the link's site.
 ROLES_QUESTION = {"outgoing": "Roles whose users {site} sends to {remote}",
                   "incoming": "Roles whose users {site} takes from {remote}"}
+
+
+class Confirm(Protocol):
+    """What the link's questions need of the wizard's terminal (relay.cli.wizard.Prompt)."""
+
+    def confirm(self, question: str, default: bool) -> bool: ...
+
+
 #: The answer that means "no limit" (a role rule or fields left out: the default).
 ALL = "all"
 
@@ -117,7 +122,7 @@ def lacking(names: list[str], site: str, known: set[str]) -> str | None:
 class LinkStep:
     """The link's questions, answered by flags or on a terminal through the wizard's ``answer``."""
 
-    def __init__(self, args: argparse.Namespace, prompt: Prompt | None,
+    def __init__(self, args: argparse.Namespace, prompt: Confirm | None,
                  say: Callable[[str], None], answer: Answer) -> None:
         self.args = args
         self.prompt = prompt
