@@ -2,19 +2,19 @@
 
 Loading collects every problem it finds and raises one ``ConfigError`` that names, for each,
 the key path, the bad value and what was expected. It never lets a traceback reach the user.
+The sites are read in relay/config/load_sites.py, the links here.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import ssl
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from relay.config import link_rules, protected_meta
 from relay.config import yaml_doc as config_yaml
+from relay.config.load_sites import got, read_sites, unknown_keys
+from relay.config.load_sites import is_loopback as is_loopback  # the package's, from here
 from relay.config.sections import (
     ID_PATTERN,
     SECTION_ALIASES,
@@ -96,7 +96,7 @@ def from_mapping(document: Any, source: str = "<config>", base_dir: Path | None 
     document = _renamed(document, source, problems, notes)
     try:
         values = _read_settings(document, problems)
-        sites = _read_sites(document.get("sites"), problems, base_dir or Path.cwd())
+        sites = read_sites(document.get("sites"), problems, base_dir or Path.cwd())
         links = _read_links(document.get("links"), sites, problems)
     except (TypeError, ValueError, RecursionError) as exc:
         # A shape no check above foresaw: still one clear error, never a traceback.
@@ -177,107 +177,6 @@ def _read_settings(document: dict[str, Any], problems: list[str]) -> dict[str, A
     return values
 
 
-def _read_sites(raw: Any, problems: list[str], base_dir: Path) -> dict[str, Site]:
-    sites: dict[str, Site] = {}
-    if raw is None:
-        return sites
-    if not isinstance(raw, list):
-        problems.append(f"sites: got {raw!r}; expected a list of sites")
-        return sites
-    for i, item in enumerate(raw):
-        where = f"sites[{i}]"
-        if not isinstance(item, dict):
-            problems.append(f"{where}: got {item!r}; expected a mapping with id, label and url")
-            continue
-        _unknown_keys(item, {"id", "label", "url", "allow_http", "ca_file"}, where, problems)
-        site_id = item.get("id")
-        if not isinstance(site_id, str) or not ID_PATTERN.match(site_id):
-            problems.append(f"{where}.id: {_got(item, 'id')}; expected lower-case letters, "
-                            "digits, '-' or '_' (at most 63)")
-            continue
-        where = f"sites[{i}] ({site_id})"
-        if site_id in sites:
-            problems.append(f"{where}.id: the site id {site_id!r} is used twice")
-        allow_http = item.get("allow_http", False)
-        if not isinstance(allow_http, bool):
-            problems.append(f"{where}.allow_http: got {allow_http!r}; expected true or false")
-            allow_http = False
-        url = item.get("url")
-        if "url" not in item:
-            problems.append(f"{where}.url: missing; expected the site's https:// URL")
-        else:
-            _check_url(url, allow_http, f"{where}.url", problems)
-        label = item.get("label", site_id)
-        if not isinstance(label, str):
-            problems.append(f"{where}.label: got {label!r}; expected a string")
-            label = site_id
-        ca_file = _ca_file(item.get("ca_file"), base_dir, f"{where}.ca_file", problems)
-        sites[site_id] = Site(site_id, label, str(url).rstrip("/"), allow_http, ca_file)
-    return sites
-
-
-def _ca_file(value: Any, base_dir: Path, where: str, problems: list[str]) -> Path | None:
-    """A site's CA file: None, or a PEM file of certificates that ssl can load."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        problems.append(f"{where}: got {value!r}; expected the path of a PEM file of CA "
-                        "certificates")
-        return None
-    path = base_dir / value
-    try:
-        ssl.create_default_context(cafile=str(path))
-    except FileNotFoundError:
-        problems.append(f"{where}: {path} does not exist")
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        problems.append(f"{where}: {path} holds no CA certificate ssl can load ({exc})")
-    return path
-
-
-def _got(item: dict[str, Any], key: str) -> str:
-    """``missing`` for a key not given, else ``got VALUE``."""
-    return f"got {item[key]!r}" if key in item else "missing"
-
-
-def _check_url(url: Any, allow_http: bool, where: str, problems: list[str]) -> None:
-    if not isinstance(url, str):
-        problems.append(f"{where}: got {url!r}; expected the site's https:// URL")
-        return
-    try:
-        parts = urlsplit(url)
-        parts.hostname  # noqa: B018 - raises ValueError for e.g. http://[::1
-    except ValueError as exc:
-        problems.append(f"{where}: got {url!r}; not a URL ({exc}); expected an https:// URL "
-                        "such as https://shop.example.com")
-        return
-    if parts.scheme == "http" and not (allow_http and is_loopback(parts.hostname or "")):
-        problems.append(f"{where}: got {url!r}; expected an https:// URL (plain http only for "
-                        "a site on this machine, with allow_http: true)" if not allow_http else
-                        f"{where}: got {url!r}; plain http is allowed only for a loopback "
-                        "address (127.0.0.1, ::1, localhost): anyone on the way could read and "
-                        "alter the changes; use https://")
-    elif parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append(f"{where}: got {url!r}; expected an https:// URL such as "
-                        "https://shop.example.com")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (127.0.0.0/8, ::1, localhost)."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _unknown_keys(item: dict[str, Any], allowed: set[str], where: str, problems: list[str]) -> None:
-    for key in item:
-        if key not in allowed:
-            problems.append(f"{where}.{key}: unknown key; expected one of "
-                            f"{', '.join(sorted(allowed))}")
-
-
 def _actions(raw: Any, where: str, problems: list[str]) -> frozenset[str]:
     if raw is None:
         return frozenset(RECOMMENDED_ACTIONS)
@@ -329,25 +228,25 @@ def _read_links(raw: Any, sites: dict[str, Site], problems: list[str]) -> dict[s
             continue
         link_id = item.get("id")
         if not isinstance(link_id, str) or not ID_PATTERN.match(link_id):
-            problems.append(f"{where}.id: {_got(item, 'id')}; expected lower-case letters, "
+            problems.append(f"{where}.id: {got(item, 'id')}; expected lower-case letters, "
                             "digits, '-' or '_'")
             continue
         where = f"links[{i}] ({link_id})"
         if link_id in links:
             problems.append(f"{where}.id: the link id {link_id!r} is used twice")
-        _unknown_keys(item, fields, where, problems)
+        unknown_keys(item, fields, where, problems)
         ends = []
         for end in ("site", "remote"):
             value = item.get(end)
             if not isinstance(value, str) or value not in sites:
-                problems.append(f"{where}.{end}: {_got(item, end)}; expected one of the sites: "
+                problems.append(f"{where}.{end}: {got(item, end)}; expected one of the sites: "
                                 f"{', '.join(sites) or '(none configured)'}")
             ends.append(value)
         if ends[0] == ends[1] and ends[0] is not None:
             problems.append(f"{where}.remote: got {ends[1]!r}; a site cannot link to itself")
         direction = item.get("direction")
         if direction not in DIRECTIONS:
-            problems.append(f"{where}.direction: {_got(item, 'direction')}; expected one of "
+            problems.append(f"{where}.direction: {got(item, 'direction')}; expected one of "
                             f"{', '.join(DIRECTIONS)}")
         sync = item.get("sync", ["users"])
         if isinstance(sync, str):
