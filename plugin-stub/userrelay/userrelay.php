@@ -33,6 +33,7 @@ require_once __DIR__ . '/includes/class-userrelay-loopback-kick.php';
 require_once __DIR__ . '/includes/class-userrelay-hooks.php';
 require_once __DIR__ . '/includes/class-userrelay-network.php';
 require_once __DIR__ . '/includes/class-userrelay-versions.php';
+require_once __DIR__ . '/includes/class-userrelay-stored-versions.php';
 require_once __DIR__ . '/includes/class-userrelay-snapshot.php';
 require_once __DIR__ . '/includes/class-userrelay-digests.php';
 require_once __DIR__ . '/includes/class-userrelay-directory.php';

@@ -244,7 +244,7 @@ final class UserRelay_Applier {
 				$this->hooks->note_applied( $user_id, $origin );
 			}
 			foreach ( $this->changes->observed() as $version ) {
-				UserRelay_Versions::observe( $version ); // The clock moves past what was applied.
+				UserRelay_Stored_Versions::observe( $version ); // The clock moves past what was applied.
 			}
 			if ( self::DROPPED === $status ) {
 				return self::result( $id, 200, 0 ) + array( 'dropped' => true );

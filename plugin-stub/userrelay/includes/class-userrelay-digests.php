@@ -107,7 +107,7 @@ final class UserRelay_Digests {
 				'digest'   => hash( 'sha256', implode( ',', $digests ) ),
 				'digests'  => (object) $digests,
 				// Which side holds the newer change of a group that differs (UserRelay_Versions).
-				'versions' => (object) UserRelay_Versions::expanded( UserRelay_Versions::of( $user ), array_map( 'strval', array_keys( $values['meta'] ) ) ),
+				'versions' => (object) UserRelay_Versions::expanded( UserRelay_Stored_Versions::of( $user ), array_map( 'strval', array_keys( $values['meta'] ) ) ),
 			);
 		}
 		return array(

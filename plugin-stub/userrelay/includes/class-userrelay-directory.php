@@ -60,7 +60,7 @@ final class UserRelay_Directory {
 			$fields['password_hash'] = $hash;
 			$fields['meta']          = (object) $this->meta( $user_id );
 			$fields['modified']      = round( UserRelay_Snapshot::modified( $user ), 6 );
-			$fields['versions']      = (object) UserRelay_Versions::expanded( UserRelay_Versions::of( $user ), array_map( 'strval', array_keys( (array) $fields['meta'] ) ) );
+			$fields['versions']      = (object) UserRelay_Versions::expanded( UserRelay_Stored_Versions::of( $user ), array_map( 'strval', array_keys( (array) $fields['meta'] ) ) );
 			$users[]                 = $fields;
 		}
 		$last = $ids ? end( $ids ) : null;

@@ -224,20 +224,20 @@ final class UserRelay_Event_Changes {
 		if ( in_array( 'delete', $actions, true ) ) {
 			$deleted = $versions['delete'] ?? UserRelay_Facts::MIN_VERSION;
 			if ( $user ) {
-				$held = UserRelay_Versions::held( UserRelay_Versions::stored( $user->ID ), 'created', UserRelay_Versions::implied_of( $user ) );
+				$held = UserRelay_Versions::held( UserRelay_Stored_Versions::stored( $user->ID ), 'created', UserRelay_Stored_Versions::implied_of( $user ) );
 				if ( ! UserRelay_Versions::delete_applies( $held, $deleted ) ) {
 					$this->skipped = array( 'created' );
 					return array( UserRelay_Applier::STALE, $user->ID ); // Created here again after that delete.
 				}
 			}
-			UserRelay_Versions::bury( $data['email'], $data['login'], $deleted );
+			UserRelay_Stored_Versions::bury( $data['email'], $data['login'], $deleted );
 			$this->observed[] = $deleted;
 			return array( 200, $user ? $this->writer->delete( $user, $data['login'] ) : 0 );
 		}
 		$groups = self::carried_groups( $actions, $data );
 		if ( ! $user ) {
 			$by   = UserRelay_User_Match::by_login( $data, $match ) ? 'login' : 'email';
-			$gone = UserRelay_Versions::gone( $by, $data[ $by ] );
+			$gone = UserRelay_Stored_Versions::gone( $by, $data[ $by ] );
 			if ( ! $source_wins && null !== $gone && ! UserRelay_Versions::revives( $created, $gone ) ) {
 				$this->skipped = $groups;
 				return array( UserRelay_Applier::STALE, 0 ); // That person was deleted here after this account began.
@@ -245,8 +245,8 @@ final class UserRelay_Event_Changes {
 			$stored = array_fill_keys( UserRelay_Facts::VERSION_GROUPS, UserRelay_Facts::MIN_VERSION );
 			$apply  = $groups;
 		} else {
-			$stored        = UserRelay_Versions::stored( $user->ID );
-			$implied       = UserRelay_Versions::implied_of( $user );
+			$stored        = UserRelay_Stored_Versions::stored( $user->ID );
+			$implied       = UserRelay_Stored_Versions::implied_of( $user );
 			$decision      = UserRelay_Versions::decide( $groups, $versions, $stored, $implied, $source_wins );
 			$apply         = $decision['apply'];
 			$stored        = null === $stored ? UserRelay_Versions::materialize( $implied ) : $stored;
@@ -290,7 +290,7 @@ final class UserRelay_Event_Changes {
 		}
 		$map            = UserRelay_Versions::record( $stored, $apply, $versions, array(), $source_wins );
 		$map['created'] = UserRelay_Versions::newer( $map['created'] ?? UserRelay_Facts::MIN_VERSION, $created );
-		UserRelay_Versions::store( $user->ID, $map );
+		UserRelay_Stored_Versions::store( $user->ID, $map );
 		foreach ( $apply as $group ) {
 			$this->observed[] = $versions[ $group ] ?? UserRelay_Facts::MIN_VERSION;
 		}

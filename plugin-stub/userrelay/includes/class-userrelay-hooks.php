@@ -351,7 +351,7 @@ final class UserRelay_Hooks {
 			// Whether partners ever heard of this user (a privileged one or another blog's not).
 			'reported' => ( new UserRelay_Snapshot( $this->settings ) )->reported( $user ),
 			// The user's versions while they exist: the delete is ordered after all of them.
-			'versions' => UserRelay_Versions::of( $user ),
+			'versions' => UserRelay_Stored_Versions::of( $user ),
 		);
 	}
 

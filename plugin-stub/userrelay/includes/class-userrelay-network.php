@@ -123,7 +123,7 @@ final class UserRelay_Network {
 					'email'    => (string) $user->user_email,
 					'roles'    => array_values( (array) $user->roles ), // Their roles on that blog.
 					'reported' => $this->settings->is_member( (int) $user_id ) && ( new UserRelay_Snapshot( $this->settings ) )->reported( $user ),
-					'versions' => UserRelay_Versions::of( $user ),
+					'versions' => UserRelay_Stored_Versions::of( $user ),
 				);
 			}
 		} finally {

@@ -69,8 +69,8 @@ final class UserRelay_Snapshot {
 			// Ordered after every change of the user known here; remembered, so that a change
 			// of this person made elsewhere before it learnt of the delete does not bring the
 			// user back here (docs/adr/0011-convergent-versions.md).
-			$version = UserRelay_Versions::next_after( UserRelay_Versions::newest( $gone['versions'] ) );
-			UserRelay_Versions::bury( $gone['email'], $gone['login'], $version );
+			$version = UserRelay_Stored_Versions::next_after( UserRelay_Versions::newest( $gone['versions'] ) );
+			UserRelay_Stored_Versions::bury( $gone['email'], $gone['login'], $version );
 			$events[] = $this->event(
 				$user_id,
 				$gone['at'],
@@ -178,7 +178,7 @@ final class UserRelay_Snapshot {
 			// carries the user whole (docs/protocol.md, "whole"); only what changed is stamped.
 			$fields = $this->whole( $user_id, $fields, $hash );
 		}
-		$versions = UserRelay_Versions::stamp( $user, $changed, $notes['create'] ? $this->buried( $user ) : UserRelay_Facts::MIN_VERSION );
+		$versions = UserRelay_Stored_Versions::stamp( $user, $changed, $notes['create'] ? $this->buried( $user ) : UserRelay_Facts::MIN_VERSION );
 		self::modified_now( $user_id, $notes['at'] );
 		$carried = $whole ? self::carried( $versions, UserRelay_Facts::ACTIONS, $fields ) : self::carried( $versions, $actions, $fields );
 		return $this->event( $user_id, $notes['at'], $actions, $fields, $origins, $carried, $whole ? array( 'whole' => true ) : array() );
@@ -210,7 +210,7 @@ final class UserRelay_Snapshot {
 			$actions,
 			$fields,
 			array(),
-			self::carried( UserRelay_Versions::of( $user ), $actions, $fields ),
+			self::carried( UserRelay_Stored_Versions::of( $user ), $actions, $fields ),
 			array(
 				'whole'  => true,
 				'resend' => true,
@@ -319,8 +319,8 @@ final class UserRelay_Snapshot {
 	 * @param WP_User $user The user.
 	 */
 	private function buried( WP_User $user ): string {
-		$email = UserRelay_Versions::gone( 'email', (string) $user->user_email );
-		$login = UserRelay_Versions::gone( 'login', (string) $user->user_login );
+		$email = UserRelay_Stored_Versions::gone( 'email', (string) $user->user_email );
+		$login = UserRelay_Stored_Versions::gone( 'login', (string) $user->user_login );
 		return UserRelay_Versions::newer( $email ?? UserRelay_Facts::MIN_VERSION, $login ?? UserRelay_Facts::MIN_VERSION );
 	}
 

@@ -11,13 +11,14 @@
  * every version the site applies, so a change made here after a delivery was applied is newer
  * than that delivery's change, however far the two sites' clocks are apart.
  *
- * Each user holds one version per field group (usermeta userrelay_versions, protected by its
- * prefix): created (which incarnation of the person this account is), profile, email,
- * password, roles, "meta:KEY" per meta key and "meta:*" for every meta key without a version
- * of its own. A user never stamped has implied versions: created at user_registered, the
- * others at the last reported change (userrelay_modified), with an empty site.
+ * Each user holds one version per field group: created (which incarnation of the person this
+ * account is), profile, email, password, roles, "meta:KEY" per meta key and "meta:*" for every
+ * meta key without a version of its own. A user never stamped has implied versions: created at
+ * user_registered, the others at the last reported change, with an empty site.
  *
- * The first half of this class is pure (no WordPress, no database): tests run it with php-cli.
+ * This class is the rule alone: pure (no WordPress, no database), so tests run it with php-cli.
+ * Where a site keeps its clock, each user's versions and its tombstones is
+ * UserRelay_Stored_Versions.
  *
  * @package UserRelay
  */
@@ -34,22 +35,8 @@ require_once __DIR__ . '/class-userrelay-facts.php';
  */
 final class UserRelay_Versions {
 
-	/** The usermeta holding a user's versions (JSON object of group => version). */
-	const META = 'userrelay_versions';
-
-	/** On a network, the stored roles version of blog N is "roles@N" (see stored()). */
-	const ROLES_OF_BLOG = 'roles@';
-
-	/** The option holding this site's clock ("MS.COUNTER"). */
-	const CLOCK_OPTION = 'userrelay_clock';
-
-	/** Options holding when a person was deleted here, by match key (tombstones). */
-	const GONE_OPTION = 'userrelay_gone_';
-
 	/** Most digits of a version's ms and counter (PHP integers are 64 bits). */
 	const PATTERN = '/^(\d{1,15})\.(\d{1,9})@([\x21-\x7E]{0,64})$/D';
-
-	// --- the pure rule ----------------------------------------------------------------------
 
 	/**
 	 * A version's parts, or null when it is not one.
@@ -270,209 +257,5 @@ final class UserRelay_Versions {
 			'created' => self::format( (int) max( 0, floor( $registered * 1000 ) ), 0, '' ),
 			'changed' => self::format( (int) max( 0, floor( $modified * 1000 ) ), 0, '' ),
 		);
-	}
-
-	// --- on this site -----------------------------------------------------------------------
-
-	/**
-	 * The user's stored versions, or null when never stamped.
-	 *
-	 * @param int $user_id User id.
-	 */
-	public static function stored( int $user_id ): ?array {
-		$map = self::stored_raw( $user_id );
-		if ( null === $map || ! is_multisite() ) {
-			return $map;
-		}
-		// On a network roles are per blog (a user has a role on each), so is their version:
-		// "roles@BLOG" in the shared map, read here as this blog's "roles". A map written before
-		// that holds "roles", which was the primary blog's.
-		$own   = self::ROLES_OF_BLOG . get_current_blog_id();
-		$roles = $map[ $own ] ?? ( ( new UserRelay_Settings() )->is_primary_blog() ? ( $map['roles'] ?? null ) : null );
-		foreach ( array_keys( $map ) as $group ) {
-			if ( 'roles' === $group || 0 === strpos( (string) $group, self::ROLES_OF_BLOG ) ) {
-				unset( $map[ $group ] );
-			}
-		}
-		if ( is_string( $roles ) ) {
-			$map['roles'] = $roles;
-		}
-		return $map;
-	}
-
-	/**
-	 * The user's stored map as it is in the usermeta (every blog's roles on a network).
-	 *
-	 * @param int $user_id User id.
-	 */
-	private static function stored_raw( int $user_id ): ?array {
-		$raw = get_user_meta( $user_id, self::META, true );
-		if ( ! is_string( $raw ) || '' === $raw ) {
-			return null;
-		}
-		$map = json_decode( $raw, true );
-		return is_array( $map ) ? $map : null;
-	}
-
-	/**
-	 * An unstamped user's implied versions.
-	 *
-	 * @param WP_User $user The user.
-	 */
-	public static function implied_of( WP_User $user ): array {
-		$registered = strtotime( (string) $user->user_registered . ' UTC' );
-		return self::implied( false === $registered ? 0.0 : (float) $registered, UserRelay_Snapshot::modified( $user ) );
-	}
-
-	/**
-	 * Every version a user holds: the stored map, or the implied one written out.
-	 *
-	 * @param WP_User $user The user.
-	 */
-	public static function of( WP_User $user ): array {
-		$stored = self::stored( (int) $user->ID );
-		return null === $stored ? self::materialize( self::implied_of( $user ) ) : $stored;
-	}
-
-	/**
-	 * Stores a user's versions (bookkeeping: never reported).
-	 *
-	 * @param int   $user_id User id.
-	 * @param array $map     Group => version.
-	 */
-	public static function store( int $user_id, array $map ): void {
-		if ( is_multisite() ) {
-			// This blog's roles version under its own name; the other blogs' kept as they are.
-			foreach ( self::stored_raw( $user_id ) ?? array() as $group => $version ) {
-				if ( 0 === strpos( (string) $group, self::ROLES_OF_BLOG ) ) {
-					$map += array( $group => $version );
-				}
-			}
-			if ( isset( $map['roles'] ) ) {
-				$map[ self::ROLES_OF_BLOG . get_current_blog_id() ] = $map['roles'];
-				unset( $map['roles'] );
-			}
-		}
-		ksort( $map );
-		UserRelay_Hooks::suppress();
-		try {
-			update_user_meta( $user_id, self::META, wp_slash( (string) wp_json_encode( $map, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE ) ) );
-		} finally {
-			UserRelay_Hooks::resume();
-		}
-	}
-
-	/**
-	 * Stamps the groups a local change touched with the clock's next reading: later than the
-	 * site's clock, than anything the user holds and than the physical clock. Returns the
-	 * user's versions after it.
-	 *
-	 * @param WP_User  $user   The user.
-	 * @param string[] $groups The groups changed here.
-	 * @param string   $floor  A version the stamp must pass too (a tombstone), if any.
-	 */
-	public static function stamp( WP_User $user, array $groups, string $floor = UserRelay_Facts::MIN_VERSION ): array {
-		$map     = self::of( $user );
-		$version = self::tick( self::newer( self::newer( self::clock(), self::newest( $map ) ), $floor ), self::now_ms(), self::site() );
-		foreach ( $groups as $group ) {
-			$map[ $group ] = $version;
-		}
-		self::observe( $version );
-		self::store( (int) $user->ID, $map );
-		return $map;
-	}
-
-	/**
-	 * A new reading of the site's clock, later than $after too (a delete: after every version
-	 * the deleted user held).
-	 *
-	 * @param string $after A version the reading must pass.
-	 */
-	public static function next_after( string $after ): string {
-		$version = self::tick( self::newer( self::clock(), $after ), self::now_ms(), self::site() );
-		self::observe( $version );
-		return $version;
-	}
-
-	/**
-	 * The site's clock now (read from the database: another request may have moved it).
-	 */
-	public static function clock(): string {
-		global $wpdb;
-		$value = $wpdb->get_var( $wpdb->prepare( "SELECT option_value FROM {$wpdb->options} WHERE option_name = %s", self::CLOCK_OPTION ) );
-		return is_string( $value ) && null !== self::parse( $value . '@' ) ? $value . '@' : UserRelay_Facts::MIN_VERSION;
-	}
-
-	/**
-	 * Moves the site's clock past $version (never back).
-	 *
-	 * @param string $version A version made or applied here.
-	 */
-	public static function observe( string $version ): void {
-		global $wpdb;
-		$parts = self::parse( self::newer( self::clock(), $version ) );
-		if ( null === $parts ) {
-			return;
-		}
-		$value = $parts[0] . '.' . $parts[1];
-		// Straight to the table: the options cache of another request would not see it anyway.
-		$wpdb->query( $wpdb->prepare( "INSERT INTO {$wpdb->options} (option_name, option_value, autoload) VALUES (%s, %s, 'no') ON DUPLICATE KEY UPDATE option_value = VALUES(option_value)", self::CLOCK_OPTION, $value ) );
-	}
-
-	/**
-	 * When a person matched by $by ('email' or 'login') = $value was last deleted here, if ever.
-	 *
-	 * @param string $by    Match key.
-	 * @param string $value Its value.
-	 */
-	public static function gone( string $by, string $value ): ?string {
-		if ( '' === $value ) {
-			return null;
-		}
-		$version = get_option( self::gone_option( $by, $value ), null );
-		return is_string( $version ) && null !== self::parse( $version ) ? $version : null;
-	}
-
-	/**
-	 * Records that the person with this email and login was deleted here at $version.
-	 *
-	 * @param string $email   Email.
-	 * @param string $login   Login.
-	 * @param string $version The delete's version.
-	 */
-	public static function bury( string $email, string $login, string $version ): void {
-		foreach ( array( 'email' => $email, 'login' => $login ) as $by => $value ) {
-			if ( '' === $value ) {
-				continue; // A user without an email is known by login alone.
-			}
-			$name = self::gone_option( $by, $value );
-			update_option( $name, self::newer( self::gone( $by, $value ), $version ), false );
-		}
-	}
-
-	/**
-	 * The option of a tombstone (match values may be long: hashed, lowercased as MariaDB
-	 * compares them).
-	 *
-	 * @param string $by    Match key.
-	 * @param string $value Its value.
-	 */
-	private static function gone_option( string $by, string $value ): string {
-		return self::GONE_OPTION . md5( $by . ':' . strtolower( $value ) );
-	}
-
-	/**
-	 * This site's id, as its versions name it.
-	 */
-	public static function site(): string {
-		$site = ( new UserRelay_Settings() )->site();
-		return 1 === preg_match( '/^[\x21-\x7E]{1,64}$/D', $site ) ? $site : 'unnamed';
-	}
-
-	/**
-	 * The physical clock in milliseconds.
-	 */
-	public static function now_ms(): int {
-		return (int) floor( microtime( true ) * 1000 );
 	}
 }
