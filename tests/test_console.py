@@ -344,6 +344,129 @@ async def test_the_wizard_starts_a_link_with_the_rules_chosen_and_shows_its_prog
         raise AssertionError("the link's initial sync is not shown")
 
 
+async def two_tested_sites(console: Console, process: RelayProcess,
+                           partner_factory: Any) -> None:
+    """Sites a and b added through the wizard, each with its plugin's key, both tested."""
+    a, b = await partner_factory(), await partner_factory()
+    keys = {"a": await add_site(console, "a", a.url)}
+    await wait_until_known(console, "a")
+    keys["b"] = await add_site(console, "b", b.url, link_to="a")
+    await wait_until_known(console, "b")
+    for partner, name in ((a, "a"), (b, "b")):
+        partner.site_id, partner.relay_url = name, process.url
+        partner.key = secret_key(SiteKey(keys[name]))
+    _, tested, _ = await console.post("setup/test", {"site": "a", "remote": "b"})
+    assert tested.count("✔ Connection Test Successful") == 2, tested[:3000]
+
+
+async def wait_for_link(console: Console, link: str) -> None:
+    """The relay reloads after a change: wait until the running one has ``link``."""
+    for _ in range(200):
+        try:
+            status, _, _ = await console.request("GET", f"links/{link}/edit", redirects=False)
+        except aiohttp.ClientError:  # the admin listener restarts with the reload
+            status = 0
+        if status == 303:
+            return
+        import asyncio
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the relay did not get to know link {link}")
+
+
+async def test_the_wizard_starts_a_link_with_the_roles_and_fields_chosen_and_no_initial_sync(
+        console_relay: Any, admin_token: str, partner_factory: Any) -> None:
+    process, console, path = console_relay
+    await console.sign_in(admin_token)
+    await two_tested_sites(console, process, partner_factory)
+    query = "site=a&remote=b&sync=users&outgoing=none&outgoing=create&outgoing=edit"
+    chosen = ("&roles_outgoing=customer,+subscriber&roles_incoming=customer"
+              "&fields=none&fields=first_name&fields=email&initial_sync=off")
+
+    _, rules, _ = await console.get(f"setup/rules?{query}")
+    refused, refusal, _ = await console.get(f"setup/direction?{query}"
+                                            "&roles_outgoing=Shop+Manager")
+    _, summary, _ = await console.get(f"setup/start?{query}{chosen}&direction=push")
+    status, _, resp = await console.post("setup/start", [
+        ("site", "a"), ("remote", "b"), ("sync", "users"), ("direction", "push"),
+        ("outgoing", "none"), ("outgoing", "create"), ("outgoing", "edit"),
+        ("roles_outgoing", "customer, subscriber"), ("roles_incoming", "customer"),
+        ("fields", "none"), ("fields", "first_name"), ("fields", "email"),
+        ("initial_sync", "off")])
+
+    assert re.search(r'id="f-roles_outgoing"[^>]*value=""', rules)
+    for field in ("first_name", "description", "email"):
+        assert re.search(f'id="fields-{field}"[^>]*checked', rules)
+    assert re.search(r'id="initial_sync-on"[^>]*checked', rules)
+    assert 400 == refused
+    assert re.search(r'id="f-roles_outgoing-error"[^>]*>[^<]*got &#39;Shop&#39;, '
+                     r'&#39;Manager&#39;; expected role slugs', refusal)
+    assert re.search(r'id="summary-roles_outgoing">customer, subscriber<', summary)
+    assert 'id="summary-roles_incoming"' not in summary  # a push link takes nothing
+    assert re.search(r'id="summary-fields">first_name, email<', summary)
+    assert re.search(r'id="summary-initial_sync">off', summary)
+    assert 200 == status and str(resp.url).endswith("/console/links/a-b/progress")
+    link = load(path).links["a-b"]
+    assert (frozenset({"customer", "subscriber"}), None) == (link.roles_outgoing,
+                                                             link.roles_incoming)
+    assert (frozenset({"first_name", "email"}), False) == (link.fields, link.initial_sync)
+
+
+async def test_the_link_edit_form_sets_and_clears_the_roles_fields_and_initial_sync(
+        console_relay: Any, admin_token: str, partner_factory: Any) -> None:
+    process, console, path = console_relay
+    await console.sign_in(admin_token)
+    await two_tested_sites(console, process, partner_factory)
+    added, _, _ = await console.post("setup/start", [("site", "a"), ("remote", "b"),
+                                                     ("sync", "users"), ("direction", "push")])
+    assert 200 == added
+    await wait_for_link(console, "a-b")
+    link_form = [("link", "a-b"), ("site", "a"), ("remote", "b"), ("sync", "users"),
+                 ("outgoing", "none"), ("outgoing", "create"), ("outgoing", "edit"),
+                 ("outgoing", "roles")]
+
+    set_status, _, _ = await console.post("setup/start", [
+        *link_form, ("direction", "bidirectional"), ("roles_outgoing", "customer"),
+        ("roles_incoming", "subscriber"), ("fields", "none"), ("fields", "last_name"),
+        ("initial_sync", "off")])
+    edited = load(path).links["a-b"]
+    await wait_for_link(console, "a-b")
+    cleared_status, _, _ = await console.post("setup/start", [
+        *link_form, ("direction", "push"), ("roles_outgoing", ""), ("initial_sync", "on")])
+    cleared = load(path).links["a-b"]
+
+    assert 200 == set_status and 200 == cleared_status
+    assert ("bidirectional", frozenset({"customer"}), frozenset({"subscriber"})) == (
+        edited.direction, edited.roles_outgoing, edited.roles_incoming)
+    assert (frozenset({"last_name"}), False) == (edited.fields, edited.initial_sync)
+    assert (None, None, True) == (cleared.roles_outgoing, cleared.roles_incoming,
+                                  cleared.initial_sync)
+    assert "roles" not in yaml.safe_load(path.read_text())["links"][0]
+
+
+async def test_editing_a_link_whose_rules_the_relay_does_not_report_keeps_them(
+        console_relay: Any, admin_token: str, partner_factory: Any) -> None:
+    process, console, path = console_relay
+    await console.sign_in(admin_token)
+    await two_tested_sites(console, process, partner_factory)
+    await console.post("setup/start", [
+        ("site", "a"), ("remote", "b"), ("sync", "users"), ("direction", "push"),
+        ("roles_outgoing", "customer"), ("fields", "none"), ("fields", "email"),
+        ("initial_sync", "off")])
+    await wait_for_link(console, "a-b")
+
+    _, form, _ = await console.get("links/a-b/edit")
+    status, _, _ = await console.post("setup/start", [
+        ("link", "a-b"), ("site", "a"), ("remote", "b"), ("sync", "users"), ("rules", "keep"),
+        ("direction", "push"), ("outgoing", "none"), ("outgoing", "create")])
+
+    assert 'id="rules-kept"' in form and 'name="rules" value="keep"' in form
+    assert 200 == status
+    link = load(path).links["a-b"]
+    assert frozenset({"create"}) == link.outgoing
+    assert (frozenset({"customer"}), frozenset({"email"}), False) == (
+        link.roles_outgoing, link.fields, link.initial_sync)
+
+
 async def test_a_session_outlives_a_restart_of_the_relay(
         console_relay: Any, admin_token: str) -> None:
     process, console, path = console_relay

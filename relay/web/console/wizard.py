@@ -3,24 +3,31 @@
 + Add New Site (the remote site: its address, label and id, and which of your sites it is
 linked to) → its API key, shown once, with what to paste where, and Regenerate → Test
 Connection of both sites (Next stays disabled until both pass) → Synchronization Type →
-Sync Rules (incoming and outgoing actions) → Sync Direction → Start Synchronization, then
-the initial sync's progress. Editing a link goes through Sync Rules, Direction and Start.
+Sync Rules (incoming and outgoing actions; the roles whose users the link syncs each way, the
+profile fields that travel, and whether its first start copies the users the sites already
+have: docs/adr/0017-who-and-what-a-link-syncs.md) → Sync Direction → Start Synchronization,
+then the initial sync's progress. Editing a link goes through Sync Rules, Direction and Start.
 
 The wizard's answers travel in the pages' query strings (``site``, ``remote``, ``sync``,
-``outgoing``, ``incoming``, ``direction``, ``link``): nothing is kept between requests. Each
-step checks what it needs (a later step is refused until both sites passed their test), and
-each change is a request to the admin API; its refusals are shown next to their field.
+``outgoing``, ``incoming``, ``roles_outgoing``, ``roles_incoming``, ``fields``,
+``initial_sync``, ``direction``, ``link``): nothing is kept between requests. Each step checks
+what it needs (a later step is refused until both sites passed their test; roles and fields
+are checked as the relay checks a file), and each change is a request to the admin API; its
+refusals are shown next to their field. A link whose role rules, fields and initial sync the
+admin API does not report is edited keeping them (``rules=keep``), never resetting them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from relay.constants import ACTIONS, DIRECTIONS, RECOMMENDED_ACTIONS
+from relay.config.checks import link_problem
+from relay.constants import ACTIONS, DIRECTIONS, LINK_FIELDS, RECOMMENDED_ACTIONS
 from relay.sites.provision import DIRECTION_TEXT
 from relay.web.console.pages import PREFIX, api, form, one, render
 
@@ -32,7 +39,13 @@ SYNC_TYPES = (("users", "Users", "Accounts, profiles, roles and passwords, as yo
               ("orders", "Orders", "Coming soon.", False),
               ("posts", "Posts", "Coming soon.", False))
 STATE = ("site", "remote", "link", "sync", "outgoing", "incoming", "direction",
-         "confirm_delete")
+         "confirm_delete", "roles_outgoing", "roles_incoming", "fields", "initial_sync",
+         "rules")
+#: Each way's role rule: the user's words for it, and what it judges.
+ROLE_WAYS = (("outgoing", "Outgoing roles", "users {site} sends to {remote}, by their roles "
+              "on {site}"),
+             ("incoming", "Incoming roles", "users {site} takes from {remote}, by their roles "
+              "on {remote}"))
 GRACES = (("0", "none: the old key stops at once"), ("30m", "30 minutes"), ("1h", "1 hour"),
           ("1d", "1 day"))
 
@@ -54,12 +67,37 @@ def add_routes(app: web.Application) -> None:
 
 def _state(values: dict[str, Any]) -> dict[str, Any]:
     state: dict[str, Any] = {name: one(values, name) for name in
-                             ("site", "remote", "link", "sync", "direction", "confirm_delete")}
+                             ("site", "remote", "link", "sync", "direction", "confirm_delete",
+                              "roles_outgoing", "roles_incoming")}
     for side in ("outgoing", "incoming"):
         chosen = [a for a in values.get(side, []) if a in ACTIONS]
         state[side] = chosen if side in values else list(RECOMMENDED_ACTIONS)
+    chosen = [f for f in values.get("fields", []) if f in LINK_FIELDS]
+    state["fields"] = chosen if "fields" in values else list(LINK_FIELDS)
+    state["initial_sync"] = "off" if one(values, "initial_sync") == "off" else "on"
+    state["rules"] = "keep" if one(values, "rules") == "keep" else ""
     state["sync"] = state["sync"] or "users"
     return state
+
+
+def _roles(text: str) -> list[str] | None:
+    """A role rule as typed: slugs, comma- or space-separated; None (every role) when empty
+    or ``all``. Not lower-cased: ``Customer`` is a name shown in wp-admin, not a slug."""
+    words = [word for word in re.split(r"[\s,]+", text) if word]
+    return None if not words or [w.lower() for w in words] == ["all"] else words
+
+
+def _rules_problem(state: dict[str, Any]) -> tuple[str, str] | None:
+    """The field and the problem of the first role rule or fields the relay would refuse."""
+    for way in ("outgoing", "incoming"):
+        names = _roles(state[f"roles_{way}"])
+        if names is not None and (problem := link_problem(
+                f"roles.{way}", {"roles": {way: names}, "direction": "bidirectional"},
+                "site", "remote")):
+            return f"roles_{way}", problem
+    if problem := link_problem("fields", {"fields": state["fields"]}, "site", "remote"):
+        return "fields", problem
+    return None
 
 
 def _query(state: dict[str, Any]) -> str:
@@ -69,7 +107,7 @@ def _query(state: dict[str, Any]) -> str:
         for item in value if isinstance(value, list) else [value]:
             if item:
                 pairs.append((name, str(item)))
-    for side in ("outgoing", "incoming"):  # an empty choice is a choice: say so
+    for side in ("outgoing", "incoming", "fields"):  # an empty choice is a choice: say so
         if not state.get(side):
             pairs.append((side, "none"))
     return urlencode(pairs)
@@ -78,7 +116,7 @@ def _query(state: dict[str, Any]) -> str:
 def _page(request: web.Request, name: str, step: str, state: dict[str, Any], **context: Any
           ) -> web.Response:
     return render(request, name, steps=STEPS, step=step, state=state,
-                  query=_query(state), **context)
+                  query=_query(state), link_fields=LINK_FIELDS, **context)
 
 
 async def _config(request: web.Request) -> dict[str, Any]:
@@ -206,16 +244,26 @@ async def rules_page(request: web.Request) -> web.Response:
     if state["sync"] != "users":
         return _page(request, "wizard_type.html", "type", state, types=SYNC_TYPES, http_status=400,
                      error=f"{state['sync']}: coming soon; choose Users")
-    return _page(request, "wizard_rules.html", "rules", state, config=config, error=None)
+    return _rules_page(request, state, config)
+
+
+def _rules_page(request: web.Request, state: dict[str, Any], config: dict[str, Any],
+                field: str | None = None, error: str | None = None) -> web.Response:
+    ways = [(way, title, text.format(site=state["site"], remote=state["remote"]))
+            for way, title, text in ROLE_WAYS]
+    return _page(request, "wizard_rules.html", "rules", state, config=config, error=error,
+                 field=field, role_ways=ways, http_status=400 if error else 200)
 
 
 async def direction_page(request: web.Request) -> web.Response:
     state = _state(await form(request))
     config = await _require_tested(request, state)
     if "delete" in state["outgoing"] + state["incoming"] and not state["confirm_delete"]:
-        return _page(request, "wizard_rules.html", "rules", state, config=config, http_status=400,
-                     error="Delete: a user deleted on one site is then deleted on the other. "
+        return _rules_page(request, state, config, "confirm_delete",
+                           "Delete: a user deleted on one site is then deleted on the other. "
                            "Tick “I am certain” to keep it, or untick Delete.")
+    if state["rules"] != "keep" and (refused := _rules_problem(state)):
+        return _rules_page(request, state, config, *refused)
     return _page(request, "wizard_direction.html", "direction", state, config=config,
                  directions=[(d, *DIRECTION_TEXT[d]) for d in DIRECTIONS], error=None)
 
@@ -238,6 +286,14 @@ def _link_body(state: dict[str, Any]) -> dict[str, Any]:
         body["outgoing"] = state["outgoing"]
     if direction != "push":
         body["incoming"] = state["incoming"]
+    if state["rules"] == "keep":
+        return body
+    # None brings back the default (every role, every field, an initial sync) on an edit.
+    roles = {way: names for way, idle in (("outgoing", "pull"), ("incoming", "push"))
+             if direction != idle and (names := _roles(state[f"roles_{way}"]))}
+    body["roles"] = roles or None
+    body["fields"] = None if set(state["fields"]) == set(LINK_FIELDS) else state["fields"]
+    body["initial_sync"] = False if state["initial_sync"] == "off" else None
     return body
 
 
@@ -276,6 +332,14 @@ async def edit(request: web.Request) -> web.StreamResponse:
              "outgoing": known["outgoing"] or list(RECOMMENDED_ACTIONS),
              "incoming": known["incoming"] or list(RECOMMENDED_ACTIONS),
              "confirm_delete": "1" if "delete" in known["outgoing"] + known["incoming"] else ""}
+    if "fields" in known:  # as the file says them: None is the default
+        roles = known.get("roles") or {}
+        state.update({f"roles_{way}": ", ".join(roles.get(way) or []) for way in
+                      ("outgoing", "incoming")})
+        state["fields"] = known["fields"] if known["fields"] is not None else list(LINK_FIELDS)
+        state["initial_sync"] = "off" if known.get("initial_sync") is False else "on"
+    else:  # not reported by the admin API: kept as they are, never reset by this form
+        state["rules"] = "keep"
     raise web.HTTPSeeOther(f"{PREFIX}setup/rules?{_query(state)}")
 
 
