@@ -137,8 +137,8 @@ final class UserRelay_Delivery_Checks {
 			$keys[] = $key;
 		}
 		foreach ( isset( $data['meta'] ) ? $data['meta'] : array() as $key => $value ) {
-			if ( null === UserRelay_Snapshot::meta_values( $value ) ) {
-				throw new UserRelay_Apply_Exception( sprintf( 'user.meta.%s: several values travel as {"%s": [a non-empty list]} and nothing else', $key, UserRelay_Snapshot::SEVERAL ), 400 );
+			if ( null === UserRelay_Meta_Values::decode( $value ) ) {
+				throw new UserRelay_Apply_Exception( sprintf( 'user.meta.%s: several values travel as {"%s": [a non-empty list]} and nothing else', $key, UserRelay_Meta_Values::SEVERAL ), 400 );
 			}
 		}
 		foreach ( $keys as $key ) {

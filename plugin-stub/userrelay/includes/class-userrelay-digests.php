@@ -4,7 +4,7 @@
  *
  * The relay compares two sites by asking each for its users in user id order, a page at a time:
  * the match keys (id, email, login), one sha256 digest per field group (profile, roles, password,
- * meta) in a canonical form, and the per-user modification time (UserRelay_Snapshot::modified:
+ * meta) in a canonical form, and the per-user modification time (UserRelay_Modified:
  * the usermeta userrelay_modified, else user_registered), with the version of each field group
  * (UserRelay_Versions: which side holds the newer change). Where digests differ it asks for full
  * snapshots of those users (UserRelay_Directory's) to build repair events. Read only.
@@ -103,7 +103,7 @@ final class UserRelay_Digests {
 				'id'       => $user_id,
 				'email'    => (string) $user->user_email,
 				'login'    => (string) $user->user_login,
-				'modified' => round( UserRelay_Snapshot::modified( $user ), 6 ),
+				'modified' => round( UserRelay_Modified::of( $user ), 6 ),
 				'digest'   => hash( 'sha256', implode( ',', $digests ) ),
 				'digests'  => (object) $digests,
 				// Which side holds the newer change of a group that differs (UserRelay_Versions).
@@ -157,7 +157,7 @@ final class UserRelay_Digests {
 			}
 			$pick = null !== $meta_keys ? in_array( $key, $meta_keys, true ) : ! in_array( $key, UserRelay_Facts::PROFILE_META_FIELDS, true );
 			if ( $pick ) {
-				$meta[ $key ] = UserRelay_Snapshot::meta_value( array_map( 'maybe_unserialize', (array) $values ) );
+				$meta[ $key ] = UserRelay_Meta_Values::encode( array_map( 'maybe_unserialize', (array) $values ) );
 			}
 		}
 		// Only what this site sends is compared (userrelay_outgoing_meta_keys).

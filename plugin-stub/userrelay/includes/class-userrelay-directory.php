@@ -5,7 +5,7 @@
  *
  * Each user is the protocol's "user" object (UserRelay_Snapshot::fields) with the stored
  * password hash, the roles, every meta key not deny-listed, and "modified": when the user's
- * data here last changed (UserRelay_Snapshot::modified), and "versions": the version of each
+ * data here last changed (UserRelay_Modified), and "versions": the version of each
  * field group (UserRelay_Versions), one per meta key listed. Users that are not reported
  * (UserRelay_Snapshot::reported: privileged ones unless USERRELAY_SYNC_PRIVILEGED, other blogs'
  * on a network) are left out, as they are from live events. Reads only; never writes.
@@ -59,7 +59,7 @@ final class UserRelay_Directory {
 			$fields                  = $snapshot->fields( $user );
 			$fields['password_hash'] = $hash;
 			$fields['meta']          = (object) $this->meta( $user_id );
-			$fields['modified']      = round( UserRelay_Snapshot::modified( $user ), 6 );
+			$fields['modified']      = round( UserRelay_Modified::of( $user ), 6 );
 			$fields['versions']      = (object) UserRelay_Versions::expanded( UserRelay_Stored_Versions::of( $user ), array_map( 'strval', array_keys( (array) $fields['meta'] ) ) );
 			$users[]                 = $fields;
 		}
@@ -119,7 +119,7 @@ final class UserRelay_Directory {
 			if ( in_array( $key, UserRelay_Facts::PROFILE_META_FIELDS, true ) || $this->settings->is_meta_denied( $key ) ) {
 				continue;
 			}
-			$meta[ $key ] = UserRelay_Snapshot::meta_value( array_map( 'maybe_unserialize', (array) $values ) );
+			$meta[ $key ] = UserRelay_Meta_Values::encode( array_map( 'maybe_unserialize', (array) $values ) );
 		}
 		// The keys a developer keeps on this site (userrelay_outgoing_meta_keys) stay here.
 		return array_intersect_key( $meta, array_flip( UserRelay_Developer_Hooks::outgoing_meta_keys( array_map( 'strval', array_keys( $meta ) ), $user_id ) ) );

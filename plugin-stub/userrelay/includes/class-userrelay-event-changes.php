@@ -141,7 +141,7 @@ final class UserRelay_Event_Changes {
 		if ( in_array( 'delete', $actions, true ) ) {
 			return array( 200, $user ? $this->writer->delete( $user, $data['login'] ) : 0 );
 		}
-		if ( $user && ! empty( $event['backfill'] ) && isset( $event['occurred_at'] ) && is_numeric( $event['occurred_at'] ) && UserRelay_Snapshot::modified( $user ) > (float) $event['occurred_at'] ) {
+		if ( $user && ! empty( $event['backfill'] ) && isset( $event['occurred_at'] ) && is_numeric( $event['occurred_at'] ) && UserRelay_Modified::of( $user ) > (float) $event['occurred_at'] ) {
 			// Initial sync: this user changed here after the source's snapshot was taken; the
 			// newer data stays (docs/adr/0006-initial-sync.md). Answered 200: nothing to retry.
 			return array( 200, $user->ID );
@@ -174,7 +174,7 @@ final class UserRelay_Event_Changes {
 		}
 		if ( isset( $event['occurred_at'] ) && is_numeric( $event['occurred_at'] ) ) {
 			// The user now holds the source's data as of then (what an initial sync compares).
-			UserRelay_Snapshot::modified_now( $user->ID, (float) $event['occurred_at'] );
+			UserRelay_Modified::record( $user->ID, (float) $event['occurred_at'] );
 		}
 		return array( $status, $user->ID );
 	}
@@ -295,7 +295,7 @@ final class UserRelay_Event_Changes {
 			$this->observed[] = $versions[ $group ] ?? UserRelay_Facts::MIN_VERSION;
 		}
 		if ( isset( $event['occurred_at'] ) && is_numeric( $event['occurred_at'] ) ) {
-			UserRelay_Snapshot::modified_now( $user->ID, (float) $event['occurred_at'] );
+			UserRelay_Modified::record( $user->ID, (float) $event['occurred_at'] );
 		}
 		return array( $status, $user->ID );
 	}

@@ -50,7 +50,7 @@ final class UserRelay_Meta_Writer {
 				throw new UserRelay_Apply_Exception( (string) $this->settings->meta_problem( (string) $key ), 422 );
 			}
 			if ( null === $only || in_array( (string) $key, $only, true ) ) {
-				self::write_meta( $user_id, (string) $key, (array) UserRelay_Snapshot::meta_values( $value ) );
+				self::write_meta( $user_id, (string) $key, (array) UserRelay_Meta_Values::decode( $value ) );
 			}
 		}
 		$deleted = isset( $data['meta_deleted'] ) && is_array( $data['meta_deleted'] ) ? $data['meta_deleted'] : array();

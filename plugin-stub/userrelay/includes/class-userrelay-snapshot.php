@@ -4,10 +4,13 @@
  *
  * Loaded only at shutdown of a request that touched users. One event per user: the user as
  * they are now, with "actions" saying what changed, the password hash only when it changed (or
- * on create), changed meta in "meta" (every value of a key holding several) and removed keys in "meta_deleted" (syncable keys only,
+ * on create), changed meta in "meta" (every value of a key holding several,
+ * UserRelay_Meta_Values) and removed keys in "meta_deleted" (syncable keys only,
  * UserRelay_Protected_Meta). Privileged users are left out unless USERRELAY_SYNC_PRIVILEGED;
  * so are, on a network, other blogs' users. A user without an email is sent with "email": ""
- * (matched by login).
+ * (matched by login). Also owns who is reported at all (reported()) and the protocol's user
+ * object (fields()); the versions an event stamps and carries are UserRelay_Event_Versions',
+ * the user's last-change time UserRelay_Modified's.
  *
  * @package UserRelay
  */
@@ -20,16 +23,6 @@ if ( ! defined( 'ABSPATH' ) ) {
  * Builds events from the hooks' notes.
  */
 final class UserRelay_Snapshot {
-
-	/**
-	 * The one key of the object a meta key holding several values travels as:
-	 * {"userrelay:values": [first, second, ...]} (docs/protocol.md). Any other value is the
-	 * key's one value.
-	 */
-	const SEVERAL = 'userrelay:values';
-
-	/** The usermeta holding when a user's data last changed (microtime, see modified()). */
-	const MODIFIED_META = 'userrelay_modified';
 
 	/**
 	 * Settings.
@@ -156,7 +149,7 @@ final class UserRelay_Snapshot {
 					continue;
 				}
 				if ( metadata_exists( 'user', $user_id, $key ) ) {
-					$meta[ $key ] = self::meta_value( get_user_meta( $user_id, $key, false ) );
+					$meta[ $key ] = UserRelay_Meta_Values::encode( get_user_meta( $user_id, $key, false ) );
 				} elseif ( in_array( $key, $changed, true ) ) {
 					$removed[] = $key;
 				}
@@ -171,16 +164,16 @@ final class UserRelay_Snapshot {
 				}
 			}
 		}
-		$changed = $this->changed_groups( $notes, $actions, $fields );
+		$changed = UserRelay_Event_Versions::changed_groups( $notes, $actions, $fields );
 		$whole   = in_array( 'roles', $actions, true );
 		if ( $whole ) {
 			// A user who enters a link's roles is sent as a create with everything: the event
 			// carries the user whole (docs/protocol.md, "whole"); only what changed is stamped.
 			$fields = $this->whole( $user_id, $fields, $hash );
 		}
-		$versions = UserRelay_Stored_Versions::stamp( $user, $changed, $notes['create'] ? $this->buried( $user ) : UserRelay_Facts::MIN_VERSION );
-		self::modified_now( $user_id, $notes['at'] );
-		$carried = $whole ? self::carried( $versions, UserRelay_Facts::ACTIONS, $fields ) : self::carried( $versions, $actions, $fields );
+		$versions = UserRelay_Stored_Versions::stamp( $user, $changed, $notes['create'] ? UserRelay_Event_Versions::buried( $user ) : UserRelay_Facts::MIN_VERSION );
+		UserRelay_Modified::record( $user_id, $notes['at'] );
+		$carried = $whole ? UserRelay_Event_Versions::carried( $versions, UserRelay_Facts::ACTIONS, $fields ) : UserRelay_Event_Versions::carried( $versions, $actions, $fields );
 		return $this->event( $user_id, $notes['at'], $actions, $fields, $origins, $carried, $whole ? array( 'whole' => true ) : array() );
 	}
 
@@ -210,7 +203,7 @@ final class UserRelay_Snapshot {
 			$actions,
 			$fields,
 			array(),
-			self::carried( UserRelay_Stored_Versions::of( $user ), $actions, $fields ),
+			UserRelay_Event_Versions::carried( UserRelay_Stored_Versions::of( $user ), $actions, $fields ),
 			array(
 				'whole'  => true,
 				'resend' => true,
@@ -235,93 +228,6 @@ final class UserRelay_Snapshot {
 			$fields['meta_deleted'] = array();
 		}
 		return $fields;
-	}
-
-	/**
-	 * The field groups a request changed (UserRelay_Versions), from the hooks' notes.
-	 *
-	 * @param array    $notes   What the hooks saw.
-	 * @param string[] $actions The event's actions.
-	 * @param array    $fields  The event's user.
-	 * @return string[]
-	 */
-	private function changed_groups( array $notes, array $actions, array $fields ): array {
-		$groups = array();
-		if ( $notes['create'] ) {
-			$groups = UserRelay_Facts::VERSION_GROUPS;
-		} elseif ( $notes['edit'] ) {
-			if ( $notes['email'] ) {
-				$groups[] = 'email';
-			}
-			if ( $notes['profile'] || ! $notes['email'] ) {
-				$groups[] = 'profile';
-			}
-		}
-		if ( in_array( 'password', $actions, true ) ) {
-			$groups[] = 'password';
-		}
-		if ( in_array( 'roles', $actions, true ) ) {
-			$groups[] = 'roles';
-		}
-		foreach ( self::meta_keys( $fields ) as $key ) {
-			$groups[] = 'meta:' . $key;
-		}
-		return array_values( array_unique( $groups ) );
-	}
-
-	/**
-	 * The versions an event carries: created (which incarnation of the person) and those of
-	 * the groups its actions carry.
-	 *
-	 * @param array    $versions The user's versions.
-	 * @param string[] $actions  The event's actions.
-	 * @param array    $fields   The event's user.
-	 * @return array<string, string>
-	 */
-	public static function carried( array $versions, array $actions, array $fields ): array {
-		$groups = array( 'created' );
-		if ( array_intersect( array( 'create', 'edit' ), $actions ) ) {
-			$groups[] = 'profile';
-			$groups[] = 'email';
-		}
-		foreach ( array( 'password', 'roles' ) as $group ) {
-			if ( in_array( $group, $actions, true ) ) {
-				$groups[] = $group;
-			}
-		}
-		if ( in_array( 'metadata', $actions, true ) ) {
-			foreach ( self::meta_keys( $fields ) as $key ) {
-				$groups[] = 'meta:' . $key;
-			}
-		}
-		$carried = array();
-		foreach ( $groups as $group ) {
-			$carried[ $group ] = UserRelay_Versions::held( $versions, $group, array() );
-		}
-		return $carried;
-	}
-
-	/**
-	 * The meta keys an event's user carries, written or removed.
-	 *
-	 * @param array $fields The event's user.
-	 * @return string[]
-	 */
-	private static function meta_keys( array $fields ): array {
-		$keys = isset( $fields['meta'] ) ? array_map( 'strval', array_keys( (array) $fields['meta'] ) ) : array();
-		return array_merge( $keys, isset( $fields['meta_deleted'] ) ? array_map( 'strval', (array) $fields['meta_deleted'] ) : array() );
-	}
-
-	/**
-	 * When a person with this user's email or login was last deleted here (a re-created user
-	 * must be newer than that), or the oldest version.
-	 *
-	 * @param WP_User $user The user.
-	 */
-	private function buried( WP_User $user ): string {
-		$email = UserRelay_Stored_Versions::gone( 'email', (string) $user->user_email );
-		$login = UserRelay_Stored_Versions::gone( 'login', (string) $user->user_login );
-		return UserRelay_Versions::newer( $email ?? UserRelay_Facts::MIN_VERSION, $login ?? UserRelay_Facts::MIN_VERSION );
 	}
 
 	/**
@@ -350,36 +256,6 @@ final class UserRelay_Snapshot {
 	}
 
 	/**
-	 * A meta key's value as the protocol carries it: its one value, or all of them in order
-	 * as {"userrelay:values": [...]} when it holds several.
-	 *
-	 * @param array $values The key's values, unserialized (as get_user_meta() gives them).
-	 * @return mixed
-	 */
-	public static function meta_value( array $values ) {
-		$values = array_values( $values );
-		return count( $values ) > 1 ? array( self::SEVERAL => $values ) : ( $values ? $values[0] : '' );
-	}
-
-	/**
-	 * A delivered meta value as the list of values to store: several for
-	 * {"userrelay:values": [...]}, else the one value; null when the object is malformed.
-	 *
-	 * @param mixed $value The delivered value.
-	 * @return array|null
-	 */
-	public static function meta_values( $value ): ?array {
-		if ( ! is_array( $value ) || ! array_key_exists( self::SEVERAL, $value ) ) {
-			return array( $value );
-		}
-		$values = $value[ self::SEVERAL ];
-		if ( 1 !== count( $value ) || ! is_array( $values ) || ! $values || array_keys( $values ) !== range( 0, count( $values ) - 1 ) ) {
-			return null;
-		}
-		return $values;
-	}
-
-	/**
 	 * Whether a meta key may be sent (the shared rule and USERRELAY_META_DENY).
 	 *
 	 * @param string $key Meta key.
@@ -405,38 +281,6 @@ final class UserRelay_Snapshot {
 		$fields['registered'] = (string) $user->user_registered;
 		$fields['roles']      = array_values( (array) $user->roles );
 		return $fields;
-	}
-
-	/**
-	 * When the user's data here last changed: the usermeta userrelay_modified (set whenever a
-	 * change is reported or a delivery applied), else when the user registered.
-	 *
-	 * @param WP_User $user The user.
-	 * @return float Unix seconds.
-	 */
-	public static function modified( WP_User $user ): float {
-		$stored = get_user_meta( $user->ID, self::MODIFIED_META, true );
-		if ( is_numeric( $stored ) ) {
-			return (float) $stored;
-		}
-		$registered = strtotime( (string) $user->user_registered . ' UTC' );
-		return false === $registered ? 0.0 : (float) $registered;
-	}
-
-	/**
-	 * Records when the user's data last changed (protected by its userrelay prefix, and
-	 * written with reporting off: it is bookkeeping, never a change to report).
-	 *
-	 * @param int   $user_id User id.
-	 * @param float $at      Unix seconds.
-	 */
-	public static function modified_now( int $user_id, float $at ): void {
-		UserRelay_Hooks::suppress();
-		try {
-			update_user_meta( $user_id, self::MODIFIED_META, sprintf( '%.6F', $at ) );
-		} finally {
-			UserRelay_Hooks::resume();
-		}
 	}
 
 	/**

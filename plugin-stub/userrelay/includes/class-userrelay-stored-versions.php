@@ -82,7 +82,7 @@ final class UserRelay_Stored_Versions {
 	 */
 	public static function implied_of( WP_User $user ): array {
 		$registered = strtotime( (string) $user->user_registered . ' UTC' );
-		return UserRelay_Versions::implied( false === $registered ? 0.0 : (float) $registered, UserRelay_Snapshot::modified( $user ) );
+		return UserRelay_Versions::implied( false === $registered ? 0.0 : (float) $registered, UserRelay_Modified::of( $user ) );
 	}
 
 	/**
