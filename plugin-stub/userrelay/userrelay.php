@@ -31,6 +31,7 @@ require_once __DIR__ . '/includes/class-userrelay-relay-client.php';
 require_once __DIR__ . '/includes/class-userrelay-outbox.php';
 require_once __DIR__ . '/includes/class-userrelay-loopback-kick.php';
 require_once __DIR__ . '/includes/class-userrelay-hooks.php';
+require_once __DIR__ . '/includes/class-userrelay-credential-hooks.php';
 require_once __DIR__ . '/includes/class-userrelay-network.php';
 require_once __DIR__ . '/includes/class-userrelay-versions.php';
 require_once __DIR__ . '/includes/class-userrelay-stored-versions.php';

@@ -7,7 +7,9 @@
  * becomes ONE snapshot with the actions that happened, and all of them go to the outbox in one
  * INSERT. A delete is captured on 'delete_user' while the row still exists and emitted only once
  * 'deleted_user' confirmed it. Changes made while the applier applies a delivery are not
- * reported (echo suppression); it must not send anything itself.
+ * reported (echo suppression); it must not send anything itself. Password changes and login
+ * renames, which WordPress reports on several paths or none, are noted by
+ * UserRelay_Credential_Hooks into the same notes.
  *
  * @package UserRelay
  */
@@ -141,12 +143,7 @@ final class UserRelay_Hooks {
 		add_action( 'added_user_meta', array( $this, 'on_meta_written' ), 10, 3 );
 		add_action( 'updated_user_meta', array( $this, 'on_meta_written' ), 10, 3 );
 		add_action( 'deleted_user_meta', array( $this, 'on_meta_deleted' ), 10, 3 );
-		add_action( 'password_reset', array( $this, 'on_password_reset' ), 10, 1 );
-		add_action( 'after_password_reset', array( $this, 'on_password_set' ), 10, 1 );
-		add_action( 'wp_set_password', array( $this, 'on_password_set' ), 10, 2 ); // WordPress 6.2+.
-		add_action( 'clean_user_cache', array( $this, 'on_clean_user_cache' ), 10, 2 );
-		// WordPress 6.1 has no hook in wp_set_password(): its UPDATE is the only sign.
-		add_filter( 'query', array( $this, 'on_query' ) );
+		( new UserRelay_Credential_Hooks( $this ) )->register(); // Passwords and login renames.
 		add_action( 'delete_user', array( $this, 'on_delete_user' ), 10, 3 );
 		add_action( 'deleted_user', array( $this, 'on_deleted_user' ), 10, 1 );
 		add_action( 'shutdown', array( $this, 'on_shutdown' ), 1000 );
@@ -241,90 +238,6 @@ final class UserRelay_Hooks {
 	 */
 	public function on_meta_deleted( $meta_ids, $user_id, $meta_key ): void {
 		$this->note_meta( (int) $user_id, (string) $meta_key, true );
-	}
-
-	/**
-	 * The reset flow is about to set a new password: the user object still has the old hash.
-	 *
-	 * @param WP_User $user The user.
-	 */
-	public function on_password_reset( $user ): void {
-		if ( $this->ignored() || ! $user instanceof WP_User ) {
-			return;
-		}
-		$notes = &$this->touch( $user->ID );
-		if ( null === $notes['hash_before'] ) {
-			$notes['hash_before'] = (string) $user->user_pass;
-		}
-	}
-
-	/**
-	 * A password was set: by the reset flow (after_password_reset passes the user), or by
-	 * wp_set_password() on WordPress 6.2+ (its action passes the password, then the user id).
-	 *
-	 * @param WP_User|string $user_or_password The user, or the plain password (never kept).
-	 * @param int            $user_id          User id, with the wp_set_password action.
-	 */
-	public function on_password_set( $user_or_password, $user_id = 0 ): void {
-		if ( $this->ignored() ) {
-			return;
-		}
-		$notes             = &$this->touch( $user_or_password instanceof WP_User ? $user_or_password->ID : (int) $user_id );
-		$notes['password'] = true;
-	}
-
-	/**
-	 * Any write to a user ends here; the user object passed may still hold the old hash.
-	 *
-	 * @param int     $user_id User id.
-	 * @param WP_User $user    The user as cached before the clean.
-	 */
-	public function on_clean_user_cache( $user_id, $user ): void {
-		if ( $this->ignored() || isset( $this->users[ (int) $user_id ] ) || isset( $this->deleted[ (int) $user_id ] ) ) {
-			return;
-		}
-		$notes = &$this->touch( (int) $user_id, false );
-		if ( $user instanceof WP_User ) {
-			$notes['hash_before'] = (string) $user->user_pass;
-		}
-	}
-
-	/**
-	 * Sees wp_set_password()'s UPDATE before it runs (WordPress 6.1 gives no hook): records the
-	 * hash before it, so the shutdown comparison catches the change. Costs one strpos per query.
-	 *
-	 * @param string $query SQL (returned unchanged).
-	 * @return string
-	 */
-	public function on_query( $query ) {
-		global $wpdb;
-		if ( self::$suppressed > 0 || ( false === strpos( $query, 'user_pass' ) && false === strpos( $query, 'user_login' ) ) ) {
-			return $query;
-		}
-		if ( false === strpos( $query, 'user_pass' ) ) {
-			// A login rename (WordPress has no API for it: tools UPDATE the row, as core would).
-			$pattern = '/^\s*UPDATE\s+`?' . preg_quote( $wpdb->users, '/' ) . '`?\s+SET\s.*`?user_login`?\s*=.*\sWHERE\s+`?ID`?\s*=\s*\'?(\d+)\'?\s*$/is';
-			if ( preg_match( $pattern, $query, $match ) ) {
-				$notes            = &$this->touch( (int) $match[1] );
-				$notes['edit']    = true;
-				$notes['profile'] = true;
-				if ( null === $notes['login_before'] ) {
-					// Runs before the UPDATE: this is the login before it.
-					$notes['login_before'] = (string) $wpdb->get_var( $wpdb->prepare( "SELECT user_login FROM {$wpdb->users} WHERE ID = %d", (int) $match[1] ) );
-				}
-			}
-			return $query;
-		}
-		$pattern = '/^\s*UPDATE\s+`?' . preg_quote( $wpdb->users, '/' ) . '`?\s+SET\s.*`?user_pass`?\s*=.*\sWHERE\s+`?ID`?\s*=\s*\'?(\d+)\'?\s*$/is';
-		if ( preg_match( $pattern, $query, $match ) ) {
-			$user_id = (int) $match[1];
-			$notes   = &$this->touch( $user_id );
-			if ( null === $notes['hash_before'] ) {
-				// Runs before the UPDATE: this is the stored hash before it.
-				$notes['hash_before'] = (string) $wpdb->get_var( $wpdb->prepare( "SELECT user_pass FROM {$wpdb->users} WHERE ID = %d", $user_id ) );
-			}
-		}
-		return $query;
 	}
 
 	/**
@@ -432,14 +345,24 @@ final class UserRelay_Hooks {
 	}
 
 	/**
+	 * Whether this request already took notes of a user, or saw them being deleted.
+	 *
+	 * @param int $user_id User id.
+	 */
+	public function touched( int $user_id ): bool {
+		return isset( $this->users[ $user_id ] ) || isset( $this->deleted[ $user_id ] );
+	}
+
+	/**
 	 * The notes of a user, made on first touch with the hash seen then (from the cache only:
-	 * no query here), unless the caller knows better.
+	 * no query here), unless the caller knows better (UserRelay_Credential_Hooks writes the
+	 * password and login notes through it).
 	 *
 	 * @param int  $user_id    User id.
 	 * @param bool $from_cache Whether to take the hash before from the object cache.
 	 * @return array Reference to the notes.
 	 */
-	private function &touch( int $user_id, bool $from_cache = true ): array {
+	public function &touch( int $user_id, bool $from_cache = true ): array {
 		if ( ! isset( $this->users[ $user_id ] ) ) {
 			$hash   = null;
 			$cached = $from_cache ? wp_cache_get( $user_id, 'users' ) : false;
