@@ -52,6 +52,8 @@ require_once __DIR__ . '/includes/class-userrelay-event-changes.php';
 require_once __DIR__ . '/includes/class-userrelay-applier.php';
 require_once __DIR__ . '/includes/class-userrelay-rest.php';
 require_once __DIR__ . '/includes/class-userrelay-connection-test.php';
+require_once __DIR__ . '/includes/class-userrelay-admin-blogs.php';
+require_once __DIR__ . '/includes/class-userrelay-relay-view.php';
 require_once __DIR__ . '/includes/class-userrelay-admin.php';
 require_once __DIR__ . '/includes/class-userrelay-users-screen.php';
 require_once __DIR__ . '/includes/class-userrelay-user-panel.php';

@@ -1,16 +1,16 @@
 <?php
 /**
  * Settings → UserRelay: the relay URL, site id and key (where no constant sets them), Test
- * Connection (its checks: UserRelay_Connection_Test), and the state of the outbox with a Send
- * now button.
+ * Connection (its checks: UserRelay_Connection_Test), what the relay says of this site
+ * (UserRelay_Relay_View), and the state of the outbox with a Send now button.
  *
  * On a multisite network the page is Network Admin → Settings → UserRelay instead, for
  * manage_network_options only: a sub-site's admin neither sees nor sets the key (the settings
  * are site options there, see UserRelay_Settings). Each blog of the network is a site of its
- * own at the relay: the page lists the blogs and edits one at a time (?blog=N, the primary
- * blog by default), every form and check running switched to that blog. Every form posts to admin-post.php and is
- * checked for that capability and its own nonce; input is unslashed and sanitized, output
- * escaped. The key is never printed: only a mask of it.
+ * own at the relay: the page lists the blogs and edits one at a time (UserRelay_Admin_Blogs:
+ * ?blog=N, the primary blog by default), every form and check running switched to that blog.
+ * Every form posts to admin-post.php and is checked for that capability and its own nonce;
+ * input is unslashed and sanitized, output escaped. The key is never printed: only a mask of it.
  *
  * @package UserRelay
  */
@@ -45,6 +45,13 @@ final class UserRelay_Admin {
 	private $outbox;
 
 	/**
+	 * On a network, which blog the page and its forms are about.
+	 *
+	 * @var UserRelay_Admin_Blogs
+	 */
+	private $blogs;
+
+	/**
 	 * Constructor.
 	 *
 	 * @param UserRelay_Settings $settings Settings.
@@ -53,6 +60,7 @@ final class UserRelay_Admin {
 	public function __construct( UserRelay_Settings $settings, UserRelay_Outbox $outbox ) {
 		$this->settings = $settings;
 		$this->outbox   = $outbox;
+		$this->blogs    = new UserRelay_Admin_Blogs( $settings );
 	}
 
 	/**
@@ -88,7 +96,7 @@ final class UserRelay_Admin {
 	 */
 	public function handle_save(): void {
 		$this->authorize( 'userrelay_save' );
-		$blog  = $this->switch_to_chosen_blog();
+		$blog  = $this->blogs->switch_to_chosen();
 		$notes = array();
 		if ( ! $this->settings->is_constant( 'USERRELAY_URL' ) && isset( $_POST['userrelay_url'] ) ) {
 			$url     = trim( sanitize_text_field( wp_unslash( $_POST['userrelay_url'] ) ) );
@@ -128,7 +136,7 @@ final class UserRelay_Admin {
 	 */
 	public function handle_test(): void {
 		$this->authorize( 'userrelay_test' );
-		$blog = $this->switch_to_chosen_blog();
+		$blog = $this->blogs->switch_to_chosen();
 		$this->finish( array( 'checks' => ( new UserRelay_Connection_Test( $this->settings ) )->run() ), $blog );
 	}
 
@@ -137,7 +145,7 @@ final class UserRelay_Admin {
 	 */
 	public function handle_send(): void {
 		$this->authorize( 'userrelay_send' );
-		$blog = $this->switch_to_chosen_blog();
+		$blog = $this->blogs->switch_to_chosen();
 		$this->outbox->retry_now();
 		$result = $this->outbox->flush( 10 );
 		$head   = $this->outbox->head();
@@ -165,14 +173,14 @@ final class UserRelay_Admin {
 		$flash = is_array( $flash ) ? $flash : array();
 		echo '<div class="wrap"><h1>' . esc_html__( 'UserRelay', 'userrelay' ) . '</h1>';
 		if ( is_multisite() ) {
-			$this->switch_to_chosen_blog();
-			$this->render_blogs();
+			$this->blogs->switch_to_chosen();
+			$this->blogs->render();
 		}
 		foreach ( isset( $flash['notes'] ) ? $flash['notes'] : array() as $note ) {
 			printf( '<div class="notice notice-%s"><p>%s</p></div>', esc_attr( $note[0] ), esc_html( $note[1] ) );
 		}
 
-		echo '<form method="post" action="' . esc_url( admin_url( 'admin-post.php' ) ) . '"><input type="hidden" name="action" value="userrelay_save">' . $this->blog_field(); // phpcs:ignore WordPress.Security.EscapeOutput.OutputNotEscaped -- blog_field() escapes.
+		echo '<form method="post" action="' . esc_url( admin_url( 'admin-post.php' ) ) . '"><input type="hidden" name="action" value="userrelay_save">' . UserRelay_Admin_Blogs::field(); // phpcs:ignore WordPress.Security.EscapeOutput.OutputNotEscaped -- field() escapes.
 		wp_nonce_field( 'userrelay_save' );
 		echo '<table class="form-table" role="presentation">';
 		$this->field_row( 'USERRELAY_URL', 'userrelay_url', __( 'Relay URL', 'userrelay' ), $this->settings->url(), 'url', 'http://127.0.0.1:8480' );
@@ -208,7 +216,7 @@ final class UserRelay_Admin {
 		$this->button_form( 'userrelay_test', __( 'Test Connection', 'userrelay' ) );
 
 		echo '<h2>' . esc_html__( 'At the relay', 'userrelay' ) . '</h2>';
-		$this->render_relay_view();
+		( new UserRelay_Relay_View( $this->settings ) )->render();
 
 		echo '<h2>' . esc_html__( 'Outbox', 'userrelay' ) . '</h2>';
 		if ( is_multisite() && ! get_option( UserRelay_Plugin::OPTION_DB_VERSION ) ) {
@@ -221,113 +229,6 @@ final class UserRelay_Admin {
 		echo '</div>';
 		if ( is_multisite() ) {
 			restore_current_blog();
-		}
-	}
-
-	/**
-	 * On a network: its blogs, each with the relay site it is (or not connected), the one
-	 * edited below first named.
-	 */
-	private function render_blogs(): void {
-		$current = get_current_blog_id();
-		/* translators: 1: blog name, 2: its address. */
-		printf( '<h2 class="userrelay-blog" data-blog="%d">%s</h2>', (int) $current, esc_html( sprintf( __( 'Connection of %1$s (%2$s)', 'userrelay' ), get_bloginfo( 'name' ), home_url( '/' ) ) ) );
-		echo '<p>' . esc_html__( 'Each site of this network is a site of its own at the relay, with its own site id and key: it reports its own users, with their roles on it, and applies what its links deliver. Choose the site to connect:', 'userrelay' ) . '</p><ul class="userrelay-blogs">';
-		foreach ( get_sites( array( 'number' => 500 ) ) as $site ) {
-			switch_to_blog( (int) $site->blog_id );
-			$id = $this->settings->is_configured() ? $this->settings->site() : '';
-			restore_current_blog();
-			printf(
-				'<li><a href="%s">%s</a> %s</li>',
-				esc_url( network_admin_url( 'settings.php?page=' . self::PAGE . '&blog=' . (int) $site->blog_id ) ),
-				esc_html( $site->domain . $site->path ),
-				'' === $id ? esc_html__( '(not connected)', 'userrelay' ) : '<code>' . esc_html( $id ) . '</code>' . ( (int) $site->blog_id === (int) $current ? ' ' . esc_html__( '(shown below)', 'userrelay' ) : '' )
-			);
-		}
-		echo '</ul>';
-	}
-
-	/**
-	 * On a network, switches to the blog the form or page is about (?blog=N, else the primary
-	 * blog; an id that is no blog of the network is the primary blog too), and returns its id;
-	 * 0 on a single site. The page restores it; a form handler ends in a redirect.
-	 */
-	private function switch_to_chosen_blog(): int {
-		if ( ! is_multisite() ) {
-			return 0;
-		}
-		// Read only to choose which blog's settings are shown or saved: the capability and the
-		// form's nonce are checked before any write (authorize()).
-		$blog = 0;
-		if ( isset( $_POST['blog'] ) ) { // phpcs:ignore WordPress.Security.NonceVerification.Missing
-			$blog = absint( wp_unslash( $_POST['blog'] ) ); // phpcs:ignore WordPress.Security.NonceVerification.Missing
-		} elseif ( isset( $_GET['blog'] ) ) { // phpcs:ignore WordPress.Security.NonceVerification.Recommended
-			$blog = absint( wp_unslash( $_GET['blog'] ) ); // phpcs:ignore WordPress.Security.NonceVerification.Recommended
-		}
-		if ( ! $blog || ! get_site( $blog ) ) {
-			$blog = $this->settings->primary_blog();
-		}
-		switch_to_blog( $blog );
-		return $blog;
-	}
-
-	/**
-	 * This site's links, their direction, actions and state, and its queued and dead-lettered
-	 * changes, as the relay answers a signed, read-only request about this site only. Changes
-	 * are made in the relay's console, linked from here.
-	 */
-	private function render_relay_view(): void {
-		if ( ! $this->settings->is_configured() ) {
-			echo '<p>' . esc_html__( 'Set the relay URL, site id and key above to see this site\'s links.', 'userrelay' ) . '</p>';
-			return;
-		}
-		$answer = ( new UserRelay_Relay_Client( $this->settings ) )->overview();
-		$view   = 200 === $answer['status'] ? json_decode( $answer['body'], true ) : null;
-		if ( ! is_array( $view ) || ! isset( $view['links'], $view['queued'], $view['dead_letters'] ) ) {
-			/* translators: %s: the error. */
-			printf( '<p class="userrelay-relay-view-error">%s</p>', esc_html( sprintf( __( 'The relay did not answer: %s', 'userrelay' ), null === $answer['status'] ? (string) $answer['error'] : 'HTTP ' . $answer['status'] . ': ' . UserRelay_Relay_Client::error_text( $answer ) ) ) );
-			return;
-		}
-		$directions = array(
-			'push'          => __( 'Push to Remote: this site is the source', 'userrelay' ),
-			'pull'          => __( 'Pull from Remote: the remote site is the source', 'userrelay' ),
-			'bidirectional' => __( 'Bidirectional: both are sources', 'userrelay' ),
-		);
-		if ( ! $view['links'] ) {
-			echo '<p>' . esc_html__( 'This site is not linked to another site yet.', 'userrelay' ) . '</p>';
-		} else {
-			echo '<table class="widefat striped userrelay-links"><thead><tr><th>' . esc_html__( 'Remote site', 'userrelay' ) . '</th><th>' . esc_html__( 'Direction', 'userrelay' ) . '</th><th>' . esc_html__( 'Outgoing actions', 'userrelay' ) . '</th><th>' . esc_html__( 'Incoming actions', 'userrelay' ) . '</th><th>' . esc_html__( 'State', 'userrelay' ) . '</th></tr></thead><tbody>';
-			foreach ( $view['links'] as $link ) {
-				printf(
-					'<tr data-link="%s" data-state="%s"><td>%s <code>%s</code></td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>',
-					esc_attr( (string) $link['link'] ),
-					esc_attr( (string) $link['state'] ),
-					esc_html( (string) $link['remote_label'] ),
-					esc_html( (string) $link['remote'] ),
-					esc_html( isset( $directions[ $link['direction'] ] ) ? $directions[ $link['direction'] ] : (string) $link['direction'] ),
-					esc_html( implode( ', ', (array) $link['sends'] ) ),
-					esc_html( implode( ', ', (array) $link['takes'] ) ),
-					esc_html( (string) $link['state_text'] )
-				);
-			}
-			echo '</tbody></table>';
-		}
-		/* translators: 1: changes of this site queued at the relay, 2: changes waiting to be applied here. */
-		printf( '<p class="userrelay-queued">%s</p>', esc_html( sprintf( __( 'At the relay: %1$d of this site\'s changes queued for delivery; %2$d changes waiting to be applied here.', 'userrelay' ), (int) $view['queued']['sent_by_this_site'], (int) $view['queued']['to_apply_here'] ) ) );
-		/* translators: %d: dead letters. */
-		printf( '<p class="userrelay-dead">%s</p>', esc_html( sprintf( _n( '%d change of this site was given up on (dead letter).', '%d changes of this site were given up on (dead letters).', (int) $view['dead_letters']['count'], 'userrelay' ), (int) $view['dead_letters']['count'] ) ) );
-		if ( $view['dead_letters']['latest'] ) {
-			echo '<ul class="userrelay-dead-letters">';
-			foreach ( $view['dead_letters']['latest'] as $dead ) {
-				printf( '<li>%s</li>', esc_html( sprintf( '#%d %s → %s (%s): %s', (int) $dead['delivery'], (string) $dead['login'], (string) $dead['to'], implode( ', ', (array) $dead['actions'] ), ( $dead['status'] ? 'HTTP ' . (int) $dead['status'] . ' ' : '' ) . (string) $dead['reason'] ) ) );
-			}
-			echo '</ul>';
-		}
-		if ( ! empty( $view['console'] ) && is_string( $view['console'] ) ) {
-			/* translators: %s: the console's URL. */
-			printf( '<p>%s <a class="userrelay-console" href="%s">%s</a></p>', esc_html__( 'To change links, rules or keys, use the relay\'s console (reachable from the relay\'s machine, or through an SSH tunnel):', 'userrelay' ), esc_url( $view['console'] ), esc_html( $view['console'] ) );
-		} else {
-			echo '<p>' . esc_html__( 'To change links, rules or keys, use the relay\'s console (userrelay serve with an admin token, at /console/ on its admin port).', 'userrelay' ) . '</p>';
 		}
 	}
 
@@ -395,20 +296,13 @@ final class UserRelay_Admin {
 	}
 
 	/**
-	 * On a network, the hidden field naming the blog a form is about; '' on a single site.
-	 */
-	private function blog_field(): string {
-		return is_multisite() ? '<input type="hidden" name="blog" value="' . esc_attr( (string) get_current_blog_id() ) . '">' : '';
-	}
-
-	/**
 	 * A form with one nonce-protected button.
 	 *
 	 * @param string $action admin-post action (and nonce action).
 	 * @param string $label  Button label.
 	 */
 	private function button_form( string $action, string $label ): void {
-		echo '<form method="post" action="' . esc_url( admin_url( 'admin-post.php' ) ) . '"><input type="hidden" name="action" value="' . esc_attr( $action ) . '">' . $this->blog_field(); // phpcs:ignore WordPress.Security.EscapeOutput.OutputNotEscaped -- blog_field() escapes.
+		echo '<form method="post" action="' . esc_url( admin_url( 'admin-post.php' ) ) . '"><input type="hidden" name="action" value="' . esc_attr( $action ) . '">' . UserRelay_Admin_Blogs::field(); // phpcs:ignore WordPress.Security.EscapeOutput.OutputNotEscaped -- field() escapes.
 		wp_nonce_field( $action );
 		submit_button( $label, 'secondary', 'submit', false );
 		echo '</form>';
