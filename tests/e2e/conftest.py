@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e.lab_packages import ensure_packages
 from tests.e2e.world import World, build_world
-from tests.e2e.wplab import ensure_packages
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ import signal
 import threading
 from pathlib import Path
 
+from tests.e2e.lab_packages import ensure_packages
 from tests.e2e.world import build_world
-from tests.e2e.wplab import ensure_packages
 
 
 def main() -> int:

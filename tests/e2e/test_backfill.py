@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.lab_site import Site
 from tests.e2e.test_sync import can_log_in, create
 from tests.e2e.world import ALL, World, user, wait_until
-from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
 

@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 
 from relay.keys.crypto import SiteKey
+from tests.e2e.lab_site import Site
 from tests.e2e.world import World, post_to_plugin
-from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from relay.model import versions
+from tests.e2e.lab_site import Site
 from tests.e2e.test_sync import _php
 from tests.e2e.world import World, wait_until
-from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.lab_site import Site
 from tests.e2e.test_backfill import completed, start_link
 from tests.e2e.test_privileges import event
 from tests.e2e.test_sync import arrives, create, unique
 from tests.e2e.world import World, deliver, user
-from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.lab_packages import ensure_packages
 from tests.e2e.test_sync import arrives, can_log_in, create, unique
 from tests.e2e.webstack import WEB_PACKAGES, Stack, proxy_over_https, serve_over_https
 from tests.e2e.world import World, build_world, free_port
-from tests.e2e.wplab import ensure_packages
 from tests.tlslab import LocalCA
 
 pytestmark = pytest.mark.wordpress

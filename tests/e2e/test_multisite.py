@@ -23,8 +23,10 @@ from typing import Any
 import pytest
 
 from relay.keys.crypto import SiteKey
+from tests.e2e.lab_packages import ensure_packages
+from tests.e2e.lab_site import Site
 from tests.e2e.world import PLUGIN, free_port, send, signed_for_plugin
-from tests.e2e.wplab import Lab, Site, ensure_packages
+from tests.e2e.wplab import Lab
 
 pytestmark = pytest.mark.wordpress
 

@@ -28,6 +28,8 @@ from relay.keys import signatures
 from relay.keys.crypto import SiteKey
 from relay.keys.keystore import KeyStore
 from relay.keys.signatures import Direction
+from tests.e2e.lab_packages import ensure_packages
+from tests.e2e.lab_site import Site
 from tests.e2e.world import (
     ALL,
     PLUGIN,
@@ -37,7 +39,7 @@ from tests.e2e.world import (
     user,
     wait_until,
 )
-from tests.e2e.wplab import Lab, Site, ensure_packages
+from tests.e2e.wplab import Lab
 from tests.support import secret_key
 
 pytestmark = pytest.mark.wordpress

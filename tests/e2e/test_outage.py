@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.lab_site import Site
 from tests.e2e.world import World, user, wait_until
-from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
 

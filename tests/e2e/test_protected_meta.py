@@ -15,8 +15,8 @@ import pytest
 
 from relay.keys import signatures
 from relay.keys.crypto import SiteKey
+from tests.e2e.lab_site import Site
 from tests.e2e.world import World, deliver, send, wait_until
-from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
 

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from relay.keys.crypto import SiteKey
+from tests.e2e.lab_site import Site
 from tests.e2e.world import World, post_to_plugin, send, signed_for_plugin, user, wait_until
-from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
 

@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.e2e.lab_site import Site
 from tests.e2e.test_sync import arrives, create, unique
 from tests.e2e.world import World, outbox, wait_until
-from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
 

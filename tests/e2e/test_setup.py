@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.lab_site import Site
 from tests.e2e.world import PLUGIN, World, free_port, user, wait_until
-from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
 PASTE = re.compile(r"define\( '(USERRELAY_\w+)', '([^']+)' \);")

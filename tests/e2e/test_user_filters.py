@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from relay.keys.crypto import SiteKey
+from tests.e2e.lab_site import Site
 from tests.e2e.world import ALL, World, deliver, post_to_plugin, user, wait_until
 from tests.e2e.wpadmin import recorded_events
-from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.lab_site import Site
 from tests.e2e.test_backfill import completed, start_link
 from tests.e2e.test_developer_hooks import state
 from tests.e2e.test_privileges import event
 from tests.e2e.test_sync import arrives, can_log_in, create, unique
 from tests.e2e.world import World, deliver, wait_until
-from tests.e2e.wplab import Site
 
 pytestmark = pytest.mark.wordpress
 

@@ -7,7 +7,7 @@ client trust that CA. ``proxy_over_https(lab_dir, ca, port, upstream)`` puts ngi
 front of a plain-http service (the relay), as docs/operations.md does. Each process runs in its
 own session, in the foreground, and is stopped by its process group; nothing listens beyond
 127.0.0.1 and no system service is touched. Packages: ``php-fpm`` and ``nginx``
-(``wplab.ensure_packages(WEB_PACKAGES)``).
+(``lab_packages.ensure_packages(WEB_PACKAGES)``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.e2e.wplab import LabError, Site, _stop_group, _tail, _wait_until
+from tests.e2e.lab_processes import LabError, log_tail, stop_group, wait_until_up
+from tests.e2e.lab_site import Site
 from tests.tlslab import LocalCA
 
 WEB_PACKAGES = ["php-fpm", "nginx"]
@@ -65,7 +66,7 @@ class Stack:
                                        stderr=out, start_new_session=True)
         self.processes.append(process)
         if process.poll() is not None:
-            raise LabError(f"{what} exited at once; tail of {log}:\n{_tail(log)}")
+            raise LabError(f"{what} exited at once; tail of {log}:\n{log_tail(log)}")
 
     def nginx(self, server: str) -> None:
         temp = self.folder / "tmp"
@@ -86,7 +87,7 @@ class Stack:
     def stop(self) -> None:
         for process in reversed(self.processes):
             nginx = isinstance(process.args, list) and process.args[0] == "nginx"
-            _stop_group(process, signal.SIGQUIT if nginx else signal.SIGTERM)
+            stop_group(process, signal.SIGQUIT if nginx else signal.SIGTERM)
         self.processes.clear()
 
 
@@ -116,8 +117,8 @@ def serve_over_https(site: Site, ca: LocalCA, port: int) -> Stack:
         # -R: the lab runs as root; the pool runs as root too, as php -S did.
         stack.start([_fpm_binary(), "-R", "-F", "-y", str(fpm_config)], stack.fpm_log,
                     f"php-fpm of {site.name}")
-        _wait_until(f"php-fpm of site {site.name}", socket_path.exists,
-                    lambda: all(p.poll() is None for p in stack.processes), stack.fpm_log)
+        wait_until_up(f"php-fpm of site {site.name}", socket_path.exists,
+                      lambda: all(p.poll() is None for p in stack.processes), stack.fpm_log)
         stack.nginx(_server_block(port, cert, key, "\n".join([
             f"    root {site.path};", "    index index.php;",
             "    location / { try_files $uri $uri/ /index.php?$args; }",
@@ -136,9 +137,9 @@ def serve_over_https(site: Site, ca: LocalCA, port: int) -> Stack:
             f"  $args['sslcertificates'] = '{bundle}';\n  return $args;\n}});\n")
         site.php(f"update_option('home', '{url}'); update_option('siteurl', '{url}');")
         site.url = url
-        _wait_until(f"nginx of site {site.name} ({url})",
-                    lambda: _https_status(f"{url}/wp-json/", ca) == 200,
-                    lambda: all(p.poll() is None for p in stack.processes), stack.nginx_log)
+        wait_until_up(f"nginx of site {site.name} ({url})",
+                      lambda: _https_status(f"{url}/wp-json/", ca) == 200,
+                      lambda: all(p.poll() is None for p in stack.processes), stack.nginx_log)
     except BaseException:
         stack.stop()
         raise
@@ -155,9 +156,9 @@ def proxy_over_https(folder: Path, log_dir: Path, ca: LocalCA, port: int,
             "    location / {", f"      proxy_pass {upstream};",
             "      proxy_set_header Host $http_host;",
             "      proxy_set_header X-Forwarded-Proto https;", "    }"])))
-        _wait_until(f"nginx in front of {upstream}",
-                    lambda: _https_status(f"https://{HOST}:{port}/healthz", ca) is not None,
-                    lambda: all(p.poll() is None for p in stack.processes), stack.nginx_log)
+        wait_until_up(f"nginx in front of {upstream}",
+                      lambda: _https_status(f"https://{HOST}:{port}/healthz", ca) is not None,
+                      lambda: all(p.poll() is None for p in stack.processes), stack.nginx_log)
     except BaseException:
         stack.stop()
         raise

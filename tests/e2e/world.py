@@ -26,7 +26,8 @@ from relay.keys import signatures
 from relay.keys.crypto import SiteKey
 from relay.keys.keystore import KeyStore
 from relay.keys.signatures import Direction
-from tests.e2e.wplab import Lab, Site
+from tests.e2e.lab_site import Site
+from tests.e2e.wplab import Lab
 from tests.support import output_file, record, secret_key
 
 ROOT = Path(__file__).resolve().parents[2]

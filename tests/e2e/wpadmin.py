@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.e2e.wplab import Site
+from tests.e2e.lab_site import Site
 
 
 class Admin:
