@@ -443,7 +443,7 @@ async def test_the_link_edit_form_sets_and_clears_the_roles_fields_and_initial_s
     assert "roles" not in yaml.safe_load(path.read_text())["links"][0]
 
 
-async def test_editing_a_link_whose_rules_the_relay_does_not_report_keeps_them(
+async def test_editing_a_link_shows_its_roles_fields_and_initial_sync_and_keeps_them(
         console_relay: Any, admin_token: str, partner_factory: Any) -> None:
     process, console, path = console_relay
     await console.sign_in(admin_token)
@@ -455,11 +455,17 @@ async def test_editing_a_link_whose_rules_the_relay_does_not_report_keeps_them(
     await wait_for_link(console, "a-b")
 
     _, form, _ = await console.get("links/a-b/edit")
+    # The form shows what the file says, so sending it back unchanged changes nothing else.
+    assert 'id="rules-kept"' not in form
+    assert 'name="roles_outgoing" value="customer"' in form
+    assert 'value="email" checked' in form and 'value="description" checked' not in form
+    assert 'value="off" checked' in form
     status, _, _ = await console.post("setup/start", [
-        ("link", "a-b"), ("site", "a"), ("remote", "b"), ("sync", "users"), ("rules", "keep"),
-        ("direction", "push"), ("outgoing", "none"), ("outgoing", "create")])
+        ("link", "a-b"), ("site", "a"), ("remote", "b"), ("sync", "users"),
+        ("direction", "push"), ("outgoing", "none"), ("outgoing", "create"),
+        ("roles_outgoing", "customer"), ("fields", "none"), ("fields", "email"),
+        ("initial_sync", "off")])
 
-    assert 'id="rules-kept"' in form and 'name="rules" value="keep"' in form
     assert 200 == status
     link = load(path).links["a-b"]
     assert frozenset({"create"}) == link.outgoing

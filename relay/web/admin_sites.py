@@ -119,7 +119,7 @@ def _link_view(link: Any) -> dict[str, Any]:
             "direction": link.direction, "sync": list(link.sync),
             "outgoing": sorted(link.outgoing) if link.direction != "pull" else [],
             "incoming": sorted(link.incoming) if link.direction != "push" else [],
-            "match_by": link.match_by}
+            "match_by": link.match_by, **provision.rule_document(link)}
 
 
 async def list_sites(request: web.Request) -> web.Response:
