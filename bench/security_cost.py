@@ -88,6 +88,13 @@ def tree_keys(tree: Path, config: Path, database: Path) -> SiteKey:
     return SiteKey(secret[0])
 
 
+def speaks_protocol_2(tree: Path) -> bool:
+    """Whether ``tree``'s relay takes protocol 2 (then it is signed as this tree signs)."""
+    return any("PROTOCOL = 2" in path.read_text()
+               for name in ("relay/constants.py", "relay/signatures.py", "relay/keys/signatures.py")
+               if (path := tree / name).is_file())
+
+
 def ingest(work: Path, baseline: Path, candidate: Path, seconds: int, rounds: int) -> None:
     trees = {"this tree": (candidate, "new"), "baseline": (baseline, "old")}
     setups: dict[str, tuple[Path, int, Path]] = {}
@@ -97,7 +104,7 @@ def ingest(work: Path, baseline: Path, candidate: Path, seconds: int, rounds: in
         port = free_port()
         config = relay_config(folder, port, free_port())
         key = tree_keys(tree, config, folder / "relay.sqlite3")
-        script = (wrk_script(folder, key, 200_000) if tag == "new"
+        script = (wrk_script(folder, key, 200_000) if speaks_protocol_2(tree)
                   else v1_wrk_script(folder, key, 200_000))
         setups[name] = (config, port, script)
     results: dict[str, list[float]] = {name: [] for name in trees}
