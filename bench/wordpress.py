@@ -139,7 +139,7 @@ class Server:
             concurrent = [f"{tag}c{n}" for n in range(creates)]
             client.concurrent(concurrent)
             figures.e2e[state]["under load"] += arrivals.latencies(client.started, concurrent)
-            legs = relay_legs(world, client.started)
+            legs = relay_legs(world, client)
             figures.legs[state]["sequential"] += [legs[x] for x in sequential if x in legs]
             figures.legs[state]["under load"] += [legs[x] for x in concurrent if x in legs]
             quiet(world)
@@ -230,11 +230,19 @@ def fpm_sites(world: World, base: Path) -> Iterator[LocalCA]:
 
 
 @contextlib.contextmanager
-def server(kind: str, release: str | None, creates: int, before: Path | None
-           ) -> Iterator[Server]:
-    """A world of two sites on ``release`` served the ``kind`` way; stopped on exit."""
+def server(kind: str, release: str | None, creates: int, plugin: Path | None,
+           before: Path | None) -> Iterator[Server]:
+    """A world of two sites on ``release`` served the ``kind`` way, both running ``plugin``
+    (None: this working tree's); stopped on exit."""
     base = Path(tempfile.mkdtemp(prefix=f"userrelay-wp-bench-{kind}-"))
     with build_world(base, releases=(release, release)) as world:
+        if plugin is not None:
+            for site in (world.a, world.b):
+                link = site.path / "wp-content" / "plugins" / "userrelay"
+                link.unlink()
+                link.symlink_to(plugin, True)
+                site.stop()  # no worker keeps the old path in its realpath cache
+                site.start()
         if kind == "php-fpm":
             with fpm_sites(world, base) as ca:
                 yield Server(kind, world, ca, creates, before)
@@ -244,7 +252,7 @@ def server(kind: str, release: str | None, creates: int, before: Path | None
 
 
 @contextlib.contextmanager
-def plugin_at(revision: str | None) -> Iterator[Path | None]:
+def plugin_at(revision: str | None, option: str) -> Iterator[Path | None]:
     """The plugin as it was at a git revision, in a temporary folder (None: no revision)."""
     if revision is None:
         yield None
@@ -253,7 +261,7 @@ def plugin_at(revision: str | None) -> Iterator[Path | None]:
     found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
                            cwd=root, capture_output=True, text=True, check=False)
     if found.returncode != 0:
-        raise SystemExit(f"--before {revision!r}: not a commit of this repository")
+        raise SystemExit(f"{option} {revision!r}: not a commit of this repository")
     with tempfile.TemporaryDirectory(prefix="userrelay-before-") as folder:
         archive = subprocess.run(["git", "archive", found.stdout.strip(), "plugin-stub/userrelay"],
                                  cwd=root, capture_output=True, check=True).stdout
@@ -287,6 +295,9 @@ def main() -> None:
                         help="timing spans of site a's requests from its PHP error log")
     parser.add_argument("--users", type=int, default=1000,
                         help="apply-rate users, on each server (0: skip)")
+    parser.add_argument("--plugin", metavar="REVISION",
+                        help="run the plugin as it is at this git revision on both sites "
+                             "(default: this working tree's, edits included)")
     parser.add_argument("--before", metavar="REVISION",
                         help="also measure site A with the plugin as it was at this git "
                              "revision, in the same alternating rounds (e.g. HEAD)")
@@ -304,11 +315,14 @@ def main() -> None:
     releases = {"php-s": args.php_s_release, "php-fpm": args.fpm_release}
     try:
         with contextlib.ExitStack() as stack:
-            before = stack.enter_context(plugin_at(args.before))
-            servers = [stack.enter_context(server(kind, releases[kind], args.creates, before))
-                       for kind in kinds]
+            plugin = stack.enter_context(plugin_at(args.plugin, "--plugin"))
+            before = stack.enter_context(plugin_at(args.before, "--before"))
+            servers = [stack.enter_context(server(kind, releases[kind], args.creates, plugin,
+                                                  before)) for kind in kinds]
             print("one run, the servers' rounds alternating: " + "; ".join(
-                f"{s.kind}: {s.label}" for s in servers), flush=True)
+                f"{s.kind}: {s.label}" for s in servers) + f"; the plugin: "
+                f"{args.plugin or 'this working tree'}"
+                + (f", and as at {args.before} (before)" if args.before else ""), flush=True)
             for s in servers:
                 stack.callback(s.stop)
                 s.start(args.profile)

@@ -37,6 +37,7 @@ class Client:
         self.site, self.auth = site, app_password(site)
         self.context = ssl.create_default_context(cafile=str(ca.cert)) if ca else None
         self.started: dict[str, float] = {}  # login -> time.time() at the start of its create
+        self.answered: dict[str, float] = {}  # login -> time.time() when its answer was read
 
     def create(self, login: str) -> float:
         """Milliseconds of one user-creating request."""
@@ -50,6 +51,7 @@ class Client:
         start = time.perf_counter()
         with urllib.request.urlopen(request, timeout=60, context=self.context) as resp:
             resp.read()
+        self.answered[login] = time.time()
         return (time.perf_counter() - start) * 1000
 
     def sequential(self, logins: list[str]) -> list[float]:
@@ -109,16 +111,19 @@ while (true) {
         self.process.wait(10)
 
 
-def relay_legs(world: World, started: dict[str, float]) -> dict[str, tuple[float, float]]:
-    """login -> (ms from its create's start until the relay stored it, until B answered)."""
+def relay_legs(world: World, client: Client) -> dict[str, tuple[float, float, float]]:
+    """login -> ms from its create's start until A answered it, until the relay stored its
+    event, and until B answered that event's delivery."""
     wait_until("the relay delivers everything", world.relay.settled, timeout=120)
     legs = {}
     for payload, created, updated in world.relay.db(
             "SELECT payload, created_at, updated_at FROM deliveries WHERE target = 'b' "
             "AND state = 'done'"):
         login = json.loads(payload).get("user", {}).get("login")
-        if login in started:
-            legs[login] = ((created - started[login]) * 1000, (updated - started[login]) * 1000)
+        if login in client.started and login in client.answered:
+            start = client.started[login]
+            legs[login] = ((client.answered[login] - start) * 1000, (created - start) * 1000,
+                           (updated - start) * 1000)
     return legs
 
 

@@ -27,8 +27,9 @@ class Figures:
         self.worst: list[dict[str, float]] = []  # per round: state -> its worst request (ms)
         self.e2e: dict[str, dict[str, list[float]]] = {
             s: {"sequential": [], "under load": []} for s in states if s != "off"}
-        # Where the end-to-end time goes: (at the relay, delivered to B) ms after the start.
-        self.legs: dict[str, dict[str, list[tuple[float, float]]]] = {
+        # Where the end-to-end time goes: (answered, at the relay, delivered to B) ms after
+        # the start.
+        self.legs: dict[str, dict[str, list[tuple[float, float, float]]]] = {
             s: {"sequential": [], "under load": []} for s in states if s != "off"}
         self.creates = creates
         self.cost_logs: list[tuple[int, int]] = []  # site a's error log during the cost phases
@@ -73,12 +74,10 @@ class Figures:
                       f"p99 <= {goals.p99:.0f})")
             for load, legs in self.legs[state].items():
                 if legs:
-                    relay_at = [a for a, _ in legs]
-                    done_at = [b - a for a, b in legs]
-                    print(f"  where it goes ({load}): start -> stored at the relay p50 "
-                          f"{percentile(relay_at, 50):.1f} p95 {percentile(relay_at, 95):.1f} "
-                          f"ms; stored -> B answered the delivery p50 "
-                          f"{percentile(done_at, 50):.1f} p95 {percentile(done_at, 95):.1f} ms")
+                    print(f"  where it goes ({load}), p50 / p95 ms: start -> A answered "
+                          + spread([a for a, _, _ in legs]) + "; answered -> stored at the "
+                          "relay " + spread([b - a for a, b, _ in legs]) + "; stored -> B "
+                          "answered the delivery " + spread([c - b for _, b, c in legs]))
         if "before" in self.e2e:
             print(f"-- this plugin against {STATE_NAMES['before']}, alternating rounds --")
             print(f"capacity: this / before {self.throughput('on', 'before'):.3f}; save "
@@ -87,6 +86,10 @@ class Figures:
                   + ", ".join(f"{load} p50 {self.e2e_at(50, load):.1f} vs "
                               f"{self.e2e_at(50, load, 'before'):.1f} ms"
                               for load in ("sequential", "under load")))
+
+
+def spread(values: list[float]) -> str:
+    return f"{percentile(values, 50):.1f} / {percentile(values, 95):.1f}"
 
 
 STATE_NAMES = {"off": "inactive", "on": "active", "before": "before"}
