@@ -80,7 +80,8 @@ add_filter( 'query', function ( $q ) {
 	$spans = $GLOBALS['bench_spans'];
 	if ( ! isset( $spans['enqueued'] ) && false !== strpos( $q, 'userrelay_outbox (event_id' ) ) {
 		bench_span( 'enqueued' );
-	} elseif ( ! isset( $spans['flush_lock'] ) && false !== strpos( $q, 'GET_LOCK(' ) ) {
+	} elseif ( ! isset( $spans['flush_lock'] )
+		&& false !== strpos( $q, "GET_LOCK('userrelay_flush_" ) ) {
 		bench_span( 'flush_lock' );
 	}
 	return $q;
