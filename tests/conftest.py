@@ -24,7 +24,9 @@ from relay.web import admin
 from relay.web.app import create_app
 from relay.web.appkeys import ADMIN_URL
 from tests import support
-from tests.support import Partner, Relay, Responder, generate_keys, settings, site
+from tests.partner import Partner, Responder
+from tests.relay_settings import settings, site
+from tests.support import Relay, generate_keys
 
 
 class _Tee:

@@ -1,4 +1,10 @@
-"""Test helpers: relay settings, events as plugins send them, and a partner site stand-in."""
+"""The relay under test and what the suite records of it: events as plugins send them, site
+keys and started links, the relay in process (``Relay``) and as a child process
+(``RelayProcess``), signed posts to it, its admin API and CLI, and the session's record of
+secrets and output (checked for leaks by tests/conftest.py).
+
+Relay configurations are tests/relay_settings.py's, the partner site stand-in tests/partner.py's.
+"""
 
 from __future__ import annotations
 
@@ -7,50 +13,19 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from email.utils import formatdate
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from relay import config as config_module
-from relay.config import Config, Link
-from relay.constants import LINK_FIELDS
+from relay.config import Config
 from relay.db.links import LinkBook
-from relay.errors import BadSignature
 from relay.keys import signatures
 from relay.keys.crypto import SiteKey
 from relay.keys.keystore import KeyStore
 from relay.keys.signatures import Direction
-
-Responder = Callable[[dict[str, Any]], Awaitable[web.Response] | web.Response]
-
-
-def settings(tmp_path: Path, sites: list[dict[str, Any]], links: list[dict[str, Any]],
-             ingest: dict[str, Any] | None = None, admin: dict[str, Any] | None = None,
-             **delivery: Any) -> Config:
-    """A relay configuration on a fresh database in ``tmp_path``, with quick retries.
-
-    ``admin``: settings of the admin API (which listens on a free port when it has a token).
-    """
-    document = {
-        "listen": {"host": "127.0.0.1", "port": 0},
-        "admin": {"port": 0, **(admin or {})},
-        "database": str(tmp_path / "relay.sqlite3"),
-        "delivery": {"retry_schedule": [0.05], "jitter": 0, "timeout": 5, "lease": 10,
-                     "shutdown_grace": 2, **delivery},
-        "ingest": ingest or {},
-        "sites": sites,
-        "links": links,
-    }
-    return config_module.from_mapping(document, base_dir=tmp_path)
-
-
-def site(site_id: str, url: str) -> dict[str, Any]:
-    return {"id": site_id, "label": site_id.title(), "url": url, "allow_http": True}
+from tests.partner import Partner as Partner  # bench/crash.py imports it from here
 
 
 def event(event_id: str, user_id: int, actions: list[str], email: str | None = None,
@@ -70,128 +45,6 @@ def event(event_id: str, user_id: int, actions: list[str], email: str | None = N
     return {"id": event_id, "occurred_at": time.time(), "actions": actions, "user": body}
 
 
-def as_plugin(key: SiteKey | None, headers: Any, body: bytes, operation: str,
-              now: float | None = None) -> dict[str, Any]:
-    """What a protocol-2 plugin checks of a relay's request: the relay -> site signature with
-    ``key`` (``BadSignature`` if not), and a body naming ``operation``. Returns the body."""
-    signatures.verify([key] if key else [], Direction.TO_SITE, headers.get("webhook-id"),
-                      headers.get("webhook-timestamp"), headers.get("webhook-signature"), body,
-                      300, now=now)
-    document: dict[str, Any] = json.loads(body)
-    assert document.get("operation") == operation, document.get("operation")
-    return document
-
-
-@dataclass
-class Partner:
-    """A real HTTP server standing in for a site's plugin; records what it receives."""
-
-    key: SiteKey | None = None
-    respond: Responder | None = None
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
-    server: TestServer | None = None
-    next_user_id: int = 1000
-    user_ids: dict[str, int] = field(default_factory=dict)
-    # What its ping answers (docs/protocol.md, Ping): as the plugin on WordPress 6.1 does.
-    site_id: str | None = None
-    relay_url: str | None = None
-    wordpress: str = "6.1.9"
-    hash_formats: list[str] = field(default_factory=lambda: ["phpass", "bcrypt"])
-    hash_formats_by_plugin: list[str] = field(default_factory=list)  # plugin 0.1.0+ on < 6.8
-    clock_offset: float = 0.0
-    nudges: list[float] = field(default_factory=list)  # when the relay nudged it
-    # The site's roles, as its ping lists them (None: a plugin that lists none).
-    roles: list[dict[str, str]] | None = field(default_factory=lambda: [
-        {"slug": slug, "name": slug.title()}
-        for slug in ("administrator", "editor", "author", "contributor", "subscriber")])
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return str(self.server.make_url("")).rstrip("/")
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        return [e for r in self.requests for e in r["events"]]
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        if self.key is not None:
-            document = as_plugin(self.key, request.headers, body, "events")
-        else:
-            document = json.loads(body)
-        document["received_at"] = time.time()
-        async with self.arrived:
-            self.requests.append(document)
-            self.arrived.notify_all()
-        if self.respond is not None:
-            response = self.respond(document)
-            if asyncio.iscoroutine(response):
-                response = await response
-            return response  # type: ignore[return-value]
-        return web.json_response({"results": [self.applied(e) for e in document["events"]]},
-                                 headers={"userrelay-protocol": "2"})
-
-    async def ping(self, request: web.Request) -> web.Response:
-        """The plugin's signed ping, ``?check_relay=1`` included, on this site's clock."""
-        now = time.time() + self.clock_offset
-        date = {"Date": formatdate(now, usegmt=True), "userrelay-protocol": "2"}
-        try:
-            document = as_plugin(self.key, request.headers, await request.read(), "ping",
-                                 now=now)
-        except BadSignature as exc:
-            code = ("userrelay_stale_timestamp" if exc.message.startswith("webhook-timestamp")
-                    else "userrelay_bad_signature")
-            return web.json_response({"code": code, "message": exc.message,
-                                      "data": {"status": 401}}, status=401, headers=date)
-        answer: dict[str, Any] = {"site": self.site_id, "wordpress": self.wordpress,
-                                  "plugin": "0.1.0", "hash_formats": self.hash_formats,
-                                  "hash_formats_by_plugin": self.hash_formats_by_plugin,
-                                  "time": now}
-        if self.roles is not None:
-            answer["roles"] = self.roles
-        if document.get("check_relay"):
-            answer["relay_check"] = await self.check_relay(now)
-        return web.json_response(answer, headers=date)
-
-    async def check_relay(self, now: float) -> dict[str, Any]:
-        """What the plugin reports of its own signed ping to the relay."""
-        import aiohttp
-        url = self.relay_url or ""
-        assert self.key is not None
-        try:
-            body = json.dumps(signatures.envelope("ping", str(self.site_id))).encode()
-            async with aiohttp.ClientSession() as session, session.post(
-                    f"{url}/v1/sites/{self.site_id}/ping", data=body,
-                    headers=signatures.headers(self.key, body, Direction.TO_RELAY,
-                                               now=now)) as resp:
-                status, body = resp.status, await resp.json(content_type=None)
-        except (aiohttp.ClientError, OSError) as exc:
-            return {"url": url, "status": None, "error": f"cURL error 7: {exc}"}
-        return {"url": url, "status": status,
-                "error": None if status == 200 else body.get("error")}
-
-    async def nudge(self, request: web.Request) -> web.Response:
-        """The plugin's nudge route: records that the relay asked it to send its outbox."""
-        as_plugin(self.key, request.headers, await request.read(), "nudge")
-        async with self.arrived:
-            self.nudges.append(time.time())
-            self.arrived.notify_all()
-        return web.json_response({"waiting": 0}, status=202,
-                                 headers={"userrelay-protocol": "2"})
-
-    def applied(self, e: dict[str, Any]) -> dict[str, Any]:
-        """The answer of a plugin that applied the event to a user of its own."""
-        email = e["user"]["email"]
-        if email not in self.user_ids:
-            self.next_user_id += 1
-            self.user_ids[email] = self.next_user_id
-        return {"id": e["id"], "status": 200, "user_id": self.user_ids[email]}
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
-        async with self.arrived:
-            await asyncio.wait_for(self.arrived.wait_for(predicate), timeout)
 
 
 @dataclass
@@ -244,8 +97,6 @@ def mark_tested(config: Config, store: KeyStore, site_id: str) -> None:
     with LinkBook(config) as book:
         book.record_test(site_id, config.sites[site_id].url, key_id, True,
                          [{"name": "stand-in", "status": "ok", "detail": "marked tested"}])
-
-
 
 
 class RelayProcess:
@@ -450,30 +301,3 @@ class AdminClient:
             return resp.status, text
 
 
-def config_file(config: Config, path: Path) -> Path:
-    """``config`` written out as a YAML file (database, sites and links), for the CLI."""
-    import yaml
-    path.write_text(yaml.safe_dump({
-        "database": str(config.database_path),
-        "sites": [{"id": s.id, "label": s.label, "url": s.url, "allow_http": s.allow_http}
-                  for s in config.sites.values()],
-        "links": [{"id": lk.id, "site": lk.site, "remote": lk.remote,
-                   "direction": lk.direction, "sync": list(lk.sync),
-                   "incoming": sorted(lk.incoming), "outgoing": sorted(lk.outgoing),
-                   "match_by": lk.match_by, **link_rules(lk)} for lk in config.links.values()],
-    }))
-    return path
-
-
-def link_rules(link: Link) -> dict[str, Any]:
-    """A link's role rules, fields and initial sync, as the file says them (when it does)."""
-    said: dict[str, Any] = {}
-    roles = {way: sorted(names) for way, names in (("outgoing", link.roles_outgoing),
-                                                   ("incoming", link.roles_incoming)) if names}
-    if roles:
-        said["roles"] = roles
-    if link.fields != frozenset(LINK_FIELDS):
-        said["fields"] = sorted(link.fields)
-    if not link.initial_sync:
-        said["initial_sync"] = False
-    return said

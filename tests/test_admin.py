@@ -18,7 +18,8 @@ from relay.keys.crypto import SiteKey
 from relay.web import admin
 from relay.web.app import create_app
 from relay.web.appkeys import ADMIN_URL
-from tests.support import AdminClient, event, secret_key, settings, site, until
+from tests.relay_settings import settings, site
+from tests.support import AdminClient, event, secret_key, until
 
 ENDPOINTS = [("GET", "/admin/status"), ("GET", "/admin/dead"), ("POST", "/admin/dead/replay"),
              ("POST", "/admin/dead/purge"), ("POST", "/admin/sites/b/test"),

@@ -24,7 +24,9 @@ from relay.db.store import connect_sync
 from relay.keys.crypto import SiteKey
 from relay.web.app import create_app
 from relay.work import initial_sync
-from tests.support import Partner, Relay, as_plugin, generate_keys, secret, site, until
+from tests.partner import Partner, as_plugin
+from tests.relay_settings import site
+from tests.support import Relay, generate_keys, secret, until
 
 EVERYTHING = ["create", "edit", "delete", "password", "roles", "metadata"]
 

@@ -22,7 +22,9 @@ from relay.keys.crypto import SiteKey
 from relay.keys.keystore import KeyStore
 from relay.sites.connection_report import ConnectionReport, record
 from relay.sites.connection_test import run_connection_test
-from tests.support import Partner, Relay, settings, site
+from tests.partner import Partner
+from tests.relay_settings import settings, site
+from tests.support import Relay
 
 PASSWORDS = ["create", "edit", "roles", "password"]
 

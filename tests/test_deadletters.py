@@ -23,7 +23,8 @@ from relay.db.store import connect_sync
 from relay.errors import InvalidRequest, UnknownSite
 from relay.model.events import parse_batch
 from relay.model.routing import Router
-from tests.support import config_file, event, run_cli, settings, site, until
+from tests.relay_settings import config_file, settings, site
+from tests.support import event, run_cli, until
 
 ALL = ["create", "edit", "delete", "password", "roles", "metadata"]
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import event, settings, site, until
+from tests.relay_settings import settings, site
+from tests.support import event, until
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import aiohttp
 
 from relay.web import guard
 from relay.web.app import create_app
-from tests.support import Relay, event, generate_keys, settings, site
+from tests.relay_settings import settings, site
+from tests.support import Relay, event, generate_keys
 
 LIMIT = 20
 

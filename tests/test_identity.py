@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.support import event, settings, site
+from tests.relay_settings import settings, site
+from tests.support import event
 
 ALL = ["create", "edit", "delete", "password", "roles", "metadata"]
 

@@ -15,7 +15,9 @@ import pytest
 from relay.cli.main import main
 from relay.db import status
 from relay.errors import ConfigError
-from tests.support import Partner, Relay, event, secret, settings, site
+from tests.partner import Partner
+from tests.relay_settings import settings, site
+from tests.support import Relay, event, secret
 
 EVERYTHING = ["create", "edit", "delete", "password", "roles", "metadata"]
 
@@ -284,7 +286,8 @@ def test_check_config_accepts_the_rules_and_the_cli_lists_them(
 
 async def test_sites_test_and_check_config_name_a_role_the_site_lacks(linked: Any) -> None:
     from relay.config import load
-    from tests.support import config_file, run_cli
+    from tests.relay_settings import config_file
+    from tests.support import run_cli
     from tests.test_connection_test import connection_test
     relay, b = await linked(push(roles={"outgoing": ["customr", "subscriber"]}))
     b.roles = [{"slug": "customer", "name": "Customer"},

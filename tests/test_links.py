@@ -22,7 +22,9 @@ from relay.sites.connection_report import record
 from relay.sites.connection_test import run_connection_test
 from relay.web.app import create_app
 from relay.web.appkeys import LINKS
-from tests.support import Partner, Relay, event, mark_tested, settings, site, until
+from tests.partner import Partner
+from tests.relay_settings import settings, site
+from tests.support import Relay, event, mark_tested, until
 
 PUSH_ALL = {"id": "a-b", "site": "a", "remote": "b", "direction": "push",
             "outgoing": ["create", "edit", "delete", "password", "roles", "metadata"]}

@@ -15,7 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from tests import support
-from tests.support import config_file, event, leaks, run_cli, secret, until
+from tests.relay_settings import config_file, settings, site
+from tests.support import event, leaks, run_cli, secret, until
 
 
 async def test_no_secret_reaches_the_logs_the_status_or_an_error(
@@ -77,7 +78,7 @@ def test_the_check_finds_a_secret_written_anywhere_in_the_output(tmp_path: Path)
 
 
 def test_every_key_the_tests_make_is_registered_as_a_secret(tmp_path: Path) -> None:
-    config = support.settings(tmp_path, [support.site("a", "http://127.0.0.1:9")], [])
+    config = settings(tmp_path, [site("a", "http://127.0.0.1:9")], [])
 
     keys = support.generate_keys(config, start_links=False)
     password_hash = event("e1", 1, ["password"])["user"]["password_hash"]

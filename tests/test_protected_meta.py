@@ -15,7 +15,8 @@ from structlog.testing import capture_logs
 
 from relay.config import protected_meta
 from relay.errors import ConfigError
-from tests.support import event, settings, site
+from tests.relay_settings import settings, site
+from tests.support import event
 
 PLUGIN_RULE = (Path(__file__).resolve().parents[1] / "plugin-stub" / "userrelay" / "includes"
                / "class-userrelay-protected-meta.php")

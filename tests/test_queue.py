@@ -18,7 +18,8 @@ from relay.db.queue import Outcome
 from relay.db.store import connect_sync
 from relay.model.events import parse_batch
 from relay.model.routing import Router
-from tests.support import event, settings, site
+from tests.relay_settings import settings, site
+from tests.support import event
 
 
 def test_no_statement_of_ingest_claim_or_settle_scans_a_table(tmp_path: Path) -> None:

@@ -23,7 +23,9 @@ from relay.keys.crypto import SiteKey
 from relay.keys.keystore import KeyStore
 from relay.model.reconciliation import Report
 from relay.work import reconcile
-from tests.support import as_plugin, generate_keys, mark_tested, settings, site, until
+from tests.partner import as_plugin
+from tests.relay_settings import settings, site
+from tests.support import generate_keys, mark_tested, until
 
 ALL = ["create", "edit", "delete", "password", "roles", "metadata"]
 PROFILE = ("first_name", "last_name", "nickname", "display_name", "url", "description", "locale")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from relay.model.routing import Router
-from tests.support import settings, site
+from tests.relay_settings import settings, site
 
 ALL = ["create", "edit", "delete", "password", "roles", "metadata"]
 

@@ -87,7 +87,7 @@ def refusing_user_2(document: dict[str, Any]) -> web.Response:
 
 async def test_user_status_says_delivered_refused_and_filtered_per_target(
         partner_factory: Any, relay_factory: Any, tmp_path: Any) -> None:
-    from tests.support import settings, site
+    from tests.relay_settings import settings, site
     b = await partner_factory(refusing_user_2)
     config = settings(tmp_path, [site("a", "http://127.0.0.1:9"), site("b", b.url)],
                       [{"id": "a-b", "site": "a", "remote": "b", "direction": "push",

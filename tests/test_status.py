@@ -19,7 +19,8 @@ from relay.db.queue import Outcome
 from relay.db.store import connect_sync
 from relay.model.events import parse_batch
 from relay.model.routing import Router
-from tests.support import event, generate_keys, settings, site, until
+from tests.relay_settings import settings, site
+from tests.support import event, generate_keys, until
 
 
 async def test_status_shows_a_paused_link_with_its_reason_and_what_waits(two_sites: Any) -> None:

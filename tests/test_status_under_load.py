@@ -15,7 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support import config_file, event, run_cli, until
+from tests.relay_settings import config_file
+from tests.support import event, run_cli, until
 
 OK, REFUSED, HELD = 40, 10, 10  # persons per source site
 SOURCES = ("a", "c")

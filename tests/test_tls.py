@@ -17,7 +17,9 @@ from aiohttp import web
 
 from relay import config as config_module
 from relay.errors import ConfigError
-from tests.support import Partner, event, settings, site
+from tests.partner import Partner
+from tests.relay_settings import settings, site
+from tests.support import event
 from tests.test_connection_test import connection_test, only
 from tests.tlslab import LocalCA
 
