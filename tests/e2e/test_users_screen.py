@@ -26,6 +26,16 @@ def people(prefix: str, n: int, role: str = "subscriber") -> list[dict[str, Any]
             for i in range(n)]
 
 
+def row_action(admin: Admin, site: Any, user_id: int) -> str | None:
+    """The "Send to partner sites now" link under one user of Users → All Users, found by
+    searching for their login (the shared lab has more users than one page shows)."""
+    login = site.php_json(f"echo json_encode(get_userdata({user_id})->user_login);")
+    _, page = admin.get("/wp-admin/users.php", [("s", login)])
+    found = re.search(r'href="([^"]*action=userrelay_send_user[^"]*user=' + str(user_id)
+                      + r'[^"]*)"', page)
+    return None if found is None else html.unescape(found.group(1))
+
+
 def bulk_send(admin: Admin, ids: list[int], nonce: str | None = None) -> tuple[int, str]:
     """The users list's bulk form, sent as a browser sends it (GET, with the referer field)."""
     return admin.get("/wp-admin/users.php", [
@@ -79,12 +89,11 @@ def test_the_bulk_action_without_the_bulk_nonce_queues_nothing(world: World) -> 
 def test_the_row_action_queues_that_one_user(world: World) -> None:
     [someone, other] = make_users(world.a, people("rowq", 2))
     admin = Admin(world.a)
-    row_link = re.search(r'href="([^"]*action=userrelay_send_user[^"]*user=' + str(someone)
-                         + r'[^"]*)"', admin.get("/wp-admin/users.php")[1])
+    row_link = row_action(admin, world.a, someone)
     assert row_link is not None, "no row action under the user"
 
     with recorded_events(world.a) as recorded:
-        status, page = admin.get(html.unescape(row_link.group(1)).replace(world.a.url, ""))
+        status, page = admin.get(row_link.replace(world.a.url, ""))
         events = recorded()
 
     assert 200 == status and notice(page, "userrelay-sent").startswith("1 user queued")
@@ -98,12 +107,11 @@ def test_someone_who_cannot_edit_users_gets_neither_the_action_nor_its_effect(
                                      "user_pass": "Writer-Pass-1"}])
     login = world.a.php_json(f"echo json_encode(get_userdata({author})->user_login);")
     admin = Admin(world.a)
-    row_link = re.search(r'href="([^"]*action=userrelay_send_user[^"]*user=' + str(author)
-                         + r'[^"]*)"', admin.get("/wp-admin/users.php")[1])
+    row_link = row_action(admin, world.a, author)
     assert row_link is not None, "no row action under the author"
     writer = Admin(world.a, login, "Writer-Pass-1")
 
-    status, page = writer.get(html.unescape(row_link.group(1)).replace(world.a.url, ""))
+    status, page = writer.get(row_link.replace(world.a.url, ""))
     edit_status, edit_page = writer.get("/wp-admin/profile.php")
 
     assert 403 == status and "userrelay-sent" not in page
