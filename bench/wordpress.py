@@ -331,11 +331,10 @@ def main() -> None:
                         help="also measure site A with the plugin as it was at this git "
                              "revision, in the same alternating rounds (e.g. HEAD)")
     args = parser.parse_args()
-    for name, value in (("--rounds", args.rounds), ("--saves", args.saves),
-                        ("--creates", args.creates), ("--users", args.users + 1)):
-        if value < 1:
-            raise SystemExit(f"{name} must be at least {1 if name != '--users' else 0}, "
-                             f"not {value if name != '--users' else args.users}")
+    for name, value, least in (("--rounds", args.rounds, 1), ("--saves", args.saves, 1),
+                               ("--creates", args.creates, 1), ("--users", args.users, 0)):
+        if value < least:
+            raise SystemExit(f"{name} must be at least {least}, not {value}")
     reason = ensure_packages() or (ensure_packages(WEB_PACKAGES)
                                    if args.server != "php-s" else None)
     if reason:
