@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.test_developer_hooks import state
+from tests.e2e.test_privileges import event
 from tests.e2e.test_sync import arrives, can_log_in, create, unique
 from tests.e2e.test_user_gaps import RENAME, values
-from tests.e2e.world import World, build_world, user, wait_until
+from tests.e2e.world import World, build_world, deliver, user, wait_until
 from tests.e2e.wpreleases import system_release
 
 pytestmark = pytest.mark.wordpress
@@ -65,6 +66,26 @@ def test_create_arrives_with_its_password(world_ab: World) -> None:
     assert (True, True) == (can_log_in(world_ab.a, login, "same-Pass-1"),
                             can_log_in(world_ab.b, login, "same-Pass-1"))
     assert not can_log_in(world_ab.b, login, "other-Pass-1")
+
+
+def test_a_created_user_keeps_a_full_strength_hash_unless_a_delivered_one_replaces_it(
+        world_ab: World) -> None:
+    """A delivered create writes a throwaway hash before the delivered one; only that one is
+    made at bcrypt's least cost. A create without a delivered hash keeps its own at full cost."""
+    b = world_ab.b
+    with_hash, without = unique("pairhashed"), unique("pairunhashed")
+    source_hash = str(world_ab.a.php_json("echo json_encode(wp_hash_password('kept-Pass-1'));"))
+
+    results = deliver(b, [event(*with_hash, ["create", "password"], password_hash=source_hash),
+                          event(*without, ["create"])])
+
+    assert [201, 201] == [r["status"] for r in results], results
+    hashed, unhashed = user(b, with_hash[1]), user(b, without[1])
+    assert hashed is not None and unhashed is not None
+    assert source_hash == hashed["pass"]
+    assert can_log_in(b, with_hash[0], "kept-Pass-1")
+    assert unhashed["pass"].startswith(HASH_PREFIX[b.release])
+    assert "$2y$04$" not in unhashed["pass"]  # bcrypt's least cost is for throwaway hashes
 
 
 def test_edit_arrives(world_ab: World) -> None:

@@ -161,7 +161,7 @@ final class UserRelay_Event_Changes {
 			if ( ! in_array( 'create', $actions, true ) && empty( $event['create_missing'] ) ) {
 				throw new UserRelay_Apply_Exception( sprintf( 'no user with email %1$s or login %2$s here, and create_missing is false', $data['email'], $data['login'] ), 404 );
 			}
-			$user          = $this->writer->create( $data, $actions, null !== $roles );
+			$user          = $this->writer->create( $data, $actions, null !== $roles, null !== $hash );
 			$this->touched = $user->ID;
 			$status        = 201;
 		} elseif ( array_intersect( array( 'create', 'edit' ), $actions ) ) {
@@ -271,7 +271,7 @@ final class UserRelay_Event_Changes {
 			if ( ! in_array( 'create', $actions, true ) && empty( $event['create_missing'] ) ) {
 				throw new UserRelay_Apply_Exception( sprintf( 'no user with email %1$s or login %2$s here, and create_missing is false', $data['email'], $data['login'] ), 404 );
 			}
-			$user          = $this->writer->create( $data, $actions, null !== $roles );
+			$user          = $this->writer->create( $data, $actions, null !== $roles, null !== $hash );
 			$this->touched = $user->ID;
 			$status        = 201;
 		} else {
