@@ -243,10 +243,6 @@ def fpm_sites(world: World, base: Path) -> Iterator[LocalCA]:
         for site in (world.a, world.b):
             site.set_constants({"USERRELAY_URL": f"https://localhost:{relay_port}"})
             stacks.append(serve_over_https(site, ca, free_port()))
-            # serve_over_https sets the home and siteurl options, but the lab's wp-config.php
-            # still defines WP_HOME as the php -S address, where nothing listens any more (a
-            # loopback kick from a PHP process, as the apply rate's creates, would go there).
-            site.set_constants({"WP_HOME": site.url, "WP_SITEURL": site.url})
             world.relay.ca_files[site.name] = ca.cert
         yield ca
     finally:

@@ -68,6 +68,16 @@ def test_the_relay_verifies_the_https_site_against_its_ca_file(fpm: FpmWorld) ->
     assert checks["relay_check"]["status"] == "ok"  # b's plugin reached the relay over https
 
 
+def test_the_fpm_sites_own_php_processes_know_its_https_address(fpm: FpmWorld) -> None:
+    """wp-config.php's WP_HOME overrides the option: a PHP process of the site (a cron run, a
+    change made from the command line) kicks its sends at home_url(), the address that serves
+    it (class-userrelay-loopback-kick.php)."""
+    b = fpm.world.b
+    home = b.php_json("echo json_encode(home_url());")
+
+    assert b.url == home and b.url.startswith("https://")
+
+
 def test_a_change_on_the_php_s_site_reaches_the_fpm_site(fpm: FpmWorld) -> None:
     world = fpm.world
     login, email = unique("tofpm")

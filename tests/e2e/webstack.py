@@ -137,6 +137,9 @@ def serve_over_https(site: Site, ca: LocalCA, port: int) -> Stack:
             f"  $args['sslcertificates'] = '{bundle}';\n  return $args;\n}});\n")
         site.php(f"update_option('home', '{url}'); update_option('siteurl', '{url}');")
         site.url = url
+        # wp-config.php's WP_HOME and WP_SITEURL follow too (they override the options): a
+        # loopback kick from a PHP process of this site goes to nginx, not to the gone php -S.
+        site.set_constants({})
         wait_until_up(f"nginx of site {site.name} ({url})",
                       lambda: _https_status(f"{url}/wp-json/", ca) == 200,
                       lambda: all(p.poll() is None for p in stack.processes), stack.nginx_log)
