@@ -24,9 +24,10 @@ from relay.web import admin
 from relay.web.app import create_app
 from relay.web.appkeys import ADMIN_URL
 from tests import support
+from tests.console_support import Console
 from tests.partner import Partner, Responder
 from tests.relay_settings import settings, site
-from tests.support import Relay, generate_keys
+from tests.support import Relay, RelayProcess, generate_keys
 
 
 class _Tee:
@@ -148,3 +149,34 @@ async def admin_relay(partner_factory: Any, relay_factory: Any, tmp_path: Path,
         b.key, b.site_id, b.relay_url = relay.keys["b"], "b", relay.url
         return relay, b, support.AdminClient(relay.client.app[ADMIN_URL], admin_token)
     return make
+
+
+@pytest.fixture
+async def console_relay(tmp_path: Path, admin_token: str) -> Any:
+    """A real ``userrelay serve`` with the admin API (and so the console) on a free port,
+    its configuration file empty of sites; returns (process, console, config path)."""
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(admin_token)
+    token_file.chmod(0o600)
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        admin_port = s.getsockname()[1]
+    path = tmp_path / "relay.yaml"
+    path.write_text(
+        "# the console's test relay\n"
+        "listen: {host: 127.0.0.1, port: 0}\n"
+        f"admin: {{host: 127.0.0.1, port: {admin_port}, token_file: {token_file}}}\n"
+        f"database: {tmp_path / 'relay.sqlite3'}\n"
+        "delivery: {retry_schedule: [0.05], jitter: 0, timeout: 5, lease: 10, "
+        "shutdown_grace: 2}\n")
+    process = RelayProcess(path)
+    await process.start()
+    await process.logged("admin_started")
+    console = Console(f"http://127.0.0.1:{admin_port}")
+    try:
+        yield process, console, path
+    finally:
+        await console.close()
+        if process.process is not None and process.process.returncode is None:
+            await process.terminate()
