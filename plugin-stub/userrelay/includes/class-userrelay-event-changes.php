@@ -158,12 +158,8 @@ final class UserRelay_Event_Changes {
 			$status = 201;
 		}
 		if ( ! $user ) {
-			if ( ! in_array( 'create', $actions, true ) && empty( $event['create_missing'] ) ) {
-				throw new UserRelay_Apply_Exception( sprintf( 'no user with email %1$s or login %2$s here, and create_missing is false', $data['email'], $data['login'] ), 404 );
-			}
-			$user          = $this->writer->create( $data, $actions, null !== $roles, null !== $hash );
-			$this->touched = $user->ID;
-			$status        = 201;
+			$user   = $this->create_missing( $event, $data, $actions, $roles, $hash );
+			$status = 201;
 		} elseif ( array_intersect( array( 'create', 'edit' ), $actions ) ) {
 			$this->writer->update_profile( $user, $data, ! self::keeps( $event, 'email' ), true, $match );
 		}
@@ -268,12 +264,8 @@ final class UserRelay_Event_Changes {
 			$status = 201;
 		}
 		if ( ! $user ) {
-			if ( ! in_array( 'create', $actions, true ) && empty( $event['create_missing'] ) ) {
-				throw new UserRelay_Apply_Exception( sprintf( 'no user with email %1$s or login %2$s here, and create_missing is false', $data['email'], $data['login'] ), 404 );
-			}
-			$user          = $this->writer->create( $data, $actions, null !== $roles, null !== $hash );
-			$this->touched = $user->ID;
-			$status        = 201;
+			$user   = $this->create_missing( $event, $data, $actions, $roles, $hash );
+			$status = 201;
 		} else {
 			$this->writer->update_profile( $user, $data, in_array( 'email', $apply, true ) && ! self::keeps( $event, 'email' ), in_array( 'profile', $apply, true ), $match );
 		}
@@ -298,6 +290,25 @@ final class UserRelay_Event_Changes {
 			UserRelay_Modified::record( $user->ID, (float) $event['occurred_at'] );
 		}
 		return array( $status, $user->ID );
+	}
+
+	/**
+	 * Creates the user a delivery names but this site lacks, if the event may create them.
+	 *
+	 * @param array         $event   The event.
+	 * @param array         $data    The event's user.
+	 * @param string[]      $actions The event's actions.
+	 * @param string[]|null $roles   The roles that follow, if any.
+	 * @param string|null   $hash    The password hash that follows, if any.
+	 * @throws UserRelay_Apply_Exception When the event may not create, or WordPress refuses.
+	 */
+	private function create_missing( array $event, array $data, array $actions, ?array $roles, ?string $hash ): WP_User {
+		if ( ! in_array( 'create', $actions, true ) && empty( $event['create_missing'] ) ) {
+			throw new UserRelay_Apply_Exception( sprintf( 'no user with email %1$s or login %2$s here, and create_missing is false', $data['email'], $data['login'] ), 404 );
+		}
+		$user          = $this->writer->create( $data, $actions, null !== $roles, null !== $hash );
+		$this->touched = $user->ID;
+		return $user;
 	}
 
 	/**
