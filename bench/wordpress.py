@@ -62,34 +62,18 @@ from tests.e2e.wplab import LabError, Site, ensure_packages
 from tests.e2e.wpreleases import SUITES, ReleaseError
 from tests.tlslab import LocalCA
 
-# What a site owner can do without changing the plugin: its requests to the relay (and only
-# those) verify the relay's certificate against a small CA file instead of the whole bundle,
-# which cURL parses again for every request (about 25 ms of CPU here).
-RELAY_CA_PLUGIN = r"""<?php
-add_filter( 'http_request_args', function ( $args, $url ) {
-	if ( defined( 'USERRELAY_URL' ) && 0 === strpos( $url, USERRELAY_URL . '/' ) ) {
-		$args['sslcertificates'] = 'CA_FILE';
-	}
-	return $args;
-}, 20, 2 );
-"""
-
 
 class Server:
     """One server's pair of sites (a world of its own: lab, MariaDB, relay), measured round by
     round between the other server's rounds."""
 
     def __init__(self, kind: str, world: World, ca: LocalCA | None, creates: int,
-                 before: Path | None, relay_ca_file: bool) -> None:
+                 before: Path | None) -> None:
         self.kind, self.world, self.ca = kind, world, ca
         self.wordpress = str(world.a.php_json("echo json_encode($GLOBALS['wp_version']);"))
         if before is not None:  # beside the working tree's, activated in its "before" rounds
             (world.a.path / "wp-content" / "plugins" / BEFORE_DIR).symlink_to(before, True)
-        # With --relay-ca-file under FPM: a state whose requests to the relay trust only the
-        # lab's CA file, not the whole bundle (RELAY_CA_PLUGIN).
-        self.relay_ca = ca.cert if ca is not None and relay_ca_file else None
-        self.figures = Figures(creates, ["off", "on", *(["before"] if before else []),
-                                         *(["ca"] if self.relay_ca else [])])
+        self.figures = Figures(creates, ["off", "on", *(["before"] if before else [])])
         self.client: Client | None = None
         self.arrivals: Arrivals | None = None
         self.since_b = 0
@@ -164,13 +148,8 @@ class Server:
         self.set_state("on")
 
     def set_state(self, state: str) -> None:
-        """Site A's plugin off, on, before, or on with the relay's CA file only ("ca")."""
-        mu = self.world.a.path / "wp-content" / "mu-plugins" / "bench-relay-ca.php"
-        if state == "ca" and self.relay_ca is not None:
-            mu.write_text(RELAY_CA_PLUGIN.replace("CA_FILE", str(self.relay_ca)))
-        else:
-            mu.unlink(missing_ok=True)
-        set_plugin(self.world.a, "on" if state == "ca" else state)
+        """Site A's plugin off, on, or on as at --before."""
+        set_plugin(self.world.a, state)
 
     def report(self, profile: bool) -> None:
         print(f"\n== {self.kind}: {self.label} ==")
@@ -252,7 +231,7 @@ def fpm_sites(world: World, base: Path) -> Iterator[LocalCA]:
 
 @contextlib.contextmanager
 def server(kind: str, release: str | None, creates: int, plugin: Path | None,
-           before: Path | None, relay_ca_file: bool) -> Iterator[Server]:
+           before: Path | None) -> Iterator[Server]:
     """A world of two sites on ``release`` served the ``kind`` way, both running ``plugin``
     (None: this working tree's); stopped on exit."""
     base = Path(tempfile.mkdtemp(prefix=f"userrelay-wp-bench-{kind}-"))
@@ -266,9 +245,9 @@ def server(kind: str, release: str | None, creates: int, plugin: Path | None,
                 site.start()
         if kind == "php-fpm":
             with fpm_sites(world, base) as ca:
-                yield Server(kind, world, ca, creates, before, relay_ca_file)
+                yield Server(kind, world, ca, creates, before)
         else:
-            yield Server(kind, world, None, creates, before, relay_ca_file)
+            yield Server(kind, world, None, creates, before)
     shutil.rmtree(base, ignore_errors=True)  # kept after a failure: its logs say what happened
 
 
@@ -316,10 +295,6 @@ def main() -> None:
                         help="timing spans of site a's requests from its PHP error log")
     parser.add_argument("--users", type=int, default=1000,
                         help="apply-rate users, on each server (0: skip)")
-    parser.add_argument("--relay-ca-file", action="store_true",
-                        help="under PHP-FPM, also measure the plugin with its requests to the "
-                             "relay verified against the relay's CA file only (an "
-                             "http_request_args filter), in the same alternating rounds")
     parser.add_argument("--plugin", metavar="REVISION",
                         help="run the plugin as it is at this git revision on both sites "
                              "(default: this working tree's, edits included)")
@@ -342,7 +317,7 @@ def main() -> None:
             plugin = stack.enter_context(plugin_at(args.plugin, "--plugin"))
             before = stack.enter_context(plugin_at(args.before, "--before"))
             servers = [stack.enter_context(server(kind, releases[kind], args.creates, plugin,
-                                                  before, args.relay_ca_file))
+                                                  before))
                        for kind in kinds]
             print("one run, the servers' rounds alternating: " + "; ".join(
                 f"{s.kind}: {s.label}" for s in servers) + f"; the plugin: "

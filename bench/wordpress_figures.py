@@ -78,23 +78,22 @@ class Figures:
                           + spread([a for a, _, _ in legs]) + "; answered -> stored at the "
                           "relay " + spread([b - a for a, b, _ in legs]) + "; stored -> B "
                           "answered the delivery " + spread([c - b for _, b, c in legs]))
-        for new, old in (("on", "before"), ("ca", "on")):
-            if new in self.e2e and old in self.e2e:
-                print(f"-- plugin {STATE_NAMES[new]} against {STATE_NAMES[old]}, alternating "
-                      f"rounds: capacity {self.throughput(new, old):.3f} of it; save "
-                      + ", ".join(f"p{p} {self.added(p, new, old):+.1f} ms"
-                                  for p in (50, 95, 99)) + "; end to end "
-                      + ", ".join(f"{load} p50 {self.e2e_at(50, load, new):.1f} vs "
-                                  f"{self.e2e_at(50, load, old):.1f} ms"
-                                  for load in ("sequential", "under load")))
+        if "before" in self.e2e:
+            new, old = "on", "before"
+            print(f"-- plugin {STATE_NAMES[new]} against {STATE_NAMES[old]}, alternating "
+                  f"rounds: capacity {self.throughput(new, old):.3f} of it; save "
+                  + ", ".join(f"p{p} {self.added(p, new, old):+.1f} ms"
+                              for p in (50, 95, 99)) + "; end to end "
+                  + ", ".join(f"{load} p50 {self.e2e_at(50, load, new):.1f} vs "
+                              f"{self.e2e_at(50, load, old):.1f} ms"
+                              for load in ("sequential", "under load")))
 
 
 def spread(values: list[float]) -> str:
     return f"{percentile(values, 50):.1f} / {percentile(values, 95):.1f}"
 
 
-STATE_NAMES = {"off": "inactive", "on": "active", "before": "before",
-               "ca": "active, relay CA file only"}
+STATE_NAMES = {"off": "inactive", "on": "active", "before": "before"}
 
 
 class Goals:

@@ -39,6 +39,15 @@ foreach ( $userrelay_blogs as $userrelay_blog ) {
 			$wpdb->esc_like( '_transient_timeout_userrelay_' ) . '%'
 		)
 	);
+	// The relay's trust anchor, learned into this blog's uploads (UserRelay_Relay_Trust).
+	$userrelay_uploads = wp_upload_dir( null, false );
+	$userrelay_folder  = trailingslashit( (string) $userrelay_uploads['basedir'] ) . 'userrelay';
+	foreach ( (array) glob( $userrelay_folder . '/relay-ca-*.pem' ) as $userrelay_file ) {
+		wp_delete_file( (string) $userrelay_file );
+	}
+	if ( is_dir( $userrelay_folder ) && array() === (array) glob( $userrelay_folder . '/*' ) ) {
+		rmdir( $userrelay_folder ); // phpcs:ignore WordPress.WP.AlternativeFunctions.file_system_operations_rmdir -- our own empty folder.
+	}
 	if ( is_multisite() ) {
 		restore_current_blog();
 	}

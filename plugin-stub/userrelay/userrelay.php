@@ -27,6 +27,7 @@ require_once __DIR__ . '/includes/class-userrelay-privileges.php';
 require_once __DIR__ . '/includes/class-userrelay-settings.php';
 require_once __DIR__ . '/includes/class-userrelay-signature.php';
 require_once __DIR__ . '/includes/class-userrelay-replay-guard.php';
+require_once __DIR__ . '/includes/class-userrelay-relay-trust.php';
 require_once __DIR__ . '/includes/class-userrelay-relay-client.php';
 require_once __DIR__ . '/includes/class-userrelay-outbox.php';
 require_once __DIR__ . '/includes/class-userrelay-loopback-kick.php';

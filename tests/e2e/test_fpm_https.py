@@ -9,28 +9,52 @@ front of it, trusting the same CA. Site a stays on php -S, as the other scenario
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.lab_packages import ensure_packages
+from tests.e2e.lab_site import Site
 from tests.e2e.test_sync import arrives, can_log_in, create, unique
-from tests.e2e.webstack import WEB_PACKAGES, Stack, proxy_over_https, serve_over_https
-from tests.e2e.world import World, build_world, free_port
+from tests.e2e.webstack import (
+    SYSTEM_BUNDLE,
+    WEB_PACKAGES,
+    Stack,
+    proxy_over_https,
+    serve_over_https,
+)
+from tests.e2e.world import World, build_world, free_port, outbox, user, wait_until
 from tests.tlslab import LocalCA
 
 pytestmark = pytest.mark.wordpress
 
 
 class FpmWorld:
-    def __init__(self, world: World, site_stack: Stack, ca: LocalCA) -> None:
-        self.world, self.site_stack, self.ca = world, site_stack, ca
+    site_stack: Stack  # site b's php-fpm and nginx
+
+    def __init__(self, world: World, ca: LocalCA, base: Path, relay_port: int,
+                 relay_proxy: Stack) -> None:
+        self.world, self.ca = world, ca
+        self.base, self.relay_port, self.relay_proxy = base, relay_port, relay_proxy
+
+    @property
+    def bundle(self) -> Path:
+        """The CA bundle site b's WordPress verifies with (the system's and the lab's CA)."""
+        return self.site_stack.folder / "ca-bundle.crt"
+
+    def serve_relay_with(self, ca: LocalCA, name: str) -> None:
+        """The relay's nginx again at the same address, with a certificate signed by ``ca``."""
+        self.relay_proxy.stop()
+        self.relay_proxy = proxy_over_https(self.base, self.world.lab.log_dir, ca,
+                                            self.relay_port, self.world.relay.url, name)
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +68,19 @@ def fpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FpmWorld]:
     ca = LocalCA(base / "ca")
     with build_world(base, releases=(None, "6.8")) as world:
         relay_port, site_port = free_port(), free_port()
-        relay_proxy = proxy_over_https(base, world.lab.log_dir, ca, relay_port, world.relay.url)
+        fpm = FpmWorld(world, ca, base, relay_port, proxy_over_https(
+            base, world.lab.log_dir, ca, relay_port, world.relay.url))
         try:
             world.b.set_constants({"USERRELAY_URL": f"https://localhost:{relay_port}"})
-            site_stack = serve_over_https(world.b, ca, site_port)
+            fpm.site_stack = serve_over_https(world.b, ca, site_port)
             try:
                 world.relay.ca_files["b"] = ca.cert
                 world.link("bidirectional")
-                yield FpmWorld(world, site_stack, ca)
+                yield fpm
             finally:
-                site_stack.stop()
+                fpm.site_stack.stop()
         finally:
-            relay_proxy.stop()
+            fpm.relay_proxy.stop()
 
 
 def test_the_relay_verifies_the_https_site_against_its_ca_file(fpm: FpmWorld) -> None:
@@ -129,3 +154,105 @@ def rest(fpm: FpmWorld, method: str, path: str, app_password: str,
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode(errors="replace")[:2000]
+
+
+# The relay's trust anchor (class-userrelay-relay-trust.php): cURL parses the whole CA bundle a
+# request is given, every time (about 25 ms of CPU a send, docs/performance.md), so the plugin
+# verifies the relay against the one authority of the site's own bundle its chain leads to.
+
+def test_the_plugin_verifies_the_relay_against_its_authority_in_the_sites_own_bundle(
+        fpm: FpmWorld) -> None:
+    probe_ca_file(fpm)  # b has talked to the relay over https: its anchor is learned
+    learned = anchor(fpm)
+
+    assert fingerprints(Path(learned["file"]).read_text()) == fingerprints(fpm.ca.cert.read_text())
+    assert f"|{fpm.bundle}|" in learned["for"]  # learned from that bundle, for that relay
+    assert learned["for"].startswith(f"localhost:{fpm.relay_port}|")
+    assert learned["file"] == probe_ca_file(fpm)  # the next request trusts only it
+
+
+def test_an_anchor_file_changed_on_disk_is_not_trusted_and_is_learned_again(fpm: FpmWorld) -> None:
+    probe_ca_file(fpm)
+    learned = anchor(fpm)
+    other = LocalCA(fpm.base / "tampered", name="Not the relay's CA")
+    Path(learned["file"]).write_text(other.cert.read_text())
+
+    assert str(fpm.bundle) == probe_ca_file(fpm)  # the whole bundle, then learned again
+    assert learned["file"] == probe_ca_file(fpm)
+    assert fingerprints(Path(learned["file"]).read_text()) == fingerprints(fpm.ca.cert.read_text())
+
+
+def test_when_the_relay_moves_to_another_authority_the_send_falls_back_to_the_bundle_at_once(
+        fpm: FpmWorld) -> None:
+    world, original = fpm.world, fpm.bundle.read_text()
+    second = LocalCA(fpm.base / "second-ca", name="UserRelay second test CA")
+    fpm.bundle.write_text(original + "\n" + second.cert.read_text())  # the site trusts both
+    try:
+        probe_ca_file(fpm)  # a changed bundle is learned from again: still the first CA
+        assert fingerprints(anchor_text(fpm)) == fingerprints(fpm.ca.cert.read_text())
+        fpm.serve_relay_with(second, "relay-second-ca")
+        login, email = unique("movedca")
+
+        create(world.b, login, email, first_name="Moved CA")
+
+        arrives(world.a, email, lambda u: u["first_name"] == "Moved CA")
+        assert fingerprints(anchor_text(fpm)) == fingerprints(second.cert.read_text())
+        assert 0 == outbox(world.b)
+    finally:
+        fpm.serve_relay_with(fpm.ca, "relay")
+        fpm.bundle.write_text(original)
+
+
+def test_an_authority_removed_from_the_sites_bundle_is_not_trusted_through_the_anchor(
+        fpm: FpmWorld) -> None:
+    world, original = fpm.world, fpm.bundle.read_text()
+    probe_ca_file(fpm)
+    assert fingerprints(anchor_text(fpm)) == fingerprints(fpm.ca.cert.read_text())
+    fpm.bundle.write_text(Path(SYSTEM_BUNDLE).read_text())  # the site no longer trusts the CA
+    login, email = unique("distrusted")
+    try:
+        create(world.b, login, email, first_name="Never over an untrusted CA")
+
+        wait_until("b's send is refused", lambda: attempts(world.b) >= 1, timeout=30)
+        assert user(world.a, email) is None
+        assert "certificate" in str(world.b.php_json(
+            "echo json_encode(get_option('userrelay_status'));")).lower()
+    finally:
+        fpm.bundle.write_text(original)
+    world.b.php("global $wpdb; $wpdb->query(\"UPDATE {$wpdb->prefix}userrelay_outbox "
+                "SET next_attempt_at = 0\"); UserRelay_Plugin::outbox()->flush();")
+    arrives(world.a, email)  # kept in the outbox, sent once trusted again
+
+
+def anchor(fpm: FpmWorld) -> dict[str, Any]:
+    """What b's plugin learned of the relay's trust anchor (its option)."""
+    learned = fpm.world.b.php_json("echo json_encode(get_option('userrelay_relay_trust'));")
+    assert isinstance(learned, dict) and "file" in learned, learned
+    return learned
+
+
+def anchor_text(fpm: FpmWorld) -> str:
+    return Path(anchor(fpm)["file"]).read_text()
+
+
+def probe_ca_file(fpm: FpmWorld) -> str:
+    """The CA file b's plugin gave its last request to the relay, a signed ping."""
+    used = fpm.world.b.php_json(
+        "$used = null; add_action('http_api_debug', function ($r, $c, $k, $args) use (&$used) {"
+        " $used = $args['sslcertificates']; }, 10, 4);"
+        "$answer = (new UserRelay_Relay_Client(new UserRelay_Settings()))->probe();"
+        "if (200 !== $answer['status']) { fwrite(STDERR, print_r($answer, true)); exit(1); }"
+        "echo json_encode($used);")
+    return str(used)
+
+
+def fingerprints(pem: str) -> set[str]:
+    """The SHA-256 fingerprints of the certificates in a PEM text."""
+    marker = "-----END CERTIFICATE-----"
+    return {hashlib.sha256(ssl.PEM_cert_to_DER_cert(part.strip() + "\n" + marker + "\n"))
+            .hexdigest() for part in pem.split(marker) if "BEGIN CERTIFICATE" in part}
+
+
+def attempts(site: Site) -> int:
+    rows = site.db_query("SELECT MAX(attempts) AS n FROM wp_userrelay_outbox")
+    return int(rows[0]["n"] or 0)

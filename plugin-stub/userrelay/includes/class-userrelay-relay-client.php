@@ -3,9 +3,11 @@
  * The HTTP side of talking to the relay: signed event batches, health, the connection test, and
  * the read-only views of this site (overview, user status).
  *
- * Uses wp_remote_post()/wp_remote_get(), not the wp_safe_ variants: those refuse every port but
- * 80, 443 and 8080, and a relay often listens elsewhere (8480 by default). Answers are returned
- * as plain arrays; deciding what they mean for the outbox is the outbox's job.
+ * Uses wp_remote_request(), not the wp_safe_ variants: those refuse every port but 80, 443 and
+ * 8080, and a relay often listens elsewhere (8480 by default). Over HTTPS each request is
+ * verified against the relay's trust anchor in the site's own CA bundle once it is learned
+ * (UserRelay_Relay_Trust). Answers are returned as plain arrays; deciding what they mean for the
+ * outbox is the outbox's job.
  *
  * @package UserRelay
  */
@@ -33,12 +35,20 @@ final class UserRelay_Relay_Client {
 	private $settings;
 
 	/**
+	 * The relay's trust anchor.
+	 *
+	 * @var UserRelay_Relay_Trust
+	 */
+	private $trust;
+
+	/**
 	 * Constructor.
 	 *
 	 * @param UserRelay_Settings $settings Settings.
 	 */
 	public function __construct( UserRelay_Settings $settings ) {
 		$this->settings = $settings;
+		$this->trust    = new UserRelay_Relay_Trust( $settings );
 	}
 
 	/**
@@ -63,9 +73,10 @@ final class UserRelay_Relay_Client {
 		if ( null === $key ) {
 			return self::failure( implode( ' ', $this->settings->problems() ) );
 		}
-		$response = wp_remote_post(
+		$response = $this->trust->request(
 			$this->events_url(),
 			array(
+				'method'      => 'POST',
 				'timeout'     => $timeout,
 				'redirection' => 0,
 				'headers'     => UserRelay_Signature::headers( $key, $webhook_id, $body ),
@@ -73,6 +84,9 @@ final class UserRelay_Relay_Client {
 				'user-agent'  => 'UserRelay-Plugin/' . USERRELAY_PLUGIN_VERSION . '; ' . home_url(),
 			)
 		);
+		if ( ! is_wp_error( $response ) ) {
+			$this->trust->learn_if_needed(); // Once: two TLS handshakes, after the visitor's answer.
+		}
 		return self::answer( $response );
 	}
 
@@ -82,9 +96,10 @@ final class UserRelay_Relay_Client {
 	 * @return array{status: int|null, body: string, error: string|null, retry_after: int|null, date: int|null}
 	 */
 	public function health(): array {
-		$response = wp_remote_get(
+		$response = $this->trust->request(
 			$this->settings->url() . '/healthz',
 			array(
+				'method'      => 'GET',
 				'timeout'     => self::TEST_TIMEOUT,
 				'redirection' => 0,
 			)
@@ -104,9 +119,10 @@ final class UserRelay_Relay_Client {
 			return self::failure( implode( ' ', $this->settings->problems() ) );
 		}
 		$body     = UserRelay_Signature::envelope( 'ping', $this->settings->site() );
-		$response = wp_remote_post(
+		$response = $this->trust->request(
 			$this->settings->url() . '/v1/sites/' . rawurlencode( $this->settings->site() ) . '/ping',
 			array(
+				'method'      => 'POST',
 				'timeout'     => self::TEST_TIMEOUT,
 				'redirection' => 0,
 				'headers'     => UserRelay_Signature::headers( $key, 'msg_ping_' . wp_generate_password( 20, false ), $body ),
@@ -114,6 +130,9 @@ final class UserRelay_Relay_Client {
 				'user-agent'  => 'UserRelay-Plugin/' . USERRELAY_PLUGIN_VERSION . '; ' . home_url(),
 			)
 		);
+		if ( ! is_wp_error( $response ) ) {
+			$this->trust->learn_if_needed();
+		}
 		return self::answer( $response );
 	}
 
@@ -129,9 +148,10 @@ final class UserRelay_Relay_Client {
 			return self::failure( implode( ' ', $this->settings->problems() ) );
 		}
 		$body     = UserRelay_Signature::envelope( 'overview', $this->settings->site() );
-		$response = wp_remote_post(
+		$response = $this->trust->request(
 			$this->settings->url() . '/v1/sites/' . rawurlencode( $this->settings->site() ) . '/overview',
 			array(
+				'method'      => 'POST',
 				'timeout'     => self::TEST_TIMEOUT,
 				'redirection' => 0,
 				'headers'     => UserRelay_Signature::headers( $key, 'msg_overview_' . wp_generate_password( 20, false ), $body ),
@@ -156,9 +176,10 @@ final class UserRelay_Relay_Client {
 			return self::failure( implode( ' ', $this->settings->problems() ) );
 		}
 		$body     = UserRelay_Signature::envelope( 'user-status', $this->settings->site(), array( 'user_ids' => array_values( array_map( 'intval', $user_ids ) ) ) );
-		$response = wp_remote_post(
+		$response = $this->trust->request(
 			$this->settings->url() . '/v1/sites/' . rawurlencode( $this->settings->site() ) . '/user-status',
 			array(
+				'method'      => 'POST',
 				'timeout'     => $timeout,
 				'redirection' => 0,
 				'headers'     => UserRelay_Signature::headers( $key, 'msg_user_status_' . wp_generate_password( 20, false ), $body ),
