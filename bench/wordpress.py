@@ -49,6 +49,7 @@ from bench.wordpress_clients import (
     relay_legs,
     set_plugin,
 )
+from bench.wordpress_cpu import Meter
 from bench.wordpress_figures import GOALS, Figures, summary
 from bench.wordpress_spans import (
     PROFILE_PLUGIN,
@@ -68,8 +69,8 @@ class Server:
     round between the other server's rounds."""
 
     def __init__(self, kind: str, world: World, ca: LocalCA | None, creates: int,
-                 before: Path | None) -> None:
-        self.kind, self.world, self.ca = kind, world, ca
+                 before: Path | None, meter: Meter) -> None:
+        self.kind, self.world, self.ca, self.meter = kind, world, ca, meter
         self.wordpress = str(world.a.php_json("echo json_encode($GLOBALS['wp_version']);"))
         if before is not None:  # beside the working tree's, activated in its "before" rounds
             (world.a.path / "wp-content" / "plugins" / BEFORE_DIR).symlink_to(before, True)
@@ -122,8 +123,10 @@ class Server:
             self.set_state(state)
             tag = f"r{r}{state}{uuid.uuid4().hex[:4]}"
             client.sequential([f"{tag}w{n}" for n in range(3)])  # warm caches
+            before = self.meter.reading()
             figures.saves[state] += client.sequential([f"{tag}s{n}" for n in range(saves)])
             wall, times = client.concurrent([f"{tag}c{n}" for n in range(creates)])
+            figures.add_cpu(state, Meter.spent(before, self.meter.reading()), saves + creates)
             figures.walls[state].append(wall)
             worst[state] = max(times)
         figures.worst.append(worst)
@@ -210,9 +213,10 @@ def quiet(world: World) -> None:
 
 
 @contextlib.contextmanager
-def fpm_sites(world: World, base: Path) -> Iterator[LocalCA]:
+def fpm_sites(world: World, base: Path) -> Iterator[tuple[LocalCA, dict[str, Stack]]]:
     """Both sites moved to php-fpm behind nginx over HTTPS, the relay trusting their CA, and
-    the plugins sending to the relay over HTTPS through nginx in front of it."""
+    the plugins sending to the relay over HTTPS through nginx in front of it; yields the CA and
+    the stacks by name ("relay", "a", "b")."""
     ca = LocalCA(base / "ca")
     stacks: list[Stack] = []
     try:
@@ -223,10 +227,23 @@ def fpm_sites(world: World, base: Path) -> Iterator[LocalCA]:
             site.set_constants({"USERRELAY_URL": f"https://localhost:{relay_port}"})
             stacks.append(serve_over_https(site, ca, free_port()))
             world.relay.ca_files[site.name] = ca.cert
-        yield ca
+        yield ca, {"relay": stacks[0], "a": stacks[1], "b": stacks[2]}
     finally:
         for stack in reversed(stacks):
             stack.stop()
+
+
+def sessions(stack: Stack) -> set[int]:
+    """The sessions of a stack's processes (each started in one of its own)."""
+    return {p.pid for p in stack.processes}
+
+
+def database(world: World) -> set[int]:
+    return {world.lab.mariadb.pid or 0}
+
+
+def relay(world: World) -> set[int]:
+    return {world.relay.process.pid} if world.relay.process is not None else set()
 
 
 @contextlib.contextmanager
@@ -244,10 +261,16 @@ def server(kind: str, release: str | None, creates: int, plugin: Path | None,
                 site.stop()  # no worker keeps the old path in its realpath cache
                 site.start()
         if kind == "php-fpm":
-            with fpm_sites(world, base) as ca:
-                yield Server(kind, world, ca, creates, before)
+            with fpm_sites(world, base) as (ca, stacks):
+                yield Server(kind, world, ca, creates, before, Meter({
+                    "site a": lambda: (sessions(stacks["a"]), set()),
+                    "database": lambda: (database(world), set()),
+                    "relay": lambda: (sessions(stacks["relay"]), relay(world))}))
         else:
-            yield Server(kind, world, None, creates, before)
+            yield Server(kind, world, None, creates, before, Meter({
+                "site a": lambda: ({world.a.server_pid or 0}, set()),
+                "database": lambda: (database(world), set()),
+                "relay": lambda: (set(), relay(world))}))
     shutil.rmtree(base, ignore_errors=True)  # kept after a failure: its logs say what happened
 
 

@@ -34,6 +34,25 @@ class Figures:
         self.creates = creates
         self.cost_logs: list[tuple[int, int]] = []  # site a's error log during the cost phases
         self.apply: tuple[float, float] | None = None  # (wp_insert_user users/s, applied users/s)
+        # CPU seconds each part of the lab spent in the cost phases, and the creates made there.
+        self.cpu: dict[str, dict[str, float]] = {s: {} for s in states}
+        self.cpu_creates: dict[str, int] = dict.fromkeys(states, 0)
+
+    def add_cpu(self, state: str, spent: dict[str, float], creates: int) -> None:
+        for part, seconds in spent.items():
+            self.cpu[state][part] = self.cpu[state].get(part, 0.0) + seconds
+        self.cpu_creates[state] += creates
+
+    def cpu_per_create(self, part: str, state: str) -> float:
+        """Milliseconds of ``part``'s CPU per create made in ``state``'s cost phases."""
+        return 1000 * self.cpu[state].get(part, 0.0) / max(1, self.cpu_creates[state])
+
+    def site_cpu_ratio(self, state: str = "on", base: str = "off") -> float:
+        """Site A's own CPU per create (its web server and the database) in ``state`` over
+        ``base``: what the plugin costs the site on a host where the relay is elsewhere."""
+        def site(st: str) -> float:
+            return self.cpu_per_create("site a", st) + self.cpu_per_create("database", st)
+        return site(state) / site(base)
 
     def throughput(self, state: str = "on", base: str = "off") -> float:
         """Creates/s in ``state`` over creates/s in ``base``, over all rounds."""
@@ -64,6 +83,11 @@ class Figures:
                 print(f"user save p{p}: inactive {without:6.1f} ms, {name} {with_:6.1f} ms, "
                       f"added {with_ - without:+.1f} ms  ({len(off)} saves each)")
             print("added time targets: <= 2 ms median, <= 5 ms p95")
+            if self.cpu_creates[state]:
+                print("CPU per create in the cost phases, inactive / " + name + ": " + ", ".join(
+                    f"{part} {self.cpu_per_create(part, 'off'):.1f} / "
+                    f"{self.cpu_per_create(part, state):.1f} ms" for part in self.cpu[state])
+                    + f"; site a and its database together {self.site_cpu_ratio(state):.3f}x")
             print(f"worst request per round ({name} vs inactive): " + ", ".join(
                 f"{w[state]:.0f}/{w['off']:.0f}" for w in self.worst) + " ms; most over: "
                 f"{self.most_over(state):+.0f} ms (target <= +100)")
@@ -132,7 +156,11 @@ def summary(servers: list[tuple[str, str, Figures]]) -> None:
                                           for s, st in columns])
           for p, goal in ((50, 2.0), (95, 5.0), (99, None))),
         ("worst request over its round's worst without", [
-            cell(s.figures.most_over(st), 100, "+.0f", " ms") for s, st in columns])]
+            cell(s.figures.most_over(st), 100, "+.0f", " ms") for s, st in columns]),
+        ("site a's own CPU per create (web server + database), with / without", [
+            f"{s.figures.site_cpu_ratio(st):.3f}" for s, st in columns]),
+        ("the relay's CPU per create (and nginx in front of it under FPM)", [
+            f"{s.figures.cpu_per_create('relay', st):.1f} ms" for s, st in columns])]
     for load in ("sequential", "under load"):
         for p in (50, 95, 99):
             rows.append((f"end to end, {load}, p{p}", [cell(

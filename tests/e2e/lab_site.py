@@ -123,6 +123,11 @@ class Site:
     def running(self) -> bool:
         return self._server is not None and self._server.poll() is None
 
+    @property
+    def server_pid(self) -> int | None:
+        """The php -S server's pid (its session: its workers run in it too), when running."""
+        return self._server.pid if self.running and self._server is not None else None
+
     def php(self, code: str, before_load: str = "") -> str:
         """Runs PHP statements (no opening tag) after wp-load.php, as no user; returns stdout.
         PHP errors go to stderr; a non-zero exit raises PhpError with it and the debug log."""
