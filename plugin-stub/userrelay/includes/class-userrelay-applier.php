@@ -225,7 +225,7 @@ final class UserRelay_Applier {
 			} finally {
 				self::quiet( false );
 			}
-			$wpdb->update( $table, array( 'user_id' => $user_id ), array( 'origin_site' => $origin['site'], 'origin_event_id' => $origin['event_id'] ), array( '%d' ), array( '%s', '%s' ) );
+			$wpdb->query( $wpdb->prepare( "UPDATE {$table} SET user_id = %d WHERE origin_site = %s AND origin_event_id = %s", $user_id, $origin['site'], $origin['event_id'] ) );
 			foreach ( isset( $event['merged'] ) && is_array( $event['merged'] ) ? $event['merged'] : array() as $merged ) {
 				if ( is_string( $merged ) && $merged !== $origin['event_id'] ) {
 					$wpdb->query( $wpdb->prepare( "INSERT IGNORE INTO {$table} (origin_site, origin_event_id, user_id, applied_at) VALUES (%s, %s, %d, %d)", $origin['site'], $merged, $user_id, time() ) );
@@ -243,8 +243,10 @@ final class UserRelay_Applier {
 			if ( $user_id ) {
 				$this->hooks->note_applied( $user_id, $origin );
 			}
-			foreach ( $this->changes->observed() as $version ) {
-				UserRelay_Stored_Versions::observe( $version ); // The clock moves past what was applied.
+			$observed = $this->changes->observed();
+			if ( array() !== $observed ) {
+				// The clock moves past what was applied: past the newest of it, in one step.
+				UserRelay_Stored_Versions::observe( array_reduce( $observed, array( 'UserRelay_Versions', 'newer' ) ) );
 			}
 			if ( self::DROPPED === $status ) {
 				return self::result( $id, 200, 0 ) + array( 'dropped' => true );

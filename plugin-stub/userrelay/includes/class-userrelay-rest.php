@@ -40,6 +40,14 @@ final class UserRelay_REST {
 	private $signed = array();
 
 	/**
+	 * The request check_signed() accepted (WordPress asks again for the Allow header of the
+	 * answer: rest_send_allow_header() calls every permission_callback of the route).
+	 *
+	 * @var WP_REST_Request|null
+	 */
+	private $accepted = null;
+
+	/**
 	 * Settings.
 	 *
 	 * @var UserRelay_Settings
@@ -148,6 +156,9 @@ final class UserRelay_REST {
 	 * @return true|WP_Error
 	 */
 	public function check_signed( WP_REST_Request $request ) {
+		if ( $request === $this->accepted ) {
+			return true; // Checked once, and its webhook-id is spent: asking again is not a replay.
+		}
 		$operation = substr( (string) $request->get_route(), strlen( '/' . UserRelay_Facts::REST_NAMESPACE . '/' ) );
 		if ( ! isset( self::OPERATIONS[ $operation ] ) ) {
 			return new WP_Error( 'userrelay_unknown_operation', __( 'Unknown operation.', 'userrelay' ), array( 'status' => 404 ) );
@@ -173,7 +184,8 @@ final class UserRelay_REST {
 		if ( true !== $first ) {
 			return $first;
 		}
-		$this->signed = $document;
+		$this->signed   = $document;
+		$this->accepted = $request;
 		return true;
 	}
 

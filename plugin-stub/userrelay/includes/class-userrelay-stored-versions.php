@@ -172,9 +172,10 @@ final class UserRelay_Stored_Versions {
 	 */
 	public static function observe( string $version ): void {
 		global $wpdb;
-		$parts = UserRelay_Versions::parse( UserRelay_Versions::newer( self::clock(), $version ) );
-		if ( null === $parts ) {
-			return;
+		$clock = self::clock();
+		$parts = UserRelay_Versions::parse( UserRelay_Versions::newer( $clock, $version ) );
+		if ( null === $parts || UserRelay_Versions::compare( $clock, $version ) >= 0 ) {
+			return; // Already past it.
 		}
 		$value = $parts[0] . '.' . $parts[1];
 		// Straight to the table: the options cache of another request would not see it anyway.
