@@ -91,3 +91,21 @@ def test_a_replayed_old_dead_letter_does_not_set_the_partner_back(world: World) 
     world.quiet()
 
     assert "New" == user(world.b, email)["first_name"]  # type: ignore[index]
+
+
+def test_the_site_clock_never_moves_back(world: World) -> None:
+    """A site's clock (the newest version made or applied there) moves past each version in
+    one statement that keeps a later reading, whatever order requests write it in; a reading
+    is milliseconds then a counter, compared as numbers (10 is after 9). (The readings here are
+    at most two milliseconds ahead of the site's own: other tests share the site.)"""
+    readings = world.b.php_json(
+        "$ms = max(UserRelay_Versions::parse(UserRelay_Stored_Versions::clock())[0],"
+        " (int) floor(microtime(true) * 1000)) + 1; $seen = [];"
+        "foreach ([[$ms, 9], [$ms - 5, 50], [$ms, 10], [$ms, 2], [$ms + 1, 0]] as [$m, $c]) {"
+        " UserRelay_Stored_Versions::observe(\"$m.$c@elsewhere\");"
+        " $seen[] = UserRelay_Stored_Versions::clock(); }"
+        "echo json_encode(array_map(fn ($r) => substr($r, -6), $seen));")
+
+    assert readings[0].endswith(".9@") and readings[1] == readings[0]
+    assert readings[2].endswith(".10@") and readings[3] == readings[2]
+    assert readings[4].endswith(".0@") and readings[4] != readings[2]

@@ -244,7 +244,7 @@ final class UserRelay_Admin {
 		$lines[] = sprintf( _n( '%d event waiting to be sent.', '%d events waiting to be sent.', $count, 'userrelay' ), $count );
 		if ( $head ) {
 			/* translators: 1: event id, 2: age. */
-			$lines[] = sprintf( __( 'Oldest: %1$s, made %2$s ago.', 'userrelay' ), $head->event_id, human_time_diff( (int) $head->created_at ) );
+			$lines[] = sprintf( __( 'Oldest: %1$s, made %2$s ago.', 'userrelay' ), UserRelay_Outbox::event_id( $head ), human_time_diff( (int) $head->created_at ) );
 			if ( (int) $head->attempts > 0 ) {
 				$wait = (int) $head->next_attempt_at - time();
 				/* translators: 1: attempts, 2: seconds. */

@@ -90,6 +90,7 @@ final class UserRelay_Event_Versions {
 	 * @param WP_User $user The user.
 	 */
 	public static function buried( WP_User $user ): string {
+		UserRelay_Stored_Versions::prime_gone( (string) $user->user_email, (string) $user->user_login );
 		$email = UserRelay_Stored_Versions::gone( 'email', (string) $user->user_email );
 		$login = UserRelay_Stored_Versions::gone( 'login', (string) $user->user_login );
 		return UserRelay_Versions::newer( $email ?? UserRelay_Facts::MIN_VERSION, $login ?? UserRelay_Facts::MIN_VERSION );

@@ -113,12 +113,20 @@ final class UserRelay_Outbox {
 				error_log( 'UserRelay: could not store ' . count( $chunk ) . ' event(s) in the outbox: ' . $wpdb->last_error );
 				continue;
 			}
-			$stored += $rows;
-			// An event's id is this install's id plus its row id: unique for ever, stable on resend.
-			// insert_id is the statement's first id; the range keeps this to a primary-key scan.
-			$wpdb->query( $wpdb->prepare( "UPDATE {$table} SET event_id = CONCAT(%s, id) WHERE id >= %d AND event_id = ''", self::install_id() . '-', (int) $wpdb->insert_id ) );
+			$stored += $rows; // Their event ids follow from their row ids (event_id()).
 		}
 		return $stored;
+	}
+
+	/**
+	 * An outbox row's event id: this install's id plus its row id, unique for ever and the same
+	 * on every resend (as the batch's webhook-id is). Rows stored by earlier builds of the
+	 * plugin have it in their event_id column.
+	 *
+	 * @param object $row A row with id and event_id.
+	 */
+	public static function event_id( $row ): string {
+		return '' !== (string) $row->event_id ? (string) $row->event_id : self::install_id() . '-' . $row->id;
 	}
 
 	/**
@@ -279,8 +287,7 @@ final class UserRelay_Outbox {
 			$parts = array();
 			$size  = 13;
 			foreach ( $rows as $row ) {
-				$event_id = '' !== $row->event_id ? $row->event_id : self::install_id() . '-' . $row->id;
-				$part     = '{"id":' . wp_json_encode( $event_id ) . ',' . substr( $row->payload, 1 );
+				$part = '{"id":' . wp_json_encode( self::event_id( $row ) ) . ',' . substr( $row->payload, 1 );
 				if ( $parts && $size + strlen( $part ) + 1 > self::MAX_BODY_BYTES ) {
 					break;
 				}

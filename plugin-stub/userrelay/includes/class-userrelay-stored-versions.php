@@ -166,20 +166,43 @@ final class UserRelay_Stored_Versions {
 	}
 
 	/**
-	 * Moves the site's clock past $version (never back).
+	 * Moves the site's clock past $version, never back: one statement, which keeps the stored
+	 * reading when it is already as late (another request may have moved it meanwhile).
 	 *
 	 * @param string $version A version made or applied here.
 	 */
 	public static function observe( string $version ): void {
 		global $wpdb;
-		$clock = self::clock();
-		$parts = UserRelay_Versions::parse( UserRelay_Versions::newer( $clock, $version ) );
-		if ( null === $parts || UserRelay_Versions::compare( $clock, $version ) >= 0 ) {
-			return; // Already past it.
+		$parts = UserRelay_Versions::parse( $version );
+		if ( null === $parts ) {
+			return;
 		}
-		$value = $parts[0] . '.' . $parts[1];
+		list( $ms, $counter ) = $parts;
 		// Straight to the table: the options cache of another request would not see it anyway.
-		$wpdb->query( $wpdb->prepare( "INSERT INTO {$wpdb->options} (option_name, option_value, autoload) VALUES (%s, %s, 'no') ON DUPLICATE KEY UPDATE option_value = VALUES(option_value)", self::CLOCK_OPTION, $value ) );
+		// A reading is "ms.counter"; it is replaced only by a later one (ms, then counter).
+		$wpdb->query(
+			$wpdb->prepare(
+				"INSERT INTO {$wpdb->options} (option_name, option_value, autoload) VALUES (%s, %s, 'no') ON DUPLICATE KEY UPDATE option_value = IF(CAST(SUBSTRING_INDEX(option_value, '.', 1) AS UNSIGNED) < %d OR (CAST(SUBSTRING_INDEX(option_value, '.', 1) AS UNSIGNED) = %d AND CAST(SUBSTRING_INDEX(option_value, '.', -1) AS UNSIGNED) < %d), VALUES(option_value), option_value)",
+				self::CLOCK_OPTION,
+				$ms . '.' . $counter,
+				$ms,
+				$ms,
+				$counter
+			)
+		);
+	}
+
+	/**
+	 * Reads the tombstones of an email and a login in one query where WordPress can (6.4+:
+	 * wp_prime_option_caches()); gone() then answers from the options cache.
+	 *
+	 * @param string $email Email.
+	 * @param string $login Login.
+	 */
+	public static function prime_gone( string $email, string $login ): void {
+		if ( function_exists( 'wp_prime_option_caches' ) ) {
+			wp_prime_option_caches( array( self::gone_option( 'email', $email ), self::gone_option( 'login', $login ) ) );
+		}
 	}
 
 	/**
