@@ -44,6 +44,7 @@ from pathlib import Path
 
 from bench.wordpress_clients import (
     BEFORE_DIR,
+    PAUSE,
     Arrivals,
     Client,
     relay_legs,
@@ -125,8 +126,11 @@ class Server:
             client.sequential([f"{tag}w{n}" for n in range(3)])  # warm caches
             before = self.meter.reading()
             figures.saves[state] += client.sequential([f"{tag}s{n}" for n in range(saves)])
+            figures.paced[state] += client.sequential([f"{tag}p{n}" for n in range(saves)],
+                                                      PAUSE)
             wall, times = client.concurrent([f"{tag}c{n}" for n in range(creates)])
-            figures.add_cpu(state, Meter.spent(before, self.meter.reading()), saves + creates)
+            figures.add_cpu(state, Meter.spent(before, self.meter.reading()),
+                            2 * saves + creates)
             figures.walls[state].append(wall)
             worst[state] = max(times)
         figures.worst.append(worst)

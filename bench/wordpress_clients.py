@@ -30,6 +30,10 @@ def app_password(site: Site) -> str:
     return base64.b64encode(f"admin:{secret}".encode()).decode()
 
 
+# Seconds between paced saves: long enough for a save's send after its answer to end before
+# the next save starts, as on a site whose saves are not back to back.
+PAUSE = 0.2
+
 class Client:
     """Creates users on a site through its REST API; remembers when each create started."""
 
@@ -54,8 +58,14 @@ class Client:
         self.answered[login] = time.time()
         return (time.perf_counter() - start) * 1000
 
-    def sequential(self, logins: list[str]) -> list[float]:
-        return [self.create(login) for login in logins]
+    def sequential(self, logins: list[str], pause: float = 0.0) -> list[float]:
+        """Per-request milliseconds of ``logins`` created one after another, ``pause`` seconds
+        apart (0: back to back, each starting as the last one's answer arrives)."""
+        times = []
+        for login in logins:
+            times.append(self.create(login))
+            time.sleep(pause)
+        return times
 
     def concurrent(self, logins: list[str]) -> tuple[float, list[float]]:
         """Wall seconds and per-request milliseconds of ``logins`` created by CLIENTS clients."""

@@ -36,6 +36,7 @@ require_once __DIR__ . '/includes/class-userrelay-credential-hooks.php';
 require_once __DIR__ . '/includes/class-userrelay-network.php';
 require_once __DIR__ . '/includes/class-userrelay-versions.php';
 require_once __DIR__ . '/includes/class-userrelay-stored-versions.php';
+require_once __DIR__ . '/includes/class-userrelay-bookkeeping-meta.php';
 require_once __DIR__ . '/includes/class-userrelay-meta-values.php';
 require_once __DIR__ . '/includes/class-userrelay-modified.php';
 require_once __DIR__ . '/includes/class-userrelay-event-versions.php';

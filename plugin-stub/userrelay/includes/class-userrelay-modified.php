@@ -40,17 +40,12 @@ final class UserRelay_Modified {
 	}
 
 	/**
-	 * Records when the user's data last changed (written with reporting off).
+	 * Records when the user's data last changed (no meta hook runs: it is bookkeeping).
 	 *
 	 * @param int   $user_id User id.
 	 * @param float $at      Unix seconds.
 	 */
 	public static function record( int $user_id, float $at ): void {
-		UserRelay_Hooks::suppress();
-		try {
-			update_user_meta( $user_id, self::META, sprintf( '%.6F', $at ) );
-		} finally {
-			UserRelay_Hooks::resume();
-		}
+		UserRelay_Bookkeeping_Meta::write( $user_id, self::META, sprintf( '%.6F', $at ) );
 	}
 }

@@ -320,15 +320,17 @@ final class UserRelay_Snapshot {
 	private function current_hashes( array $user_ids ): array {
 		global $wpdb;
 		$user_ids = array_map( 'intval', $user_ids );
-		$rows     = $wpdb->get_results( "SELECT ID, user_pass FROM {$wpdb->users} WHERE ID IN (" . implode( ',', $user_ids ) . ')', OBJECT_K );
-		$hashes   = array();
+		// The whole rows, fresh: a password set by a direct UPDATE may not be in the cache yet.
+		$rows   = $wpdb->get_results( "SELECT * FROM {$wpdb->users} WHERE ID IN (" . implode( ',', $user_ids ) . ')', OBJECT_K );
+		$hashes = array();
 		foreach ( $user_ids as $user_id ) {
 			if ( isset( $rows[ $user_id ] ) ) {
 				$hashes[ $user_id ] = (string) $rows[ $user_id ]->user_pass;
+				update_user_caches( $rows[ $user_id ] );
 			}
 		}
 		if ( $hashes ) {
-			cache_users( array_keys( $hashes ) );
+			update_meta_cache( 'user', array_keys( $hashes ) ); // Only those not cached yet.
 		}
 		return $hashes;
 	}

@@ -115,12 +115,7 @@ final class UserRelay_Stored_Versions {
 			}
 		}
 		ksort( $map );
-		UserRelay_Hooks::suppress();
-		try {
-			update_user_meta( $user_id, self::META, wp_slash( (string) wp_json_encode( $map, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE ) ) );
-		} finally {
-			UserRelay_Hooks::resume();
-		}
+		UserRelay_Bookkeeping_Meta::write( $user_id, self::META, (string) wp_json_encode( $map, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE ) );
 	}
 
 	/**
