@@ -12,9 +12,11 @@ TLS in front of it, as docs/operations.md deploys it).
    - site capacity: 200 user creates (the core REST API, an application password) by 8
      concurrent clients; wall time without the plugin over wall time with it;
    - the added time of a user save: median, p95 and p99 of sequential creates, active minus
-     inactive;
+     inactive, back to back and 0.2 s apart (``PAUSE``: a save's send has ended);
    - the worst single request of each round, active against inactive;
-   these three with the link paused: the relay takes and keeps the events, so site B and the
+   - the CPU site A's web server, the database and the relay spend per create
+     (bench/wordpress_cpu.py);
+   these with the link paused: the relay takes and keeps the events, so site B and the
    delivery do not take this machine's cores from A's visitors (on separate hosts they would
    not);
    - end to end, the link running: from the start of a create on A until the user's row
