@@ -15,7 +15,8 @@ TLS in front of it, as docs/operations.md deploys it).
      inactive, back to back and 0.2 s apart (``PAUSE``: a save's send has ended);
    - the worst single request of each round, active against inactive;
    - the CPU site A's web server, the database and the relay spend per create
-     (bench/wordpress_cpu.py);
+     (bench/wordpress_cpu.py), and with ``--cpu-profile`` site A's CPU per create by call
+     stack (bench/wordpress_cpu_profile.py, php-excimer);
    these with the link paused: the relay takes and keeps the events, so site B and the
    delivery do not take this machine's cores from A's visitors (on separate hosts they would
    not);
@@ -53,6 +54,9 @@ from bench.wordpress_clients import (
     set_plugin,
 )
 from bench.wordpress_cpu import Meter
+from bench.wordpress_cpu_profile import PACKAGES as CPU_PACKAGES
+from bench.wordpress_cpu_profile import plugin as cpu_plugin
+from bench.wordpress_cpu_profile import summary as cpu_summary
 from bench.wordpress_figures import GOALS, Figures, summary
 from bench.wordpress_spans import (
     PROFILE_PLUGIN,
@@ -88,7 +92,7 @@ class Server:
                  "PHP-FPM (4 children) behind nginx, HTTPS; the relay behind nginx, HTTPS")
         return f"WordPress {self.wordpress} under {stack}"
 
-    def start(self, profile: bool) -> None:
+    def start(self, profile: bool, cpu_profile: bool) -> None:
         self.world.link("push")
         self.client = Client(self.world.a, self.ca)
         self.since_b = log_size(self.world.b)
@@ -96,7 +100,20 @@ class Server:
             for mu in self.profile_plugins():
                 mu.parent.mkdir(exist_ok=True)
                 mu.write_text(PROFILE_PLUGIN)
+        if cpu_profile:
+            self.cpu_profile.mkdir(exist_ok=True)
+            self.cpu_plugin.parent.mkdir(exist_ok=True)
+            self.cpu_plugin.write_text(cpu_plugin(self.cpu_profile, BEFORE_DIR))
         self.arrivals = Arrivals(self.world.b)
+
+    @property
+    def cpu_profile(self) -> Path:
+        """Where site A's CPU profiles go (--cpu-profile)."""
+        return self.world.lab.log_dir / "cpu-profile"
+
+    @property
+    def cpu_plugin(self) -> Path:
+        return self.world.a.path / "wp-content" / "mu-plugins" / "bench-cpu.php"
 
     def profile_plugins(self) -> list[Path]:
         return [site.path / "wp-content" / "mu-plugins" / "bench-spans.php"
@@ -106,7 +123,7 @@ class Server:
         if self.arrivals is not None:
             self.arrivals.stop()
             self.arrivals = None
-        for mu in self.profile_plugins():
+        for mu in [*self.profile_plugins(), self.cpu_plugin]:
             mu.unlink(missing_ok=True)
         self.set_state("on")
 
@@ -160,7 +177,7 @@ class Server:
         """Site A's plugin off, on, or on as at --before."""
         set_plugin(self.world.a, state)
 
-    def report(self, profile: bool) -> None:
+    def report(self, profile: bool, cpu_profile: bool) -> None:
         print(f"\n== {self.kind}: {self.label} ==")
         self.figures.report(GOALS[self.kind])
         if profile:
@@ -172,6 +189,8 @@ class Server:
             print("  site b, its deliveries:")
             profile_summary(self.world.b, [(self.since_b, log_size(self.world.b))])
             shutdown_steps(self.world.a)
+        if cpu_profile:
+            cpu_summary(self.cpu_profile, self.figures.states)
 
     def apply_rate(self, users: int) -> None:
         """N users created on A with the link paused; users/s B applies once it starts, beside
@@ -322,6 +341,9 @@ def main() -> None:
                         help="concurrent creates per round and state")
     parser.add_argument("--profile", action="store_true",
                         help="timing spans of site a's requests from its PHP error log")
+    parser.add_argument("--cpu-profile", action="store_true",
+                        help="site A's CPU per create by call stack, in each plugin state "
+                             "(installs Debian's php-excimer)")
     parser.add_argument("--users", type=int, default=1000,
                         help="apply-rate users, on each server (0: skip)")
     parser.add_argument("--plugin", metavar="REVISION",
@@ -335,8 +357,9 @@ def main() -> None:
                                ("--creates", args.creates, 1), ("--users", args.users, 0)):
         if value < least:
             raise SystemExit(f"{name} must be at least {least}, not {value}")
-    reason = ensure_packages() or (ensure_packages(WEB_PACKAGES)
-                                   if args.server != "php-s" else None)
+    reason = (ensure_packages() or (ensure_packages(WEB_PACKAGES)
+                                    if args.server != "php-s" else None)
+              or (ensure_packages(CPU_PACKAGES) if args.cpu_profile else None))
     if reason:
         raise SystemExit(f"cannot run WordPress here: {reason}")
     kinds = ["php-s", "php-fpm"] if args.server == "both" else [args.server]
@@ -354,14 +377,14 @@ def main() -> None:
                 + (f", and as at {args.before} (before)" if args.before else ""), flush=True)
             for s in servers:
                 stack.callback(s.stop)
-                s.start(args.profile)
+                s.start(args.profile, args.cpu_profile)
             for r in range(args.rounds):
                 for s in servers if r % 2 == 0 else reversed(servers):
                     s.round(r, args.saves, args.creates)
                     print(f"round {r + 1}/{args.rounds} on {s.kind} done", flush=True)
             for s in servers:
                 s.stop()
-                s.report(args.profile)
+                s.report(args.profile, args.cpu_profile)
             if args.users:
                 for s in servers:
                     s.apply_rate(args.users)
