@@ -5,12 +5,13 @@
  * bundle.
  *
  * Why: WordPress gives cURL the site's bundle (about 150 authorities) and cURL parses all of it
- * again for every request, about 25 ms of CPU per send (docs/performance.md). The anchor is
- * learned from that same bundle, so trust is narrowed, never widened: it is used only while the
- * bundle is the one it was learned from (same path, size and modification time) and only for
- * the relay URL it was learned for, and its file must still hold exactly what was learned. When
- * a narrowed request fails verification (the relay's certificate moved to another authority),
- * the client repeats it at once against the whole bundle and the anchor is learned again.
+ * again for every request, 14 ms more CPU per send than one CA file (docs/performance.md). The
+ * anchor is learned from that same bundle, so trust is narrowed, never widened: it is used only
+ * while the bundle is the one it was learned from (same path, size and modification time) and
+ * only for the relay URL it was learned for, and its file must still hold exactly what was
+ * learned. When a narrowed request fails verification (the relay's certificate moved to another
+ * authority), the client repeats it at once against the whole bundle and the anchor is learned
+ * again.
  *
  * Learning: after a request to the relay that the whole bundle verified, one TLS handshake with
  * PHP's stream wrapper (the same bundle as its cafile) captures the relay's chain; the anchor is
