@@ -3,7 +3,6 @@ watcher of site B's users table, and the relay's own record of each event's legs
 
 from __future__ import annotations
 
-import base64
 import json
 import ssl
 import subprocess
@@ -13,21 +12,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.e2e.world import World, wait_until
+from tests.e2e.wpadmin import app_password
 from tests.e2e.wplab import Site
 from tests.tlslab import LocalCA
 
 PLUGIN_FILE = "userrelay/userrelay.php"
 BEFORE_DIR = "userrelay-before"  # the plugin at another revision, for --before
 CLIENTS = 8
-
-
-def app_password(site: Site) -> str:
-    secret = site.php_json(
-        "$u = get_user_by('login', 'admin');"
-        "[$pass] = WP_Application_Passwords::create_new_application_password("
-        "$u->ID, ['name' => 'bench-' . wp_generate_password(6, false)]);"
-        "echo json_encode($pass);")
-    return base64.b64encode(f"admin:{secret}".encode()).decode()
 
 
 # Seconds between paced saves: long enough for a save's send after its answer to end before

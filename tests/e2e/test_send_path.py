@@ -4,7 +4,6 @@ lost or reordered, also while the relay restarts."""
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import urllib.error
@@ -20,19 +19,11 @@ import pytest
 from tests.e2e.lab_site import Site
 from tests.e2e.test_sync import arrives, create, unique
 from tests.e2e.world import World, outbox, wait_until
+from tests.e2e.wpadmin import app_password
 
 pytestmark = pytest.mark.wordpress
 
 CLIENTS = 8
-
-
-def app_password(site: Site) -> str:
-    secret = site.php_json(
-        "[$pass] = WP_Application_Passwords::create_new_application_password("
-        "get_user_by('login', 'admin')->ID, "
-        "['name' => 'clients ' . wp_generate_password(6, false)]);"
-        "echo json_encode($pass);")
-    return base64.b64encode(f"admin:{secret}".encode()).decode()
 
 
 def rest(site: Site, auth: str, path: str, body: dict[str, object]) -> dict[str, object]:

@@ -1,11 +1,13 @@
 """wp-admin as a signed-in person drives it, without a browser: a client that logs in through
 wp-login.php and keeps its cookies, pages fetched and forms sent through WordPress's own admin
 handling (real nonces read from the pages); the users of a site made in one PHP process; and
-the events a site's plugin stores in its outbox, recorded by a must-use plugin.
+the events a site's plugin stores in its outbox, recorded by a must-use plugin; application
+passwords for REST clients.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import html
 import http.cookiejar
@@ -18,6 +20,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from tests.e2e.lab_site import Site
+
+
+def app_password(site: Site, login: str = "admin") -> str:
+    """A new application password of ``login`` on ``site``, as an HTTP Basic credential (the
+    core REST API's own authentication, for clients that create users as a site's tools do)."""
+    secret = site.php_json(
+        f"$u = get_user_by('login', {json.dumps(login)});"
+        "[$pass] = WP_Application_Passwords::create_new_application_password("
+        "$u->ID, ['name' => 'lab ' . wp_generate_password(6, false)]);"
+        "echo json_encode($pass);")
+    return base64.b64encode(f"{login}:{secret}".encode()).decode()
 
 
 class Admin:

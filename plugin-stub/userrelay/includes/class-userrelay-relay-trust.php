@@ -250,9 +250,10 @@ final class UserRelay_Relay_Trust {
 			return 'none of the bundle\'s certificates is in or signed the relay\'s chain';
 		}
 		$pem     = implode( "\n", $anchors ) . "\n";
+		$sha256  = hash( 'sha256', $pem );
 		$uploads = wp_upload_dir( null, false );
 		$folder  = trailingslashit( (string) $uploads['basedir'] ) . 'userrelay';
-		$file    = $folder . '/relay-ca-' . substr( hash( 'sha256', $pem ), 0, 16 ) . '.pem';
+		$file    = $folder . '/relay-ca-' . substr( $sha256, 0, 16 ) . '.pem';
 		if ( ! wp_mkdir_p( $folder ) || false === file_put_contents( $file, $pem, LOCK_EX ) ) { // phpcs:ignore WordPress.WP.AlternativeFunctions.file_system_operations_file_put_contents -- no credentials prompt in a background send.
 			return 'cannot write ' . $file;
 		}
@@ -263,7 +264,7 @@ final class UserRelay_Relay_Trust {
 		return array(
 			'for'        => $this->key( $bundle ),
 			'file'       => $file,
-			'sha256'     => hash( 'sha256', $pem ),
+			'sha256'     => $sha256,
 			'learned_at' => time(),
 		);
 	}
